@@ -1,0 +1,93 @@
+/**
+ * errno handling: turns a failed libc call into an {@linkcode OsCallError} that names the call.
+ *
+ * @module
+ */
+import { libc } from "./libc.ts";
+
+const NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  22: "EINVAL",
+  24: "EMFILE",
+  25: "ENOTTY",
+  28: "ENOSPC",
+  38: "ENOSYS",
+  95: "EOPNOTSUPP",
+};
+
+/** Symbolic name of an errno value, such as `"EINVAL"`, or `"errno N"` for unknown values. */
+export function errnoName(errno: number): string {
+  return NAMES[errno] ?? `errno ${errno}`;
+}
+
+/**
+ * A libc or kernel call failed. `call` names it (for ioctls, the ioctl request name), `errno` is the raw
+ * value and `code` its symbolic name.
+ *
+ * @example
+ * ```ts
+ * import { OsCallError } from "./errno.ts";
+ * const e = new OsCallError("ioctl(KVM_CREATE_VM)", 12);
+ * console.log(e.message); // "ioctl(KVM_CREATE_VM) failed: ENOMEM"
+ * ```
+ */
+export class OsCallError extends Error {
+  /** The raw errno value. */
+  readonly errno: number;
+  /** Symbolic errno name such as `"EINVAL"`. */
+  readonly code: string;
+  /** The call that failed. */
+  readonly call: string;
+  /** Builds the error from the call name and errno. */
+  constructor(call: string, errno: number) {
+    super(`${call} failed: ${errnoName(errno)}`);
+    this.name = "OsCallError";
+    this.errno = errno;
+    this.code = errnoName(errno);
+    this.call = call;
+  }
+}
+
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/**
+ * The calling thread's errno. Read it right after the failing call, before any other FFI call.
+ *
+ * @example
+ * ```ts
+ * import { lastErrno } from "./errno.ts";
+ * console.log(lastErrno());
+ * ```
+ */
+export function lastErrno(): number {
+  // __errno_location is per thread but fixed for a thread's lifetime, so one view per module instance
+  // (modules are per Worker) is enough.
+  if (errnoView === undefined) errnoView = new Deno.UnsafePointerView(libc().__errno_location()!);
+  return errnoView.getInt32(0);
+}
+
+/**
+ * Throws {@linkcode OsCallError} when `result` is negative; returns it otherwise.
+ *
+ * @example
+ * ```ts
+ * import { check } from "./errno.ts";
+ * import { libc } from "./libc.ts";
+ * const pid = check("getpid", libc().getpid());
+ * ```
+ */
+export function check(call: string, result: number): number {
+  if (result < 0) throw new OsCallError(call, lastErrno());
+  return result;
+}

@@ -1,0 +1,134 @@
+/**
+ * The KVM user-space ABI for x86-64: ioctl request numbers, capability numbers, exit reasons and the byte
+ * offsets of the structs snapvm passes. Values were checked against `<linux/kvm.h>` with `offsetof` on
+ * Linux 6.18 (see docs/KVM.md for how).
+ *
+ * @module
+ */
+
+/** ioctl request numbers (`_IO`/`_IOR`/`_IOW` already applied). */
+export const KVM = {
+  /** `/dev/kvm`: returns 12. */
+  GET_API_VERSION: 0xae00n,
+  /** `/dev/kvm`: returns a VM fd. */
+  CREATE_VM: 0xae01n,
+  /** `/dev/kvm` or VM fd: capability number in, >0 if present. */
+  CHECK_EXTENSION: 0xae03n,
+  /** `/dev/kvm`: size of the `kvm_run` mapping of a vCPU fd. */
+  GET_VCPU_MMAP_SIZE: 0xae04n,
+  /** VM fd: vCPU id in, vCPU fd out. */
+  CREATE_VCPU: 0xae41n,
+  /** VM fd: `struct kvm_dirty_log` (16 B: slot u32 @0, bitmap pointer @8). */
+  GET_DIRTY_LOG: 0x4010ae42n,
+  /** VM fd: `struct kvm_userspace_memory_region` (32 B). */
+  SET_USER_MEMORY_REGION: 0x4020ae46n,
+  /** vCPU fd: run until the next exit. */
+  RUN: 0xae80n,
+  /** vCPU fd: `struct kvm_regs` (144 B) out. */
+  GET_REGS: 0x8090ae81n,
+  /** vCPU fd: `struct kvm_regs` in. */
+  SET_REGS: 0x4090ae82n,
+  /** vCPU fd: `struct kvm_sregs` (312 B) out. */
+  GET_SREGS: 0x8138ae83n,
+  /** vCPU fd: `struct kvm_sregs` in. */
+  SET_SREGS: 0x4138ae84n,
+  /** vCPU fd: `struct kvm_signal_mask` {u32 len = 8, u8 sigset[8]}: the signal mask while in KVM_RUN. */
+  SET_SIGNAL_MASK: 0x4004ae8bn,
+} as const;
+
+/** Capability numbers for `KVM_CHECK_EXTENSION`. */
+export const KVM_CAP = {
+  USER_MEMORY: 3,
+  SYNC_REGS: 74,
+  IMMEDIATE_EXIT: 136,
+} as const;
+
+/** The only KVM API version there has ever been. */
+export const KVM_API_VERSION = 12;
+
+/** `kvm_run.exit_reason` values. */
+export const KVM_EXIT = {
+  UNKNOWN: 0,
+  EXCEPTION: 1,
+  IO: 2,
+  DEBUG: 4,
+  HLT: 5,
+  MMIO: 6,
+  SHUTDOWN: 8,
+  FAIL_ENTRY: 9,
+  INTR: 10,
+  INTERNAL_ERROR: 17,
+} as const;
+
+/** Byte offsets in the `kvm_run` mapping. */
+export const RUN = {
+  IMMEDIATE_EXIT: 1,
+  EXIT_REASON: 8,
+  /** `io`: direction u8 (1 = out), size u8, port u16, count u32, data_offset u64. */
+  IO_DIRECTION: 32,
+  IO_SIZE: 33,
+  IO_PORT: 34,
+  IO_COUNT: 36,
+  IO_DATA_OFFSET: 40,
+  /** `mmio`: phys_addr u64 @32, data[8] @40, len u32 @48, is_write u8 @52. */
+  MMIO_PHYS_ADDR: 32,
+  MMIO_IS_WRITE: 52,
+  /** `fail_entry.hardware_entry_failure_reason` u64. */
+  FAIL_ENTRY_REASON: 32,
+  /** `internal.suberror` u32. */
+  INTERNAL_SUBERROR: 32,
+  /** Which register sets KVM copies into `s` on exit (bit 0 = regs). */
+  VALID_REGS: 288,
+  /** Which register sets KVM loads from `s` on entry (bit 0 = regs). */
+  DIRTY_REGS: 296,
+  /** `s.regs`: a `struct kvm_regs` inside the mapping (KVM_CAP_SYNC_REGS). */
+  SYNC_REGS: 304,
+} as const;
+
+/** `KVM_SYNC_X86_REGS`: the general-purpose register set of `kvm_run.s`. */
+export const KVM_SYNC_X86_REGS = 1n;
+
+/** Byte offsets in `struct kvm_regs` (144 B, 18 × u64). */
+export const REGS = {
+  SIZE: 144,
+  RAX: 0,
+  RBX: 8,
+  RCX: 16,
+  RDX: 24,
+  RSI: 32,
+  RDI: 40,
+  RSP: 48,
+  RBP: 56,
+  R8: 64,
+  RIP: 128,
+  RFLAGS: 136,
+} as const;
+
+/**
+ * Byte offsets in `struct kvm_sregs` (312 B). Segments are 24 B each: base u64 @0, limit u32 @8,
+ * selector u16 @12, then u8 type @14, present, dpl, db, s, l, g, avl, unusable, padding @23.
+ */
+export const SREGS = {
+  SIZE: 312,
+  CS: 0,
+  DS: 24,
+  ES: 48,
+  FS: 72,
+  GS: 96,
+  SS: 120,
+  TR: 144,
+  LDT: 168,
+  GDT: 192,
+  IDT: 208,
+  CR0: 224,
+  CR2: 232,
+  CR3: 240,
+  CR4: 248,
+  CR8: 256,
+  EFER: 264,
+  APIC_BASE: 272,
+  INTERRUPT_BITMAP: 280,
+} as const;
+
+/** `struct kvm_userspace_memory_region` flags. */
+export const KVM_MEM_LOG_DIRTY_PAGES = 1, KVM_MEM_READONLY = 2;

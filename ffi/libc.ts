@@ -1,0 +1,78 @@
+/**
+ * Bindings to the few glibc functions snapvm needs, opened once per process (per Worker) on first use.
+ *
+ * Variadic `ioctl` is declared several times with fixed parameter lists (one per argument kind), which is
+ * how Deno FFI calls variadic C functions. `"buffer"` parameters take a TypedArray directly, the cheapest way
+ * to pass a struct. 64-bit integer parameters take `bigint` (numbers are slower and type-check badly).
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
+  ioctl_buf: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
+  ioctl_ptr: { name: "ioctl", parameters: ["i32", "u64", "pointer"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+  memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
+  gettid: { parameters: [], result: "i32" },
+  getpid: { parameters: [], result: "i32" },
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  pthread_sigmask: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  sigtimedwait: { parameters: ["buffer", "pointer", "buffer"], result: "i32" },
+  timer_create: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  timer_settime: { parameters: ["usize", "i32", "buffer", "pointer"], result: "i32" },
+  timer_delete: { parameters: ["usize"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+/** The opened symbols; see {@linkcode libc}. */
+export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/**
+ * The glibc symbols, opened on first use. `Deno.dlopen` costs about 100 µs per symbol, so it runs once.
+ *
+ * @example
+ * ```ts
+ * import { libc } from "./libc.ts";
+ * console.log(libc().getpid());
+ * ```
+ */
+export function libc(): LibcSymbols {
+  if (lib === undefined) lib = Deno.dlopen("libc.so.6", SYMBOLS);
+  return lib.symbols;
+}
+
+/** `MAP_FAILED` as returned through FFI: a pointer whose value is all ones, not `null`. */
+export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+/** mmap/mprotect protection bits. */
+export const PROT_READ = 1, PROT_WRITE = 2;
+/** mmap flags. */
+export const MAP_SHARED = 0x01,
+  MAP_PRIVATE = 0x02,
+  MAP_FIXED = 0x10,
+  MAP_ANONYMOUS = 0x20,
+  MAP_NORESERVE = 0x4000;
+/** madvise advice values. */
+export const MADV_RANDOM = 1, MADV_DONTNEED = 4;
+/** open(2) flags. */
+export const O_RDONLY = 0, O_RDWR = 2, O_CLOEXEC = 0x80000;
+/** memfd_create(2) flags and fcntl(2) sealing. */
+export const MFD_CLOEXEC = 1,
+  MFD_ALLOW_SEALING = 2,
+  F_ADD_SEALS = 1033,
+  F_SEAL_SEAL = 1,
+  F_SEAL_SHRINK = 2,
+  F_SEAL_GROW = 4,
+  F_SEAL_WRITE = 8;

@@ -1,0 +1,39 @@
+/**
+ * snapvm: run untrusted guest code in hardware-isolated KVM micro-VMs from Deno.
+ *
+ * @example
+ * ```ts ignore
+ * import { UninitializedSandbox } from "@snapvm/snapvm";
+ * const u = new UninitializedSandbox("./guest/bin/testguest");
+ * u.registerHostFunction("Add", { params: ["i32", "i32"], returns: "i32" }, (a, b) => a + b);
+ * using sbx = u.evolve();
+ * console.log(sbx.call("Echo", "hello")); // "hello"
+ * ```
+ *
+ * @module
+ */
+export { UninitializedSandbox } from "./vm/uninitialized_sandbox.ts";
+export type { GuestBinary } from "./vm/uninitialized_sandbox.ts";
+export { MultiUseSandbox } from "./vm/multi_use_sandbox.ts";
+export { HostFunctions } from "./vm/host_functions.ts";
+export type { HostFunction } from "./vm/host_functions.ts";
+export { InterruptHandle } from "./vm/_signals.ts";
+export { CONFIG_LIMITS } from "./vm/config.ts";
+export type { LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm/config.ts";
+export { setLogger } from "./vm/logger.ts";
+export type { Logger, LogRecord } from "./vm/logger.ts";
+export type { GuestFunctionInfo, ReturnType, Signature, Value, ValueType } from "./vm/types.ts";
+export { ABI_VERSION } from "./vm/_abi.ts";
+export {
+  ExecutionCanceledError,
+  GuestAbortedError,
+  GuestBinaryError,
+  GuestCrashedError,
+  GuestError,
+  GuestFunctionNotFoundError,
+  HostFunctionError,
+  HypervisorUnavailableError,
+  MemoryAccessViolationError,
+  PoisonedSandboxError,
+  SandboxClosedError,
+} from "./vm/errors.ts";

@@ -1,0 +1,83 @@
+/**
+ * The host side of the host/guest ABI (docs/ABI.md). Changing any value here means bumping ABI_VERSION;
+ * tests/abi_test.ts pins them together.
+ *
+ * @module
+ */
+
+/** Version of the memory layout, call protocol and register conventions. */
+export const ABI_VERSION = 1;
+
+/** Page size. */
+export const PAGE = 4096;
+
+/** Fixed guest-physical addresses of the system area. */
+export const GDT_ADDR = 0x1000,
+  TSS_ADDR = 0x1100,
+  IDT_ADDR = 0x1800,
+  STUB_ADDR = 0x2000,
+  EXC_STACK_ADDR = 0x3000,
+  EXC_STACK_TOP = 0x5000,
+  PML4_ADDR = 0x5000,
+  PDPT_ADDR = 0x6000,
+  PD_ADDR = 0x7000,
+  PT_ADDR = 0x8000;
+/** Where guest images are linked. */
+export const IMAGE_BASE = 0x200000;
+/** Page tables fit between PT_ADDR and IMAGE_BASE: one per 2 MiB, so at most this much guest memory. */
+export const MAX_GUEST_MEMORY = ((IMAGE_BASE - PT_ADDR) / PAGE) * 0x200000;
+
+/** GDT selectors. */
+export const SEL_KERNEL_CODE = 0x08,
+  SEL_KERNEL_DATA = 0x10,
+  SEL_USER_DATA = 0x2b,
+  SEL_USER_CODE = 0x33,
+  SEL_TSS = 0x38;
+/** GDT entries (9 × 8 bytes: null, kcode, kdata, -, -, udata, ucode, tss low, tss high). */
+export const GDT_ENTRIES = 9;
+/** TSS limit: 104-byte TSS plus a 32-byte I/O bitmap for ports 0..255 and its 0xff terminator. */
+export const TSS_LIMIT = 0x67 + 33;
+/** IDT gates for the 32 architectural exception vectors. */
+export const IDT_VECTORS = 32;
+
+/** Control registers for long mode with paging; CPL3 guests. */
+export const CR0 = 0x80050033n, CR4 = 0x620n, EFER = 0xd01n;
+/** RFLAGS at entry: bit 1 only (IOPL 0, interrupts off). */
+export const RFLAGS = 0x2n;
+
+/** I/O ports. */
+export const PORT_DONE = 0xe0,
+  PORT_HOST_CALL = 0xe1,
+  PORT_ABORT = 0xe2,
+  PORT_LOG = 0xe3,
+  PORT_EXCEPTION = 0xef;
+
+/** Boot record magic "SVBI". */
+export const BOOT_MAGIC = 0x49425653;
+/** Request kinds. */
+export const REQ_CALL = 1, REQ_LIST = 2;
+/** Result status values. */
+export const STATUS_OK = 0, STATUS_ERROR = 1, STATUS_NOT_FOUND = 2;
+/** Guest error codes. */
+export const ERR_GUEST = 1,
+  ERR_HOST_FUNCTION = 2,
+  ERR_BAD_ARGUMENTS = 3,
+  ERR_OUT_OF_MEMORY = 4,
+  ERR_OUTPUT_TOO_LARGE = 5;
+
+/** Value type tags. */
+export const TAGS = {
+  void: 0,
+  i32: 1,
+  u32: 2,
+  i64: 3,
+  u64: 4,
+  f32: 5,
+  f64: 6,
+  bool: 7,
+  string: 8,
+  bytes: 9,
+} as const;
+
+/** Log levels as the guest numbers them. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "off"] as const;

@@ -1,0 +1,344 @@
+/**
+ * One running micro-VM: the VM and vCPU fds, the persistent and scratch memory, and the exit loop that
+ * serves a guest call (host calls, logs, aborts, exceptions, cancellation).
+ *
+ * @module
+ */
+import { KVM_EXIT, RUN, SREGS } from "../ffi/kvm.ts";
+import {
+  EXC_STACK_TOP,
+  LOG_LEVELS,
+  PORT_ABORT,
+  PORT_DONE,
+  PORT_EXCEPTION,
+  PORT_HOST_CALL,
+  PORT_LOG,
+  RFLAGS,
+  STATUS_ERROR,
+  STATUS_OK,
+} from "./_abi.ts";
+import { checkArgs, ProtocolError, Reader, valueProblem, Writer } from "./_codec.ts";
+import { CallState, ThreadSignals } from "./_signals.ts";
+import { buildSregs } from "./_system.ts";
+import {
+  ExecutionCanceledError,
+  GuestAbortedError,
+  GuestCrashedError,
+  MemoryAccessViolationError,
+} from "./errors.ts";
+import type { HostFunctions } from "./host_functions.ts";
+import { Kvm } from "./kvm.ts";
+import type { Layout } from "./layout.ts";
+import { log } from "./logger.ts";
+import { Mapping } from "./mapping.ts";
+import { RUN_INTERRUPTED, type VcpuFd } from "./vcpu_fd.ts";
+import type { VmFd } from "./vm_fd.ts";
+
+const SLOT_PERSISTENT = 0, SLOT_SCRATCH = 1;
+
+let sregsTemplate: Uint8Array | undefined;
+
+/** What a run loop needs besides the VM: host functions, limits, and a place to record host failures. */
+export interface RunContext {
+  /** Name of the guest function (for errors). */
+  readonly functionName: string;
+  /** Host functions the guest may call. */
+  readonly hostFunctions: HostFunctions;
+  /** Time limit, 0 for none. */
+  readonly maxExecutionTimeMs: number;
+  /** Set by the loop when a host function threw during the call. */
+  hostFailure?: { name: string; error: unknown };
+}
+
+/**
+ * A VM with one vCPU over a persistent region (slot 0 at guest-physical 0) and a scratch region (slot 1).
+ */
+export class GuestVm {
+  readonly layout: Layout;
+  readonly persistent: Mapping;
+  readonly scratch: Mapping;
+  readonly #vm: VmFd;
+  readonly #vcpu: VcpuFd;
+  readonly #signals: ThreadSignals;
+  readonly callState: CallState = new CallState();
+  /** Set while a call runs: refuses re-entry from host functions. */
+  running = false;
+
+  private constructor(layout: Layout, persistent: Mapping, scratch: Mapping, vm: VmFd, vcpu: VcpuFd) {
+    this.layout = layout;
+    this.persistent = persistent;
+    this.scratch = scratch;
+    this.#vm = vm;
+    this.#vcpu = vcpu;
+    this.#signals = ThreadSignals.get();
+  }
+
+  /**
+   * Creates the VM over `persistent` (the object takes ownership of it, also on failure) and a fresh
+   * scratch region, and loads the special registers.
+   */
+  static create(layout: Layout, persistent: Mapping, sregs?: Uint8Array): GuestVm {
+    const owned: { close(): void }[] = [persistent];
+    try {
+      const kvm = Kvm.get();
+      const signals = ThreadSignals.get();
+      const scratch = Mapping.anonymous(layout.scratchSize);
+      owned.push(scratch);
+      const vm = kvm.createVm();
+      owned.push(vm);
+      vm.setUserMemoryRegion(SLOT_PERSISTENT, 0, 0n, layout.persistentSize, persistent.address);
+      vm.setUserMemoryRegion(
+        SLOT_SCRATCH,
+        0,
+        BigInt(layout.scratchBase),
+        layout.scratchSize,
+        scratch.address,
+      );
+      const vcpu = vm.createVcpu(0);
+      owned.push(vcpu);
+      if (sregs === undefined) {
+        if (sregsTemplate === undefined) sregsTemplate = vcpu.getSregs();
+        sregs = buildSregs(sregsTemplate);
+      }
+      vcpu.setSregs(sregs);
+      vcpu.setSignalMask(signals.runMask);
+      return new GuestVm(layout, persistent, scratch, vm, vcpu);
+    } catch (e) {
+      for (const o of owned.reverse()) o.close();
+      throw e;
+    }
+  }
+
+  /** Input buffer bytes (inside the scratch mapping). */
+  get input(): Uint8Array {
+    const off = this.layout.inputBase - this.layout.scratchBase;
+    return this.scratch.bytes.subarray(off, off + this.layout.inputSize);
+  }
+
+  /** A writer over the input buffer. */
+  inputWriter(): Writer {
+    const off = this.layout.inputBase - this.layout.scratchBase;
+    return new Writer(
+      this.scratch.bytes.subarray(off),
+      new DataView(this.scratch.bytes.buffer, off),
+      this.layout.inputSize,
+    );
+  }
+
+  /** A reader over the output buffer. */
+  outputReader(): Reader {
+    const off = this.layout.outputBase - this.layout.scratchBase;
+    return new Reader(
+      this.scratch.bytes.subarray(off),
+      new DataView(this.scratch.bytes.buffer, off),
+      this.layout.outputSize,
+    );
+  }
+
+  /** A writer over the output buffer (host-call answers). */
+  outputWriter(): Writer {
+    const off = this.layout.outputBase - this.layout.scratchBase;
+    return new Writer(
+      this.scratch.bytes.subarray(off),
+      new DataView(this.scratch.bytes.buffer, off),
+      this.layout.outputSize,
+    );
+  }
+
+  /** Next run starts at `rip` with a fresh stack (`rdi` as its first argument). */
+  enterAt(rip: bigint, rdi = 0n): void {
+    this.#vcpu.stageRegs({ rip, rsp: BigInt(this.layout.stackTop), rflags: RFLAGS, rdi });
+  }
+
+  /**
+   * Runs the vCPU until the guest reports `DONE`. Everything else is handled here or thrown as a typed
+   * error (which poisons the sandbox, as the caller decides).
+   */
+  run(ctx: RunContext): void {
+    const vcpu = this.#vcpu;
+    const runView = vcpu.run.view;
+    const limit = ctx.maxExecutionTimeMs;
+    const deadline = limit > 0 ? performance.now() + limit : Infinity;
+    this.callState.begin();
+    if (limit > 0) this.#signals.arm(limit);
+    this.running = true;
+    try {
+      for (;;) {
+        const reason = vcpu.runOnce();
+        if (reason === KVM_EXIT.IO) {
+          const port = runView.getUint16(RUN.IO_PORT, true);
+          if (
+            runView.getUint8(RUN.IO_DIRECTION) !== 1 || runView.getUint8(RUN.IO_SIZE) !== 4 ||
+            runView.getUint32(RUN.IO_COUNT, true) !== 1
+          ) {
+            throw new GuestCrashedError(
+              `protocol error: port 0x${port.toString(16)} accessed with direction ${
+                runView.getUint8(RUN.IO_DIRECTION)
+              }, size ${runView.getUint8(RUN.IO_SIZE)}, count ${
+                runView.getUint32(RUN.IO_COUNT, true)
+              }; expected one 32-bit out`,
+            );
+          }
+          if (port === PORT_DONE) return;
+          if (port === PORT_HOST_CALL) this.#hostCall(ctx);
+          else if (port === PORT_LOG) this.#log();
+          else if (port === PORT_ABORT) throw this.#abort();
+          else if (port === PORT_EXCEPTION) {
+            throw this.#exception(
+              runView.getUint32(Number(runView.getBigUint64(RUN.IO_DATA_OFFSET, true)), true),
+            );
+          } else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
+        } else if (reason === RUN_INTERRUPTED) {
+          this.#signals.consume();
+          if (this.callState.killed()) throw new ExecutionCanceledError(ctx.functionName, "interrupted");
+          if (performance.now() >= deadline) {
+            throw new ExecutionCanceledError(ctx.functionName, "timeout", limit);
+          }
+        } else {
+          throw this.#unexpectedExit(reason);
+        }
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError) throw new GuestCrashedError(`protocol error: ${e.message}`);
+      throw e;
+    } finally {
+      this.running = false;
+      if (limit > 0) this.#signals.disarm();
+      this.callState.end();
+    }
+  }
+
+  #hostCall(ctx: RunContext): void {
+    const r = this.outputReader();
+    const name = r.string("host function name");
+    const argc = r.u32("host call argument count");
+    if (argc > 64) throw new ProtocolError(`host call ${name} has ${argc} arguments, at most 64 allowed`);
+    const args = [];
+    for (let i = 0; i < argc; i++) args.push(r.value(`host call ${name} argument ${i}`));
+    const entry = ctx.hostFunctions.get(name);
+    let result;
+    let failure: string | undefined;
+    if (entry === undefined) failure = `host function ${name} is not registered`;
+    else {
+      try {
+        checkArgs("Host function", name, entry.signature, args);
+      } catch (e) {
+        failure = (e as Error).message;
+      }
+    }
+    if (failure === undefined && entry !== undefined) {
+      try {
+        result = entry.fn(...args);
+        if (result instanceof Promise) {
+          result.catch(() => {});
+          throw new TypeError(`Host function ${name} returned a Promise; host functions must be synchronous`);
+        }
+        const problem = valueProblem(entry.signature.returns, result);
+        if (problem !== undefined) {
+          throw new TypeError(
+            `Host function ${name} returned a bad value: ${problem.replace(/^range: /, "")}`,
+          );
+        }
+      } catch (e) {
+        ctx.hostFailure = { name, error: e };
+        failure = e instanceof Error ? e.message : String(e);
+      }
+    }
+    const w = this.outputWriter();
+    try {
+      if (failure === undefined) {
+        w.u32(STATUS_OK);
+        w.value(entry!.signature.returns, result);
+        return;
+      }
+    } catch {
+      failure =
+        `result of host function ${name} does not fit the ${this.layout.outputSize}-byte output buffer`;
+    }
+    w.pos = 0;
+    w.u32(STATUS_ERROR);
+    w.string(failure.slice(0, Math.max(0, Math.floor(this.layout.outputSize / 4) - 16)));
+  }
+
+  #log(): void {
+    const r = this.outputReader();
+    const level = r.u32("log level");
+    const message = r.string("log message");
+    const name = LOG_LEVELS[Math.min(level, 4)] as Exclude<typeof LOG_LEVELS[number], "off">;
+    log({ level: name, source: "guest", message });
+  }
+
+  #abort(): GuestAbortedError {
+    const r = this.outputReader();
+    const code = r.u32("abort code");
+    return new GuestAbortedError(code, r.string("abort message"));
+  }
+
+  #exception(vector: number): Error {
+    const view = this.persistent.view;
+    const frame = EXC_STACK_TOP - 48;
+    const errorCode = view.getBigUint64(frame, true);
+    const rip = view.getBigUint64(frame + 8, true);
+    if (vector === 14) {
+      const cr2 = new DataView(this.#vcpu.getSregs().buffer).getBigUint64(SREGS.CR2, true);
+      const l = this.layout;
+      if (cr2 >= BigInt(l.persistentSize) && cr2 < BigInt(l.scratchBase)) {
+        return new GuestCrashedError("stack overflow (page fault on the stack guard page)", {
+          vector,
+          rip,
+          cr2,
+          errorCode,
+        });
+      }
+      const access = errorCode & 16n ? "execute" : errorCode & 2n ? "write" : "read";
+      const detail = errorCode & 1n ? "page is protected" : "page is not mapped";
+      return new MemoryAccessViolationError(cr2, access, rip, detail);
+    }
+    return new GuestCrashedError(vector === 3 ? "breakpoint" : "CPU exception", {
+      vector,
+      rip,
+      errorCode: [8, 10, 11, 12, 13, 17, 21, 29, 30].includes(vector) ? errorCode : undefined,
+    });
+  }
+
+  #unexpectedExit(reason: number): Error {
+    const rip = () => new DataView(this.#vcpu.getRegs().buffer).getBigUint64(128, true);
+    const view = this.#vcpu.run.view;
+    switch (reason) {
+      case KVM_EXIT.SHUTDOWN:
+        return new GuestCrashedError("triple fault", { rip: rip() });
+      case KVM_EXIT.MMIO: {
+        const addr = view.getBigUint64(RUN.MMIO_PHYS_ADDR, true);
+        return new MemoryAccessViolationError(
+          addr,
+          view.getUint8(RUN.MMIO_IS_WRITE) ? "write" : "read",
+          rip(),
+          "no memory there",
+        );
+      }
+      case KVM_EXIT.HLT:
+        return new GuestCrashedError("guest halted", { rip: rip() });
+      case KVM_EXIT.FAIL_ENTRY:
+        return new GuestCrashedError(
+          `VM entry failed (reason 0x${view.getBigUint64(RUN.FAIL_ENTRY_REASON, true).toString(16)})`,
+        );
+      case KVM_EXIT.INTERNAL_ERROR:
+        return new GuestCrashedError(
+          `KVM internal error (suberror ${view.getUint32(RUN.INTERNAL_SUBERROR, true)})`,
+          {
+            rip: rip(),
+          },
+        );
+      default:
+        return new GuestCrashedError(`unexpected VM exit ${reason}`, { rip: rip() });
+    }
+  }
+
+  /** Releases the vCPU, VM and both memory regions. */
+  close(): void {
+    this.#vcpu.close();
+    this.#vm.close();
+    this.scratch.close();
+    this.persistent.close();
+  }
+}

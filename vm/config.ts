@@ -1,0 +1,121 @@
+/**
+ * Sandbox configuration: defaults, limits and validation.
+ *
+ * @module
+ */
+import { LOG_LEVELS } from "./_abi.ts";
+
+/** Guest log levels, most verbose first. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/**
+ * Options for a sandbox. Sizes are in bytes and rounded up to whole 4 KiB pages.
+ *
+ * | field | default | allowed |
+ * |---|---|---|
+ * | `heapSize` | 128 KiB | 4 KiB – 512 MiB |
+ * | `stackSize` | 64 KiB | 8 KiB – 16 MiB |
+ * | `inputDataSize` | 16 KiB | 4 KiB – 16 MiB |
+ * | `outputDataSize` | 16 KiB | 4 KiB – 16 MiB |
+ * | `maxExecutionTimeMs` | 1000 | 0 (no limit) – 2^31−1 |
+ * | `guestLogLevel` | `"warn"` | `trace` `debug` `info` `warn` `error` `off` |
+ * | `guestInitArg` | 0 | any u64, passed to guest init |
+ *
+ * The total of image, heap, stack and buffers must stay under 1 GiB.
+ *
+ * @example
+ * ```ts
+ * import type { SandboxConfiguration } from "./config.ts";
+ * const config: SandboxConfiguration = { heapSize: 8 << 20, maxExecutionTimeMs: 200 };
+ * ```
+ */
+export interface SandboxConfiguration {
+  /** Guest heap size. */
+  heapSize?: number;
+  /** Guest stack size. */
+  stackSize?: number;
+  /** Host-to-guest buffer size: bounds the encoded arguments of one call. */
+  inputDataSize?: number;
+  /** Guest-to-host buffer size: bounds one result, host call or log record. */
+  outputDataSize?: number;
+  /** Stop a call (or guest init) that runs longer than this; 0 disables the limit. */
+  maxExecutionTimeMs?: number;
+  /** Guest log records below this level are not sent to the host. */
+  guestLogLevel?: LogLevel;
+  /** A guest-defined value passed to guest initialisation. */
+  guestInitArg?: bigint | number;
+}
+
+/** A configuration with every field present and checked. */
+export interface ResolvedConfiguration {
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly heapSize: number;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly stackSize: number;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly inputDataSize: number;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly outputDataSize: number;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly maxExecutionTimeMs: number;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly guestLogLevel: LogLevel;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly guestInitArg: bigint;
+}
+
+const KiB = 1024, MiB = 1024 * 1024;
+
+/** Allowed ranges of the numeric fields: [min, max, default]. */
+export const CONFIG_LIMITS = {
+  heapSize: [4 * KiB, 512 * MiB, 128 * KiB],
+  stackSize: [8 * KiB, 16 * MiB, 64 * KiB],
+  inputDataSize: [4 * KiB, 16 * MiB, 16 * KiB],
+  outputDataSize: [4 * KiB, 16 * MiB, 16 * KiB],
+  maxExecutionTimeMs: [0, 2 ** 31 - 1, 1000],
+} as const;
+
+function pageUp(n: number): number {
+  return Math.ceil(n / 4096) * 4096;
+}
+
+/**
+ * Fills in defaults and checks every field; throws TypeError/RangeError naming the field and the allowed
+ * range.
+ *
+ * @example
+ * ```ts
+ * import { resolveConfiguration } from "./config.ts";
+ * console.log(resolveConfiguration({ heapSize: 1 << 20 }).heapSize);
+ * ```
+ */
+export function resolveConfiguration(config: SandboxConfiguration = {}): ResolvedConfiguration {
+  if (typeof config !== "object" || config === null) {
+    throw new TypeError("SandboxConfiguration must be an object");
+  }
+  const out: Record<string, unknown> = {};
+  for (const [field, [min, max, def]] of Object.entries(CONFIG_LIMITS)) {
+    const value = (config as Record<string, unknown>)[field] ?? def;
+    if (typeof value !== "number" || !Number.isInteger(value)) {
+      throw new TypeError(`SandboxConfiguration.${field} must be an integer, got ${String(value)}`);
+    }
+    if (value < min || value > max) {
+      throw new RangeError(`SandboxConfiguration.${field} is ${value}, allowed range is ${min} to ${max}`);
+    }
+    out[field] = field === "maxExecutionTimeMs" ? value : pageUp(value);
+  }
+  const level = config.guestLogLevel ?? "warn";
+  if (!LOG_LEVELS.includes(level)) {
+    throw new RangeError(
+      `SandboxConfiguration.guestLogLevel is "${level}", allowed: ${LOG_LEVELS.join(", ")}`,
+    );
+  }
+  out.guestLogLevel = level;
+  const arg = config.guestInitArg ?? 0n;
+  const bigArg = typeof arg === "number" && Number.isSafeInteger(arg) ? BigInt(arg) : arg;
+  if (typeof bigArg !== "bigint" || bigArg < 0n || bigArg >= 1n << 64n) {
+    throw new RangeError(`SandboxConfiguration.guestInitArg is ${String(arg)}, allowed range is 0 to 2^64-1`);
+  }
+  out.guestInitArg = bigArg;
+  return out as unknown as ResolvedConfiguration;
+}

@@ -1,0 +1,299 @@
+/**
+ * The errors a sandbox throws. Each class has a stable `name`, so code can branch on `err.name` as well as
+ * with `instanceof`.
+ *
+ * @module
+ */
+
+/**
+ * The guest called `sv_abort` or panicked. The sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * import { GuestAbortedError } from "./errors.ts";
+ * const e = new GuestAbortedError(3, "bad state");
+ * console.log(e.code, e.guestMessage);
+ * ```
+ */
+export class GuestAbortedError extends Error {
+  /** The abort code the guest passed. */
+  readonly code: number;
+  /** The guest's message. */
+  readonly guestMessage: string;
+  /** Creates the error. */
+  constructor(code: number, guestMessage: string) {
+    super(`Guest aborted with code ${code}: ${guestMessage}`);
+    this.name = "GuestAbortedError";
+    this.code = code;
+    this.guestMessage = guestMessage;
+  }
+}
+
+/**
+ * The guest function returned an error result. The sandbox stays usable.
+ *
+ * @example
+ * ```ts
+ * import { GuestError } from "./errors.ts";
+ * const e = new GuestError("Fail", 101, "nope");
+ * console.log(e.code);
+ * ```
+ */
+export class GuestError extends Error {
+  /** The guest's error code (see docs/ABI.md; user codes start at 100). */
+  readonly code: number;
+  /** The guest's message. */
+  readonly guestMessage: string;
+  /** The guest function that failed (`"<init>"` for guest initialisation). */
+  readonly functionName: string;
+  /** Creates the error. */
+  constructor(functionName: string, code: number, guestMessage: string, options?: ErrorOptions) {
+    super(`Guest function ${functionName} failed with code ${code}: ${guestMessage}`, options);
+    this.name = "GuestError";
+    this.code = code;
+    this.guestMessage = guestMessage;
+    this.functionName = functionName;
+  }
+}
+
+/**
+ * No guest function of that name is registered. The sandbox stays usable.
+ *
+ * @example
+ * ```ts
+ * import { GuestFunctionNotFoundError } from "./errors.ts";
+ * console.log(new GuestFunctionNotFoundError("Nope").message);
+ * ```
+ */
+export class GuestFunctionNotFoundError extends Error {
+  /** The name that was called. */
+  readonly functionName: string;
+  /** Creates the error. */
+  constructor(functionName: string) {
+    super(`Guest function not found: ${functionName}`);
+    this.name = "GuestFunctionNotFoundError";
+    this.functionName = functionName;
+  }
+}
+
+/**
+ * A host function threw while the guest called it, and the guest passed the failure on. The original
+ * exception is the `cause`. The sandbox stays usable.
+ *
+ * @example
+ * ```ts
+ * import { HostFunctionError } from "./errors.ts";
+ * const e = new HostFunctionError("Add", new Error("boom"));
+ * console.log(e.message);
+ * ```
+ */
+export class HostFunctionError extends Error {
+  /** The host function that threw. */
+  readonly functionName: string;
+  /** Creates the error. */
+  constructor(functionName: string, cause: unknown) {
+    super(`Host function ${functionName} failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+    this.name = "HostFunctionError";
+    this.functionName = functionName;
+  }
+}
+
+/**
+ * The guest read or wrote memory it may not: an unmapped address, or a write to read-only memory (or
+ * executed non-executable memory). The sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * import { MemoryAccessViolationError } from "./errors.ts";
+ * const e = new MemoryAccessViolationError(0x1000n, "write", 0x200010n);
+ * console.log(e.address);
+ * ```
+ */
+export class MemoryAccessViolationError extends Error {
+  /** The guest address that was accessed. */
+  readonly address: bigint;
+  /** What the guest tried to do. */
+  readonly access: "read" | "write" | "execute";
+  /** The guest instruction pointer at the fault. */
+  readonly rip: bigint;
+  /** Creates the error. */
+  constructor(address: bigint, access: "read" | "write" | "execute", rip: bigint, detail = "") {
+    super(
+      `Guest memory access violation: ${access} at 0x${address.toString(16)} (rip 0x${rip.toString(16)})` +
+        (detail ? `: ${detail}` : ""),
+    );
+    this.name = "MemoryAccessViolationError";
+    this.address = address;
+    this.access = access;
+    this.rip = rip;
+  }
+}
+
+/** x86 exception names by vector, for messages. */
+const VECTORS: Record<number, string> = {
+  0: "#DE divide error",
+  1: "#DB debug",
+  3: "#BP breakpoint",
+  4: "#OF overflow",
+  5: "#BR bound range",
+  6: "#UD invalid opcode",
+  7: "#NM device not available",
+  8: "#DF double fault",
+  10: "#TS invalid TSS",
+  11: "#NP segment not present",
+  12: "#SS stack fault",
+  13: "#GP general protection",
+  14: "#PF page fault",
+  16: "#MF x87 floating point",
+  17: "#AC alignment check",
+  18: "#MC machine check",
+  19: "#XM SIMD floating point",
+};
+
+/**
+ * The guest crashed: a CPU exception other than a plain access violation, a triple fault, or a broken
+ * host/guest protocol. The sandbox is poisoned.
+ *
+ * @example
+ * ```ts
+ * import { GuestCrashedError } from "./errors.ts";
+ * const e = new GuestCrashedError("invalid opcode", { vector: 6, rip: 0x200000n });
+ * console.log(e.vector);
+ * ```
+ */
+export class GuestCrashedError extends Error {
+  /** The exception vector, or `undefined` for a triple fault or protocol error. */
+  readonly vector: number | undefined;
+  /** The guest instruction pointer, when known. */
+  readonly rip: bigint | undefined;
+  /** The faulting address (CR2) for page faults. */
+  readonly cr2: bigint | undefined;
+  /** The exception's error code, when it has one. */
+  readonly errorCode: bigint | undefined;
+  /** Creates the error. */
+  constructor(
+    reason: string,
+    detail: { vector?: number; rip?: bigint; cr2?: bigint; errorCode?: bigint } = {},
+  ) {
+    const parts = [];
+    if (detail.vector !== undefined) {
+      parts.push(`vector ${detail.vector} (${VECTORS[detail.vector] ?? "reserved"})`);
+    }
+    if (detail.rip !== undefined) parts.push(`rip 0x${detail.rip.toString(16)}`);
+    if (detail.cr2 !== undefined) parts.push(`cr2 0x${detail.cr2.toString(16)}`);
+    if (detail.errorCode !== undefined) parts.push(`error code 0x${detail.errorCode.toString(16)}`);
+    super(`Guest crashed: ${reason}${parts.length ? ` [${parts.join(", ")}]` : ""}`);
+    this.name = "GuestCrashedError";
+    this.vector = detail.vector;
+    this.rip = detail.rip;
+    this.cr2 = detail.cr2;
+    this.errorCode = detail.errorCode;
+  }
+}
+
+/**
+ * The call was stopped: `maxExecutionTimeMs` ran out, or an interrupt handle killed it. The sandbox is
+ * poisoned.
+ *
+ * @example
+ * ```ts
+ * import { ExecutionCanceledError } from "./errors.ts";
+ * console.log(new ExecutionCanceledError("Spin", "timeout").message);
+ * ```
+ */
+export class ExecutionCanceledError extends Error {
+  /** Why: the time limit, or an interrupt handle. */
+  readonly reason: "timeout" | "interrupted";
+  /** Creates the error. */
+  constructor(functionName: string, reason: "timeout" | "interrupted", limitMs?: number) {
+    super(
+      reason === "timeout"
+        ? `Guest function ${functionName} canceled: exceeded maxExecutionTimeMs (${limitMs} ms)`
+        : `Guest function ${functionName} canceled by an interrupt handle`,
+    );
+    this.name = "ExecutionCanceledError";
+    this.reason = reason;
+  }
+}
+
+/**
+ * The sandbox is poisoned: an earlier call aborted, crashed or was canceled, so guest state is undefined.
+ * `cause` is the error that poisoned it.
+ *
+ * @example
+ * ```ts
+ * import { PoisonedSandboxError } from "./errors.ts";
+ * console.log(new PoisonedSandboxError(new Error("x")).message);
+ * ```
+ */
+export class PoisonedSandboxError extends Error {
+  /** Creates the error. */
+  constructor(cause: unknown) {
+    super(
+      `Sandbox is poisoned by an earlier failure (${
+        cause instanceof Error ? cause.name : "error"
+      }); restore a snapshot or create a new sandbox`,
+      { cause },
+    );
+    this.name = "PoisonedSandboxError";
+  }
+}
+
+/**
+ * KVM cannot be used: `/dev/kvm` is missing or not accessible. The message says what to do.
+ *
+ * @example
+ * ```ts
+ * import { HypervisorUnavailableError } from "./errors.ts";
+ * console.log(new HypervisorUnavailableError("ENOENT").message);
+ * ```
+ */
+export class HypervisorUnavailableError extends Error {
+  /** Creates the error from the errno name of the failed open (or a reason). */
+  constructor(reason: string) {
+    const hint = reason === "ENOENT"
+      ? "/dev/kvm does not exist: enable virtualization (load kvm_intel or kvm_amd, or turn on nested virtualization)"
+      : reason === "EACCES" || reason === "EPERM"
+      ? "no permission to open /dev/kvm: add the user to the 'kvm' group (or run as root)"
+      : reason;
+    super(`Hypervisor unavailable: ${hint}`);
+    this.name = "HypervisorUnavailableError";
+  }
+}
+
+/**
+ * The sandbox was used after `close()`.
+ *
+ * @example
+ * ```ts
+ * import { SandboxClosedError } from "./errors.ts";
+ * console.log(new SandboxClosedError().message);
+ * ```
+ */
+export class SandboxClosedError extends Error {
+  /** Creates the error. */
+  constructor() {
+    super("Sandbox is closed");
+    this.name = "SandboxClosedError";
+  }
+}
+
+/**
+ * The guest binary is not a loadable snapvm guest: the message names the ELF field, what was found and what
+ * was expected.
+ *
+ * @example
+ * ```ts
+ * import { GuestBinaryError } from "./errors.ts";
+ * console.log(new GuestBinaryError("e_machine is 3, expected 62 (x86-64)").message);
+ * ```
+ */
+export class GuestBinaryError extends Error {
+  /** Creates the error. */
+  constructor(detail: string) {
+    super(`Cannot load guest binary: ${detail}`);
+    this.name = "GuestBinaryError";
+  }
+}

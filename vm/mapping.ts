@@ -1,0 +1,162 @@
+/**
+ * An owned `mmap` mapping with a zero-copy view that becomes unusable (length 0) before the memory is
+ * unmapped, so no JavaScript view can ever touch unmapped memory.
+ *
+ * @module
+ */
+import { check, lastErrno, OsCallError } from "../ffi/errno.ts";
+import {
+  libc,
+  MAP_ANONYMOUS,
+  MAP_FAILED,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  PROT_READ,
+  PROT_WRITE,
+} from "../ffi/libc.ts";
+
+/**
+ * One mapping. `bytes` and `view` cover it; `close()` detaches their buffer (every view over it drops to
+ * length 0) and only then unmaps.
+ *
+ * @example
+ * ```ts
+ * import { Mapping } from "./mapping.ts";
+ * using m = Mapping.anonymous(4096);
+ * m.bytes[0] = 1;
+ * ```
+ */
+export class Mapping {
+  /** The host address of the mapping. */
+  readonly pointer: Deno.PointerObject;
+  /** The host address as a number, for `kvm_userspace_memory_region`. */
+  readonly address: bigint;
+  /** The mapping's length in bytes. */
+  readonly size: number;
+  #buffer: ArrayBuffer | undefined;
+  #bytes: Uint8Array;
+  #view: DataView;
+
+  private constructor(pointer: Deno.PointerObject, size: number) {
+    this.pointer = pointer;
+    this.address = BigInt(Deno.UnsafePointer.value(pointer));
+    this.size = size;
+    this.#buffer = size > 0 ? Deno.UnsafePointerView.getArrayBuffer(pointer, size) : new ArrayBuffer(0);
+    this.#bytes = new Uint8Array(this.#buffer);
+    this.#view = new DataView(this.#buffer);
+  }
+
+  /**
+   * `mmap` with the given arguments; throws {@linkcode OsCallError} naming the call on failure.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * const m = Mapping.map(4096, 3, 0x22, -1, 0);
+   * m.close();
+   * ```
+   */
+  static map(size: number, prot: number, flags: number, fd: number, offset: number): Mapping {
+    const p = libc().mmap(null, BigInt(size), prot, flags, fd, BigInt(offset));
+    if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
+      throw new OsCallError("mmap", lastErrno());
+    }
+    return new Mapping(p, size);
+  }
+
+  /**
+   * Zero-filled private anonymous memory, reserved lazily (pages cost nothing until touched).
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.anonymous(1 << 20);
+   * ```
+   */
+  static anonymous(size: number): Mapping {
+    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  }
+
+  /**
+   * A shared mapping of `size` bytes of `fd` at `offset` (the `kvm_run` area of a vCPU, for example).
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * // const run = Mapping.shared(vcpuFd, 12288);
+   * ```
+   */
+  static shared(fd: number, size: number, offset = 0): Mapping {
+    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+  }
+
+  /**
+   * A copy-on-write mapping of a file: writes stay private to this mapping and never reach the file.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * // const blob = Mapping.privateFile(fd, size, 4096);
+   * ```
+   */
+  static privateFile(fd: number, size: number, offset: number): Mapping {
+    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
+  }
+
+  /** Bytes of the mapping (length 0 after `close()`). */
+  get bytes(): Uint8Array {
+    return this.#bytes;
+  }
+
+  /** A DataView over the mapping (length 0 after `close()`). */
+  get view(): DataView {
+    return this.#view;
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#buffer === undefined;
+  }
+
+  /**
+   * `madvise` over a byte range of the mapping.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.anonymous(8192);
+   * m.advise(0, 8192, 4); // MADV_DONTNEED
+   * ```
+   */
+  advise(offset: number, length: number, advice: number): void {
+    const p = Deno.UnsafePointer.offset(this.pointer, offset);
+    check("madvise", libc().madvise(p, BigInt(length), advice));
+  }
+
+  /**
+   * Detaches every view, then unmaps. Safe to call twice.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * const m = Mapping.anonymous(4096);
+   * m.close();
+   * ```
+   */
+  close(): void {
+    if (this.#buffer === undefined) return;
+    // transfer(0) detaches the external buffer: every Uint8Array/DataView over it now has length 0, so
+    // a stale view reads undefined instead of segfaulting the process after munmap.
+    if (this.size > 0) this.#buffer.transfer(0);
+    this.#buffer = undefined;
+    this.#bytes = new Uint8Array(0);
+    this.#view = new DataView(new ArrayBuffer(0));
+    if (this.size > 0) check("munmap", libc().munmap(this.pointer, BigInt(this.size)));
+  }
+
+  /** Same as `close()`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
