@@ -18,7 +18,8 @@ import {
   STATUS_OK,
 } from "./_abi.ts";
 import { checkArgs, ProtocolError, Reader, valueProblem, Writer } from "./_codec.ts";
-import { CallState, ThreadSignals } from "./_signals.ts";
+import { ThreadSignals } from "./_signals.ts";
+import { CallState } from "./interrupt_handle.ts";
 import { buildSregs } from "./_system.ts";
 import {
   ExecutionCanceledError,

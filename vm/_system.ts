@@ -137,9 +137,11 @@ function writeTss(mem: Uint8Array, v: DataView): void {
   // Bitmap: a set bit denies the port; only the guest ports are allowed. The trailing 0xff byte is
   // required by the CPU.
   mem.fill(0xff, TSS_ADDR + 104, TSS_ADDR + 104 + 33);
-  for (const port of [PORT_DONE, PORT_HOST_CALL, PORT_ABORT, PORT_LOG]) {
-    mem[TSS_ADDR + 104 + (port >> 3)] &= ~(1 << (port & 7));
-  }
+  // A 32-bit `out` to port P checks the bits of P..P+3, so the allowed span runs 3 ports past the last
+  // guest port; `out` to 0xE4..0xE6 exits to the host, which rejects it as an undefined port.
+  const first = Math.min(PORT_DONE, PORT_HOST_CALL, PORT_ABORT, PORT_LOG);
+  const last = Math.max(PORT_DONE, PORT_HOST_CALL, PORT_ABORT, PORT_LOG) + 3;
+  for (let port = first; port <= last; port++) mem[TSS_ADDR + 104 + (port >> 3)] &= ~(1 << (port & 7));
 }
 
 function writeIdtAndStubs(mem: Uint8Array, v: DataView): void {

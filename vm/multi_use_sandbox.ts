@@ -13,7 +13,8 @@ import {
 } from "./_abi.ts";
 import { BufferFullError, checkArgs, ProtocolError } from "./_codec.ts";
 import type { GuestVm, RunContext } from "./_guest_vm.ts";
-import { InterruptHandle, ThreadSignals } from "./_signals.ts";
+import { ThreadSignals } from "./_signals.ts";
+import { InterruptHandle } from "./interrupt_handle.ts";
 import type { ResolvedConfiguration } from "./config.ts";
 import {
   GuestCrashedError,
