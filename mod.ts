@@ -17,7 +17,7 @@ export type { GuestBinary } from "./vm/uninitialized_sandbox.ts";
 export { MultiUseSandbox } from "./vm/multi_use_sandbox.ts";
 export { HostFunctions } from "./vm/host_functions.ts";
 export type { HostFunction } from "./vm/host_functions.ts";
-export { InterruptHandle } from "./vm/_signals.ts";
+export { InterruptHandle } from "./vm/interrupt_handle.ts";
 export { CONFIG_LIMITS } from "./vm/config.ts";
 export type { LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm/config.ts";
 export { setLogger } from "./vm/logger.ts";

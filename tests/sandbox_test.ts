@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { GuestFunctionNotFoundError, HostFunctionError, SandboxClosedError, UninitializedSandbox } from "../mod.ts";
+import {
+  GuestFunctionNotFoundError,
+  HostFunctionError,
+  SandboxClosedError,
+  UninitializedSandbox,
+} from "../mod.ts";
 import { guestPath, kvmTest } from "./_kvm.ts";
 
 function testguest(config = {}) {
@@ -38,7 +43,11 @@ kvmTest("guestFunctions lists the guest's registrations", () => {
   const fns = sbx.guestFunctions();
   const echo = fns.find((f) => f.name === "Echo");
   assert.deepEqual(echo, { name: "Echo", params: ["string"], returns: "string" });
-  assert.deepEqual(fns.find((f) => f.name === "Add"), { name: "Add", params: ["i32", "i32"], returns: "i32" });
+  assert.deepEqual(fns.find((f) => f.name === "Add"), {
+    name: "Add",
+    params: ["i32", "i32"],
+    returns: "i32",
+  });
   assert.ok(fns.length >= 25);
 });
 
@@ -68,7 +77,10 @@ kvmTest("PrintOutput reaches registerPrint", () => {
 kvmTest("arguments are checked against the guest signature before the guest runs", () => {
   using sbx = testguest().evolve();
   assert.throws(() => sbx.call("Echo"), { name: "TypeError", message: /Echo takes 1 argument/ });
-  assert.throws(() => sbx.call("Echo", 1), { name: "TypeError", message: /Echo parameter 0: expected a string/ });
+  assert.throws(() => sbx.call("Echo", 1), {
+    name: "TypeError",
+    message: /Echo parameter 0: expected a string/,
+  });
   assert.throws(() => sbx.call("EchoI32", 2 ** 31), { name: "RangeError", message: /EchoI32 parameter 0/ });
   assert.throws(() => sbx.call("EchoU32", -1), RangeError);
   assert.throws(() => sbx.call("EchoI32", 1.5), TypeError);
@@ -117,7 +129,11 @@ kvmTest("host function that throws gives HostFunctionError and does not poison",
 kvmTest("a missing host function is an error the guest sees", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   using sbx = u.evolve();
-  assert.throws(() => sbx.call("Add", 1, 2), { name: "GuestError", code: 2, message: /Add is not registered/ });
+  assert.throws(() => sbx.call("Add", 1, 2), {
+    name: "GuestError",
+    code: 2,
+    message: /Add is not registered/,
+  });
   assert.equal(sbx.call("Echo", "ok"), "ok");
 });
 
@@ -139,9 +155,16 @@ kvmTest("re-entering the sandbox from a host function is refused", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   // deno-lint-ignore prefer-const
   let sbx: ReturnType<typeof u.evolve>;
-  u.registerHostFunction("Add", { params: ["i32", "i32"], returns: "i32" }, () => sbx.call("Echo", "x") as number);
+  u.registerHostFunction(
+    "Add",
+    { params: ["i32", "i32"], returns: "i32" },
+    () => sbx.call("Echo", "x") as number,
+  );
   sbx = u.evolve();
-  assert.throws(() => sbx.call("Add", 1, 2), { name: "HostFunctionError", message: /already running a call/ });
+  assert.throws(() => sbx.call("Add", 1, 2), {
+    name: "HostFunctionError",
+    message: /already running a call/,
+  });
   assert.equal(sbx.call("Echo", "fine"), "fine");
   sbx.close();
 });
@@ -173,10 +196,15 @@ kvmTest("guest log records reach the logger at or above guestLogLevel", async ()
     using sbx = testguest({ guestLogLevel: "info" }).evolve();
     sbx.call("LogMessage", 1, "debug message");
     sbx.call("LogMessage", 3, "warn message");
-    assert.deepEqual(records.filter((r) => r.message.endsWith("message")).map((r) => [r.level, r.message]), [[
-      "warn",
-      "warn message",
-    ]].length === 1 ? [["warn", "warn message"]] : []);
+    assert.deepEqual(
+      records.filter((r) => r.message.endsWith("message")).map((r) => [r.level, r.message]),
+      [[
+          "warn",
+          "warn message",
+        ]].length === 1
+        ? [["warn", "warn message"]]
+        : [],
+    );
   } finally {
     setLogger(undefined);
   }
