@@ -1,3 +1,4 @@
+/// <reference lib="deno.worker" />
 // Receives an InterruptHandle, kills the call it guards as soon as one is running, reports the attempts.
 import { InterruptHandle } from "../mod.ts";
 

@@ -5,7 +5,11 @@ const root = new URL("../", import.meta.url).pathname;
 
 /** The committed bytes of a file (from git's HEAD, since the build task may have rewritten the tree). */
 async function committed(path: string): Promise<Uint8Array> {
-  const out = await new Deno.Command("git", { args: ["-C", root, "show", `HEAD:${path}`], stdout: "piped", stderr: "null" })
+  const out = await new Deno.Command("git", {
+    args: ["-C", root, "show", `HEAD:${path}`],
+    stdout: "piped",
+    stderr: "null",
+  })
     .output();
   return out.success ? out.stdout : Deno.readFileSync(`${root}${path}`);
 }
@@ -20,7 +24,11 @@ Deno.test({
       assert.ok(built.length >= 3);
       for (const path of built) {
         const name = path.split("/").pop()!;
-        assert.deepEqual(Deno.readFileSync(path), await committed(`guest/bin/${name}`), `guest/bin/${name} is stale`);
+        assert.deepEqual(
+          Deno.readFileSync(path),
+          await committed(`guest/bin/${name}`),
+          `guest/bin/${name} is stale`,
+        );
       }
     } finally {
       Deno.removeSync(dir, { recursive: true });

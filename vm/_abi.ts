@@ -24,8 +24,14 @@ export const GDT_ADDR = 0x1000,
   PT_ADDR = 0x8000;
 /** Where guest images are linked. */
 export const IMAGE_BASE = 0x200000;
-/** Page tables fit between PT_ADDR and IMAGE_BASE: one per 2 MiB, so at most this much guest memory. */
-export const MAX_GUEST_MEMORY = ((IMAGE_BASE - PT_ADDR) / PAGE) * 0x200000;
+/**
+ * The host-only function table: `u32 length` + the guest's function list as its init result carried it.
+ * Written by the host after init and kept in snapshots, so a sandbox made from a Call snapshot knows the
+ * guest's signatures without asking the guest. Not mapped for the guest.
+ */
+export const FUNC_TABLE_ADDR = 0x1e0000, FUNC_TABLE_SIZE = 0x20000;
+/** Page tables fit between PT_ADDR and FUNC_TABLE_ADDR: one per 2 MiB, so at most this much guest memory. */
+export const MAX_GUEST_MEMORY = ((FUNC_TABLE_ADDR - PT_ADDR) / PAGE) * 0x200000;
 
 /** GDT selectors. */
 export const SEL_KERNEL_CODE = 0x08,

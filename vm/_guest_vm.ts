@@ -4,10 +4,13 @@
  *
  * @module
  */
-import { KVM_EXIT, RUN, SREGS } from "../ffi/kvm.ts";
+import { KVM_EXIT, KVM_MEM_LOG_DIRTY_PAGES, RUN, SREGS } from "../ffi/kvm.ts";
 import {
   EXC_STACK_TOP,
+  FUNC_TABLE_ADDR,
+  FUNC_TABLE_SIZE,
   LOG_LEVELS,
+  PAGE,
   PORT_ABORT,
   PORT_DONE,
   PORT_EXCEPTION,
@@ -32,7 +35,7 @@ import { Kvm } from "./kvm.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "./logger.ts";
 import { Mapping } from "./mapping.ts";
-import { MADV_POPULATE_WRITE } from "../ffi/libc.ts";
+import { MADV_DONTNEED, MADV_POPULATE_WRITE } from "../ffi/libc.ts";
 import { RUN_INTERRUPTED, type VcpuFd } from "./vcpu_fd.ts";
 import type { VmFd } from "./vm_fd.ts";
 
@@ -89,7 +92,14 @@ export class GuestVm {
       prefaultScratch(scratch, layout);
       const vm = kvm.createVm();
       owned.push(vm);
-      vm.setUserMemoryRegion(SLOT_PERSISTENT, 0, 0n, layout.persistentSize, persistent.address);
+      // Dirty logging on the persistent region lets restore copy back only the pages the guest wrote.
+      vm.setUserMemoryRegion(
+        SLOT_PERSISTENT,
+        KVM_MEM_LOG_DIRTY_PAGES,
+        0n,
+        layout.persistentSize,
+        persistent.address,
+      );
       vm.setUserMemoryRegion(
         SLOT_SCRATCH,
         0,
@@ -335,6 +345,47 @@ export class GuestVm {
       default:
         return new GuestCrashedError(`unexpected VM exit ${reason}`, { rip: rip() });
     }
+  }
+
+  /** `KVM_SET_SREGS`. */
+  setSregs(sregs: Uint8Array): void {
+    this.#vcpu.setSregs(sregs);
+  }
+
+  /** `KVM_GET_SREGS`. */
+  getSregs(): Uint8Array {
+    return this.#vcpu.getSregs();
+  }
+
+  /**
+   * The persistent pages the guest wrote since the last call (`KVM_GET_DIRTY_LOG`, which also resets the
+   * log). The returned bitmap is reused by the next call.
+   */
+  takeDirtyLog(): BigUint64Array {
+    const words = Math.ceil(this.layout.persistentSize / PAGE / 64);
+    if (this.#dirty === undefined) this.#dirty = new BigUint64Array(words);
+    this.#vm.getDirtyLog(SLOT_PERSISTENT, this.#dirty);
+    return this.#dirty;
+  }
+  #dirty: BigUint64Array | undefined;
+
+  /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
+  resetScratch(): void {
+    this.scratch.advise(0, this.layout.scratchSize, MADV_DONTNEED);
+    prefaultScratch(this.scratch, this.layout);
+  }
+
+  /** Writes the function table (docs/ABI.md) into persistent memory. */
+  writeFunctionTable(list: Uint8Array): void {
+    if (list.length > FUNC_TABLE_SIZE - 4) {
+      throw new GuestCrashedError(
+        `protocol error: the guest's function list takes ${list.length} bytes, at most ${
+          FUNC_TABLE_SIZE - 4
+        } allowed`,
+      );
+    }
+    new DataView(this.persistent.bytes.buffer).setUint32(FUNC_TABLE_ADDR, list.length, true);
+    this.persistent.bytes.set(list, FUNC_TABLE_ADDR + 4);
   }
 
   /** Releases the vCPU, VM and both memory regions. */

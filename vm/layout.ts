@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { IMAGE_BASE, MAX_GUEST_MEMORY, PAGE, PT_ADDR } from "./_abi.ts";
+import { FUNC_TABLE_ADDR, IMAGE_BASE, MAX_GUEST_MEMORY, PAGE, PT_ADDR } from "./_abi.ts";
 
 /** Rounds up to a multiple of the page size. */
 export function pageAlign(n: number): number {
@@ -93,7 +93,7 @@ export function computeLayout(s: LayoutSizes): Layout {
     );
   }
   const ptPages = 3 + Math.ceil(end / 0x200000);
-  if (PT_ADDR + (ptPages - 3) * PAGE > IMAGE_BASE) throw new RangeError("page tables do not fit");
+  if (PT_ADDR + (ptPages - 3) * PAGE > FUNC_TABLE_ADDR) throw new RangeError("page tables do not fit");
   return {
     imageEnd,
     heapBase: imageEnd,

@@ -9,6 +9,7 @@ import {
   libc,
   MAP_ANONYMOUS,
   MAP_FAILED,
+  MAP_FIXED,
   MAP_NORESERVE,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -102,6 +103,42 @@ export class Mapping {
    */
   static privateFile(fd: number, size: number, offset: number): Mapping {
     return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
+  }
+
+  /**
+   * A read-only shared mapping of a file (a snapshot's reference copy of its blob).
+   *
+   * @example
+   * ```ts
+   * // const ref = Mapping.readOnly(fd, size, 4096);
+   * ```
+   */
+  static readOnly(fd: number, size: number, offset: number): Mapping {
+    return Mapping.map(size, PROT_READ, MAP_SHARED, fd, offset);
+  }
+
+  /**
+   * Replaces the whole mapping, in place, with a copy-on-write mapping of `fd` at `offset` (`MAP_FIXED`):
+   * the address and every view stay valid, and KVM picks up the new pages without re-registering a slot.
+   *
+   * @example
+   * ```ts
+   * // persistent.remapPrivateFile(snapshotFd, 4096);
+   * ```
+   */
+  remapPrivateFile(fd: number, offset: number): void {
+    if (this.closed) throw new Error("Mapping is closed");
+    const p = libc().mmap(
+      this.pointer,
+      BigInt(this.size),
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+      fd,
+      BigInt(offset),
+    );
+    if (p === null || BigInt(Deno.UnsafePointer.value(p)) !== this.address) {
+      throw new OsCallError("mmap(MAP_FIXED)", lastErrno());
+    }
   }
 
   /** Bytes of the mapping (length 0 after `close()`). */

@@ -1,0 +1,30 @@
+/**
+ * BLAKE3 in WebAssembly, the fallback when the C library is not available. Internal to the format module.
+ *
+ * `blake3-jit` (MIT) was the fastest correct candidate measured on the project's machines with a 256 MiB
+ * input: about 1.0 GB/s, against 0.6 GB/s for `hash-wasm` and 0.2 GB/s for `@webbuf/blake3`. It is
+ * synchronous (the WASM SIMD kernel is generated and compiled on first use, no `.wasm` file to fetch), has no
+ * dependencies, and works from Deno's npm cache without network access.
+ *
+ * @module
+ */
+
+// Inline specifier until deno.json maps "blake3-jit" (the brief allows inline npm: imports in this folder).
+import { hash } from "blake3-jit";
+
+/**
+ * Hashes `data` with the WASM implementation.
+ *
+ * @param data Any bytes.
+ * @returns The 32-byte BLAKE3-256 digest.
+ *
+ * @example
+ * ```ts
+ * import { wasmBlake3 } from "./_blake3_wasm.ts";
+ *
+ * console.log(wasmBlake3(new Uint8Array(0)).length); // 32
+ * ```
+ */
+export function wasmBlake3(data: Uint8Array): Uint8Array {
+  return hash(data, 32);
+}

@@ -1,0 +1,362 @@
+/**
+ * Byte offsets of the `.hls` format (version 1), the limits a loader enforces, and the few facts of snapvm's
+ * guest memory map (docs/ABI.md) that the loader needs to check a header's layout.
+ *
+ * Changing any value here changes either the file format (bump `HLS_FORMAT_VERSION`) or the meaning of the
+ * memory blob (bump the ABI version); `tests/format_constants_test.ts` pins them all.
+ *
+ * @module
+ */
+import {
+  FUNC_TABLE_ADDR,
+  IMAGE_BASE as ABI_IMAGE_BASE,
+  MAX_GUEST_MEMORY as ABI_MAX_GUEST_MEMORY,
+  PML4_ADDR,
+} from "../vm/_abi.ts";
+
+// ---- Byte layout (shared/format/hls-v1.md) ------------------------------------------------------------------
+
+/**
+ * The magic `HLS\0` (bytes 48 4C 53 00) read as a little-endian u32.
+ *
+ * @example
+ * ```ts
+ * import { HLS_MAGIC } from "./constants.ts";
+ *
+ * console.log(HLS_MAGIC.toString(16)); // 534c48
+ * ```
+ */
+export const HLS_MAGIC = 0x00534c48;
+
+/**
+ * The byte-layout version this module reads and writes.
+ *
+ * @example
+ * ```ts
+ * import { HLS_FORMAT_VERSION } from "./constants.ts";
+ *
+ * console.log(HLS_FORMAT_VERSION); // 1
+ * ```
+ */
+export const HLS_FORMAT_VERSION = 1;
+
+/**
+ * File offset of the 19 × u64 header (just after the 8-byte preamble).
+ *
+ * @example
+ * ```ts
+ * import { HEADER_OFFSET } from "./constants.ts";
+ *
+ * console.log(HEADER_OFFSET); // 8
+ * ```
+ */
+export const HEADER_OFFSET = 8;
+
+/**
+ * Size of the header: 19 × u64.
+ *
+ * @example
+ * ```ts
+ * import { HEADER_SIZE } from "./constants.ts";
+ *
+ * console.log(HEADER_SIZE); // 152
+ * ```
+ */
+export const HEADER_SIZE = 152;
+
+/**
+ * File offset of the special registers.
+ *
+ * @example
+ * ```ts
+ * import { SREGS_OFFSET } from "./constants.ts";
+ *
+ * console.log(SREGS_OFFSET); // 160
+ * ```
+ */
+export const SREGS_OFFSET = 160;
+
+/**
+ * Size of the special registers in the file: 119 × u64.
+ *
+ * @example
+ * ```ts
+ * import { SREGS_SIZE } from "./constants.ts";
+ *
+ * console.log(SREGS_SIZE); // 952
+ * ```
+ */
+export const SREGS_SIZE = 952;
+
+/**
+ * File offset of `header_hash`.
+ *
+ * @example
+ * ```ts
+ * import { HEADER_HASH_OFFSET } from "./constants.ts";
+ *
+ * console.log(HEADER_HASH_OFFSET); // 1112
+ * ```
+ */
+export const HEADER_HASH_OFFSET = 1112;
+
+/**
+ * File offset of `blob_hash`.
+ *
+ * @example
+ * ```ts
+ * import { BLOB_HASH_OFFSET } from "./constants.ts";
+ *
+ * console.log(BLOB_HASH_OFFSET); // 1144
+ * ```
+ */
+export const BLOB_HASH_OFFSET = 1144;
+
+/**
+ * Length of each BLAKE3-256 hash.
+ *
+ * @example
+ * ```ts
+ * import { HASH_SIZE } from "./constants.ts";
+ *
+ * console.log(HASH_SIZE); // 32
+ * ```
+ */
+export const HASH_SIZE = 32;
+
+/**
+ * File offset of the host-functions section, which is also the size of the fixed part of the file
+ * (preamble, header, special registers, hashes). A loader reads at least this many bytes first.
+ *
+ * @example
+ * ```ts
+ * import { HOST_FUNCS_OFFSET } from "./constants.ts";
+ *
+ * console.log(HOST_FUNCS_OFFSET); // 1176
+ * ```
+ */
+export const HOST_FUNCS_OFFSET = 1176;
+
+/**
+ * `memory_offset` must be a multiple of this, so that the blob can be `mmap`ed straight from the file.
+ *
+ * @example
+ * ```ts
+ * import { FILE_PAGE_SIZE } from "./constants.ts";
+ *
+ * console.log(FILE_PAGE_SIZE); // 4096
+ * ```
+ */
+export const FILE_PAGE_SIZE = 4096;
+
+/**
+ * Number of zero bytes the writer appends after the blob (backs the guard page on Windows).
+ *
+ * @example
+ * ```ts
+ * import { TRAILING_GUARD_SIZE } from "./constants.ts";
+ *
+ * console.log(TRAILING_GUARD_SIZE); // 4096
+ * ```
+ */
+export const TRAILING_GUARD_SIZE = 4096;
+
+// ---- Limits enforced on load (and on save) ------------------------------------------------------------------
+
+/**
+ * Largest host-functions section, in bytes (the spec's limit).
+ *
+ * @example
+ * ```ts
+ * import { MAX_HOST_FUNCS_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_HOST_FUNCS_SIZE); // 1048576
+ * ```
+ */
+export const MAX_HOST_FUNCS_SIZE = 1024 * 1024;
+
+/**
+ * Most host functions in one snapshot.
+ *
+ * @example
+ * ```ts
+ * import { MAX_HOST_FUNCTIONS } from "./constants.ts";
+ *
+ * console.log(MAX_HOST_FUNCTIONS); // 4096
+ * ```
+ */
+export const MAX_HOST_FUNCTIONS = 4096;
+
+/**
+ * Longest host-function name, in UTF-8 bytes.
+ *
+ * @example
+ * ```ts
+ * import { MAX_HOST_FUNCTION_NAME_BYTES } from "./constants.ts";
+ *
+ * console.log(MAX_HOST_FUNCTION_NAME_BYTES); // 256
+ * ```
+ */
+export const MAX_HOST_FUNCTION_NAME_BYTES = 256;
+
+/**
+ * Most parameters of one host function.
+ *
+ * @example
+ * ```ts
+ * import { MAX_HOST_FUNCTION_PARAMS } from "./constants.ts";
+ *
+ * console.log(MAX_HOST_FUNCTION_PARAMS); // 64
+ * ```
+ */
+export const MAX_HOST_FUNCTION_PARAMS = 64;
+
+/**
+ * Largest `memory_offset`: where the blob starts after the largest legal host-functions section. Anything
+ * further would leave unhashed padding that no writer produces.
+ *
+ * @example
+ * ```ts
+ * import { MAX_MEMORY_OFFSET } from "./constants.ts";
+ *
+ * console.log(MAX_MEMORY_OFFSET); // 1052672
+ * ```
+ */
+export const MAX_MEMORY_OFFSET: number =
+  Math.ceil((HOST_FUNCS_OFFSET + MAX_HOST_FUNCS_SIZE) / FILE_PAGE_SIZE) *
+  FILE_PAGE_SIZE;
+
+/**
+ * Most guest memory, persistent plus stack guard plus scratch (docs/ABI.md: "Total guest memory is at most
+ * 944 MiB", what the page tables can map). Also bounds `memory_size`.
+ *
+ * @example
+ * ```ts
+ * import { MAX_GUEST_MEMORY } from "./constants.ts";
+ *
+ * console.log(MAX_GUEST_MEMORY); // 989855744 (944 MiB)
+ * ```
+ */
+export const MAX_GUEST_MEMORY: number = ABI_MAX_GUEST_MEMORY;
+
+/**
+ * Largest input or output buffer.
+ *
+ * @example
+ * ```ts
+ * import { MAX_IO_BUFFER_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_IO_BUFFER_SIZE); // 268435456
+ * ```
+ */
+export const MAX_IO_BUFFER_SIZE = 256 * 1024 * 1024;
+
+/**
+ * Smallest input buffer: it must hold the 72-byte boot record (docs/ABI.md, "Entry").
+ *
+ * @example
+ * ```ts
+ * import { MIN_INPUT_DATA_SIZE } from "./constants.ts";
+ *
+ * console.log(MIN_INPUT_DATA_SIZE); // 72
+ * ```
+ */
+export const MIN_INPUT_DATA_SIZE = 72;
+
+/**
+ * Smallest output buffer: it must hold a successful init result (`u32 status`, `u64 dispatch_addr`).
+ *
+ * @example
+ * ```ts
+ * import { MIN_OUTPUT_DATA_SIZE } from "./constants.ts";
+ *
+ * console.log(MIN_OUTPUT_DATA_SIZE); // 12
+ * ```
+ */
+export const MIN_OUTPUT_DATA_SIZE = 12;
+
+// ---- snapvm guest memory map (docs/ABI.md), as far as the loader checks it ----------------------------------
+
+/**
+ * Guest page size; the persistent region ends on a page boundary.
+ *
+ * @example
+ * ```ts
+ * import { GUEST_PAGE_SIZE } from "./constants.ts";
+ *
+ * console.log(GUEST_PAGE_SIZE); // 4096
+ * ```
+ */
+export const GUEST_PAGE_SIZE = 4096;
+
+/**
+ * Guest-physical address of the PML4, where the page tables start.
+ *
+ * @example
+ * ```ts
+ * import { PAGE_TABLES_BASE } from "./constants.ts";
+ *
+ * console.log(PAGE_TABLES_BASE.toString(16)); // 5000
+ * ```
+ */
+export const PAGE_TABLES_BASE: number = PML4_ADDR;
+
+/**
+ * Guest-physical address where the page tables must end (the host-only function table follows).
+ *
+ * @example
+ * ```ts
+ * import { PAGE_TABLES_END } from "./constants.ts";
+ *
+ * console.log(PAGE_TABLES_END.toString(16)); // 1e0000
+ * ```
+ */
+export const PAGE_TABLES_END: number = FUNC_TABLE_ADDR;
+
+/**
+ * Fewest page-table bytes: PML4, PDPT, PD and at least one page table.
+ *
+ * @example
+ * ```ts
+ * import { MIN_PT_SIZE } from "./constants.ts";
+ *
+ * console.log(MIN_PT_SIZE); // 16384
+ * ```
+ */
+export const MIN_PT_SIZE = 4 * GUEST_PAGE_SIZE;
+
+/**
+ * Guest address where the image (ELF `PT_LOAD` segments) starts; the page tables end at or before it.
+ *
+ * @example
+ * ```ts
+ * import { IMAGE_BASE } from "./constants.ts";
+ *
+ * console.log(IMAGE_BASE.toString(16)); // 200000
+ * ```
+ */
+export const IMAGE_BASE: number = ABI_IMAGE_BASE;
+
+/**
+ * The unmapped stack guard between the persistent region (the blob) and the scratch region.
+ *
+ * @example
+ * ```ts
+ * import { STACK_GUARD_SIZE } from "./constants.ts";
+ *
+ * console.log(STACK_GUARD_SIZE); // 4096
+ * ```
+ */
+export const STACK_GUARD_SIZE = 4096;
+
+/**
+ * `stack_top_gva` must be a multiple of this (the x86-64 System V stack alignment).
+ *
+ * @example
+ * ```ts
+ * import { STACK_ALIGNMENT } from "./constants.ts";
+ *
+ * console.log(STACK_ALIGNMENT); // 16
+ * ```
+ */
+export const STACK_ALIGNMENT = 16;

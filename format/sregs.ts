@@ -1,0 +1,415 @@
+/**
+ * The x86-64 special registers saved in a snapshot: their type, their 952-byte form in an `.hls` file, and
+ * the 312-byte kernel `struct kvm_sregs` that `KVM_GET_SREGS` / `KVM_SET_SREGS` exchange.
+ *
+ * @module
+ */
+
+import { SREGS_OFFSET, SREGS_SIZE } from "./constants.ts";
+import { type SnapshotAction, SnapshotFormatError } from "./errors.ts";
+import { ByteReader } from "./_reader.ts";
+import { ByteWriter } from "./_writer.ts";
+
+/**
+ * One segment register, with its hidden descriptor fields as KVM reports them.
+ *
+ * @example
+ * ```ts
+ * import type { Segment } from "./sregs.ts";
+ *
+ * const cs: Segment = {
+ *   base: 0n, limit: 0xffffffff, selector: 0x33, type: 11, present: 1, dpl: 3,
+ *   db: 0, s: 1, l: 1, g: 1, avl: 0, unusable: 0,
+ * };
+ * console.log(cs.selector);
+ * ```
+ */
+export interface Segment {
+  /** Base address (u64). */
+  base: bigint;
+  /** Limit (u32). */
+  limit: number;
+  /** Selector (u16). */
+  selector: number;
+  /** Descriptor type, 0..15. */
+  type: number;
+  /** Present bit, 0 or 1. */
+  present: number;
+  /** Descriptor privilege level, 0..3. */
+  dpl: number;
+  /** Default operation size bit, 0 or 1. */
+  db: number;
+  /** Descriptor type bit (0 system, 1 code/data), 0 or 1. */
+  s: number;
+  /** 64-bit code segment bit, 0 or 1. */
+  l: number;
+  /** Granularity bit, 0 or 1. */
+  g: number;
+  /** Available-for-software bit, 0 or 1. */
+  avl: number;
+  /** KVM's "segment unusable" flag, 0 or 1. */
+  unusable: number;
+}
+
+/**
+ * A descriptor-table register (GDTR or IDTR).
+ *
+ * @example
+ * ```ts
+ * import type { DescriptorTable } from "./sregs.ts";
+ *
+ * const gdt: DescriptorTable = { base: 0x1000n, limit: 9 * 8 - 1 };
+ * console.log(gdt.limit); // 71
+ * ```
+ */
+export interface DescriptorTable {
+  /** Linear base address (u64). */
+  base: bigint;
+  /** Limit (u16). */
+  limit: number;
+}
+
+/**
+ * The special registers of one vCPU. Registers that are 64 bits wide are bigints; narrower fields are numbers.
+ *
+ * @example
+ * ```ts
+ * import { emptySregs } from "./sregs.ts";
+ *
+ * const sregs = emptySregs();
+ * sregs.cr3 = 0x5000n;
+ * console.log(sregs.cr3); // 20480n
+ * ```
+ */
+export interface Sregs {
+  /** Code segment. */
+  cs: Segment;
+  /** Data segment. */
+  ds: Segment;
+  /** Extra segment. */
+  es: Segment;
+  /** FS. */
+  fs: Segment;
+  /** GS. */
+  gs: Segment;
+  /** Stack segment. */
+  ss: Segment;
+  /** Task register. */
+  tr: Segment;
+  /** Local descriptor table register. */
+  ldt: Segment;
+  /** Global descriptor table register. */
+  gdt: DescriptorTable;
+  /** Interrupt descriptor table register. */
+  idt: DescriptorTable;
+  /** CR0. */
+  cr0: bigint;
+  /** CR2 (last page-fault address). */
+  cr2: bigint;
+  /** CR3 (page-table root). */
+  cr3: bigint;
+  /** CR4. */
+  cr4: bigint;
+  /** CR8 (task priority, 0..15). */
+  cr8: bigint;
+  /** IA32_EFER. */
+  efer: bigint;
+  /** IA32_APIC_BASE. */
+  apicBase: bigint;
+  /** Pending external interrupts, 256 bits. */
+  interruptBitmap: [bigint, bigint, bigint, bigint];
+}
+
+/**
+ * The segment registers in the order both the file and `struct kvm_sregs` store them.
+ *
+ * @example
+ * ```ts
+ * import { SEGMENT_NAMES } from "./sregs.ts";
+ *
+ * console.log(SEGMENT_NAMES.join(",")); // cs,ds,es,fs,gs,ss,tr,ldt
+ * ```
+ */
+export const SEGMENT_NAMES = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"] as const;
+
+/**
+ * Size of the kernel's `struct kvm_sregs` on x86-64.
+ *
+ * @example
+ * ```ts
+ * import { KVM_SREGS_SIZE } from "./sregs.ts";
+ *
+ * console.log(KVM_SREGS_SIZE); // 312
+ * ```
+ */
+export const KVM_SREGS_SIZE = 312;
+
+/** The flag fields of a segment, in file order, with the largest value their architectural range allows. */
+const SEGMENT_FLAGS = [
+  ["type", 15],
+  ["present", 1],
+  ["dpl", 3],
+  ["db", 1],
+  ["s", 1],
+  ["l", 1],
+  ["g", 1],
+  ["avl", 1],
+  ["unusable", 1],
+] as const;
+
+// Offsets inside struct kvm_sregs (linux/kvm.h, x86): 8 × 24-byte kvm_segment, then two 16-byte kvm_dtable.
+const KVM_SEGMENT_SIZE = 24;
+const KVM_GDT = 192;
+const KVM_IDT = 208;
+const KVM_CR0 = 224;
+const KVM_INTERRUPT_BITMAP = 280;
+
+function emptySegment(): Segment {
+  return {
+    base: 0n,
+    limit: 0,
+    selector: 0,
+    type: 0,
+    present: 0,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+  };
+}
+
+/**
+ * Special registers with every field zero, the form the file stores when a snapshot has none.
+ *
+ * @example
+ * ```ts
+ * import { emptySregs } from "./sregs.ts";
+ *
+ * console.log(emptySregs().cs.selector); // 0
+ * ```
+ */
+export function emptySregs(): Sregs {
+  return {
+    cs: emptySegment(),
+    ds: emptySegment(),
+    es: emptySegment(),
+    fs: emptySegment(),
+    gs: emptySegment(),
+    ss: emptySegment(),
+    tr: emptySegment(),
+    ldt: emptySegment(),
+    gdt: { base: 0n, limit: 0 },
+    idt: { base: 0n, limit: 0 },
+    cr0: 0n,
+    cr2: 0n,
+    cr3: 0n,
+    cr4: 0n,
+    cr8: 0n,
+    efer: 0n,
+    apicBase: 0n,
+    interruptBitmap: [0n, 0n, 0n, 0n],
+  };
+}
+
+/**
+ * Reads a `struct kvm_sregs` as filled by `KVM_GET_SREGS`. The kernel's padding bytes are ignored.
+ *
+ * @param bytes At least {@linkcode KVM_SREGS_SIZE} bytes.
+ * @returns The registers.
+ *
+ * @example
+ * ```ts
+ * import { KVM_SREGS_SIZE, sregsFromKvm } from "./sregs.ts";
+ *
+ * const raw = new Uint8Array(KVM_SREGS_SIZE);
+ * new DataView(raw.buffer).setBigUint64(240, 0x5000n, true); // cr3
+ * console.log(sregsFromKvm(raw).cr3); // 20480n
+ * ```
+ */
+export function sregsFromKvm(bytes: Uint8Array): Sregs {
+  if (bytes.byteLength < KVM_SREGS_SIZE) {
+    throw new RangeError(`struct kvm_sregs needs ${KVM_SREGS_SIZE} bytes, got ${bytes.byteLength}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, KVM_SREGS_SIZE);
+  const segment = (at: number): Segment => ({
+    base: view.getBigUint64(at, true),
+    limit: view.getUint32(at + 8, true),
+    selector: view.getUint16(at + 12, true),
+    type: view.getUint8(at + 14),
+    present: view.getUint8(at + 15),
+    dpl: view.getUint8(at + 16),
+    db: view.getUint8(at + 17),
+    s: view.getUint8(at + 18),
+    l: view.getUint8(at + 19),
+    g: view.getUint8(at + 20),
+    avl: view.getUint8(at + 21),
+    unusable: view.getUint8(at + 22),
+  });
+  const u64 = (at: number) => view.getBigUint64(at, true);
+  return {
+    cs: segment(0 * KVM_SEGMENT_SIZE),
+    ds: segment(1 * KVM_SEGMENT_SIZE),
+    es: segment(2 * KVM_SEGMENT_SIZE),
+    fs: segment(3 * KVM_SEGMENT_SIZE),
+    gs: segment(4 * KVM_SEGMENT_SIZE),
+    ss: segment(5 * KVM_SEGMENT_SIZE),
+    tr: segment(6 * KVM_SEGMENT_SIZE),
+    ldt: segment(7 * KVM_SEGMENT_SIZE),
+    gdt: { base: u64(KVM_GDT), limit: view.getUint16(KVM_GDT + 8, true) },
+    idt: { base: u64(KVM_IDT), limit: view.getUint16(KVM_IDT + 8, true) },
+    cr0: u64(KVM_CR0),
+    cr2: u64(KVM_CR0 + 8),
+    cr3: u64(KVM_CR0 + 16),
+    cr4: u64(KVM_CR0 + 24),
+    cr8: u64(KVM_CR0 + 32),
+    efer: u64(KVM_CR0 + 40),
+    apicBase: u64(KVM_CR0 + 48),
+    interruptBitmap: [
+      u64(KVM_INTERRUPT_BITMAP),
+      u64(KVM_INTERRUPT_BITMAP + 8),
+      u64(KVM_INTERRUPT_BITMAP + 16),
+      u64(KVM_INTERRUPT_BITMAP + 24),
+    ],
+  };
+}
+
+/**
+ * Writes registers as a `struct kvm_sregs` for `KVM_SET_SREGS`. Padding bytes are written as zero.
+ *
+ * @param sregs The registers; each field must fit its kernel width (`RangeError` otherwise).
+ * @param target Where to write (at least {@linkcode KVM_SREGS_SIZE} bytes); a new buffer if omitted.
+ * @returns `target`, or the new buffer.
+ *
+ * @example
+ * ```ts
+ * import { emptySregs, sregsFromKvm, sregsToKvm } from "./sregs.ts";
+ *
+ * const sregs = emptySregs();
+ * sregs.efer = 0xd01n;
+ * console.log(sregsFromKvm(sregsToKvm(sregs)).efer); // 3329n
+ * ```
+ */
+export function sregsToKvm(sregs: Sregs, target: Uint8Array = new Uint8Array(KVM_SREGS_SIZE)): Uint8Array {
+  if (target.byteLength < KVM_SREGS_SIZE) {
+    throw new RangeError(`struct kvm_sregs needs ${KVM_SREGS_SIZE} bytes, got ${target.byteLength}`);
+  }
+  // Zero first: the kernel structure has padding that must not carry stale bytes from a reused buffer.
+  target.fill(0, 0, KVM_SREGS_SIZE);
+  const writer = new ByteWriter(target.subarray(0, KVM_SREGS_SIZE));
+  for (const name of SEGMENT_NAMES) {
+    const segment = sregs[name];
+    writer.u64(segment.base);
+    writer.u32(segment.limit);
+    writer.u16(segment.selector);
+    for (const [flag] of SEGMENT_FLAGS) writer.u8(segment[flag]);
+    writer.skip(1);
+  }
+  for (const table of [sregs.gdt, sregs.idt]) {
+    writer.u64(table.base);
+    writer.u16(table.limit);
+    writer.skip(6);
+  }
+  for (const value of [sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.cr8, sregs.efer, sregs.apicBase]) {
+    writer.u64(value);
+  }
+  for (const word of sregs.interruptBitmap) writer.u64(word);
+  return target;
+}
+
+/**
+ * Encodes registers in the file's form: 119 little-endian u64 (see hls-v1.md), or all zeros for `null`.
+ *
+ * @param sregs The registers, or `null` when the snapshot has none.
+ * @returns {@linkcode SREGS_SIZE} bytes.
+ *
+ * @example
+ * ```ts
+ * import { decodeSregs, emptySregs, encodeSregs } from "./sregs.ts";
+ *
+ * const sregs = emptySregs();
+ * sregs.cs.selector = 0x33;
+ * console.log(decodeSregs(encodeSregs(sregs)).cs.selector); // 51
+ * ```
+ */
+export function encodeSregs(sregs: Sregs | null): Uint8Array {
+  const bytes = new Uint8Array(SREGS_SIZE);
+  if (sregs === null) return bytes;
+  const writer = new ByteWriter(bytes);
+  for (const name of SEGMENT_NAMES) {
+    const segment = sregs[name];
+    writer.u64(segment.base);
+    writer.u64(segment.limit);
+    writer.u64(segment.selector);
+    for (const [flag] of SEGMENT_FLAGS) writer.u64(segment[flag]);
+    writer.u64(0); // padding
+  }
+  for (const table of [sregs.gdt, sregs.idt]) {
+    writer.u64(table.base);
+    writer.u64(table.limit);
+  }
+  for (const value of [sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.cr8, sregs.efer, sregs.apicBase]) {
+    writer.u64(value);
+  }
+  for (const word of sregs.interruptBitmap) writer.u64(word);
+  return bytes;
+}
+
+/**
+ * Decodes the file's 952-byte form and checks that every value fits its real width: limit u32, selector
+ * u16, gdt/idt limit u16, the flag fields their architectural range (type 0..15, dpl 0..3, the bits 0..1),
+ * padding 0, cr8 0..15.
+ *
+ * @param bytes {@linkcode SREGS_SIZE} bytes, as stored at file offset 160.
+ * @param action Only changes the error message prefix.
+ * @returns The registers.
+ * @throws {SnapshotFormatError} `InvalidField` (field `sregs.<register>.<field>`) for a value out of range,
+ *   `Truncated` if fewer than 952 bytes are given.
+ *
+ * @example
+ * ```ts
+ * import { decodeSregs } from "./sregs.ts";
+ *
+ * console.log(decodeSregs(new Uint8Array(952)).cr0); // 0n
+ * ```
+ */
+export function decodeSregs(bytes: Uint8Array, action: SnapshotAction = "load"): Sregs {
+  const reader = new ByteReader(bytes.subarray(0, SREGS_SIZE), { fileOffset: SREGS_OFFSET, action });
+  const bounded = (field: string, max: bigint): number => {
+    const value = reader.u64(`sregs.${field}`);
+    if (value > max) {
+      throw new SnapshotFormatError("InvalidField", {
+        field: `sregs.${field}`,
+        found: value,
+        expected: max === 0n ? "0" : `at most ${max}`,
+        action,
+      });
+    }
+    return Number(value);
+  };
+  const sregs = emptySregs();
+  for (const name of SEGMENT_NAMES) {
+    const segment = sregs[name];
+    segment.base = reader.u64(`sregs.${name}.base`);
+    segment.limit = bounded(`${name}.limit`, 0xffff_ffffn);
+    segment.selector = bounded(`${name}.selector`, 0xffffn);
+    for (const [flag, max] of SEGMENT_FLAGS) segment[flag] = bounded(`${name}.${flag}`, BigInt(max));
+    bounded(`${name}.padding`, 0n);
+  }
+  for (const name of ["gdt", "idt"] as const) {
+    sregs[name].base = reader.u64(`sregs.${name}.base`);
+    sregs[name].limit = bounded(`${name}.limit`, 0xffffn);
+  }
+  sregs.cr0 = reader.u64("sregs.cr0");
+  sregs.cr2 = reader.u64("sregs.cr2");
+  sregs.cr3 = reader.u64("sregs.cr3");
+  sregs.cr4 = reader.u64("sregs.cr4");
+  // CR8 is the 4-bit task-priority register; KVM rejects anything wider.
+  sregs.cr8 = BigInt(bounded("cr8", 15n));
+  sregs.efer = reader.u64("sregs.efer");
+  sregs.apicBase = reader.u64("sregs.apic_base");
+  for (let i = 0; i < 4; i++) sregs.interruptBitmap[i] = reader.u64(`sregs.interrupt_bitmap[${i}]`);
+  return sregs;
+}
