@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { UninitializedSandbox } from "../mod.ts";
+import { type MultiUseSandbox, UninitializedSandbox } from "../mod.ts";
 import { runFloor } from "./_floor.ts";
 import { measure, type Stat, us } from "./_stats.ts";
 
