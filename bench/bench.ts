@@ -28,9 +28,9 @@ const rows: Row[] = [];
   u.evolve().close(); // opens /dev/kvm and the keeper VM once, as any long-lived process would
   rows.push({
     what: "evolve + first Echo (128 KiB heap)",
-    ours: measure(
+    ours: measure<{ sbx?: MultiUseSandbox }>(
       RUNS,
-      (s: { sbx?: ReturnType<typeof u.evolve> }) => {
+      (s) => {
         s.sbx = u.evolve();
         s.sbx.call("Echo", "x");
       },
