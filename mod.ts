@@ -15,6 +15,11 @@
 export { UninitializedSandbox } from "./vm/uninitialized_sandbox.ts";
 export type { GuestBinary } from "./vm/uninitialized_sandbox.ts";
 export { MultiUseSandbox } from "./vm/multi_use_sandbox.ts";
+export { Snapshot } from "./vm/snapshot.ts";
+export { SNAPSHOT_FORMAT_ERROR_KINDS, SnapshotFormatError } from "./format/errors.ts";
+export type { SnapshotFormatErrorKind } from "./format/errors.ts";
+export type { SnapshotInspection } from "./format/inspect.ts";
+export { blake3Backend } from "./format/blake3.ts";
 export { HostFunctions } from "./vm/host_functions.ts";
 export type { HostFunction } from "./vm/host_functions.ts";
 export { InterruptHandle } from "./vm/interrupt_handle.ts";
@@ -32,8 +37,10 @@ export {
   GuestError,
   GuestFunctionNotFoundError,
   HostFunctionError,
+  HostFunctionMismatchError,
   HypervisorUnavailableError,
   MemoryAccessViolationError,
   PoisonedSandboxError,
   SandboxClosedError,
+  SnapshotSandboxMismatchError,
 } from "./vm/errors.ts";

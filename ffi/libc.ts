@@ -22,6 +22,8 @@ const SYMBOLS = {
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  fstat: { parameters: ["i32", "buffer"], result: "i32" },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },

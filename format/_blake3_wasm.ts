@@ -10,7 +10,8 @@
  */
 
 // Inline specifier until deno.json maps "blake3-jit" (the brief allows inline npm: imports in this folder).
-import { hash } from "blake3-jit";
+// deno-lint-ignore no-import-prefix
+import { hash } from "npm:blake3-jit@1.1.0";
 
 /**
  * Hashes `data` with the WASM implementation.

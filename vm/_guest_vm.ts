@@ -43,6 +43,12 @@ const SLOT_PERSISTENT = 0, SLOT_SCRATCH = 1;
 
 let sregsTemplate: Uint8Array | undefined;
 
+/** The special registers of a fresh vCPU set up for the ABI (needs one vCPU to have existed). */
+export function initialSregs(): Uint8Array {
+  if (sregsTemplate === undefined) throw new Error("no vCPU template yet");
+  return buildSregs(sregsTemplate);
+}
+
 /** What a run loop needs besides the VM: host functions, limits, and a place to record host failures. */
 export interface RunContext {
   /** Name of the guest function (for errors). */

@@ -297,3 +297,52 @@ export class GuestBinaryError extends Error {
     this.name = "GuestBinaryError";
   }
 }
+
+/**
+ * The host functions given to `MultiUseSandbox.fromSnapshot` are not a superset of those recorded in the
+ * snapshot: lists every missing function and every signature mismatch.
+ *
+ * @example
+ * ```ts
+ * import { HostFunctionMismatchError } from "./errors.ts";
+ * const e = new HostFunctionMismatchError(["Add(i32, i32) -> i32"], []);
+ * console.log(e.missing);
+ * ```
+ */
+export class HostFunctionMismatchError extends Error {
+  /** Recorded functions that were not given, as signatures like `Add(i32, i32) -> i32`. */
+  readonly missing: readonly string[];
+  /** Functions given with another signature: what the snapshot recorded and what was given. */
+  readonly mismatched: readonly { name: string; recorded: string; given: string }[];
+  /** Creates the error. */
+  constructor(missing: string[], mismatched: { name: string; recorded: string; given: string }[]) {
+    const parts = [];
+    if (missing.length) parts.push(`missing: ${missing.join(", ")}`);
+    for (const m of mismatched) parts.push(`${m.name}: snapshot has ${m.recorded}, given ${m.given}`);
+    super(`Host functions do not match the snapshot (${parts.join("; ")})`);
+    this.name = "HostFunctionMismatchError";
+    this.missing = missing;
+    this.mismatched = mismatched;
+  }
+}
+
+/**
+ * `restore()` was given a snapshot from another lineage: a sandbox may restore only snapshots taken from
+ * itself, from a sibling made from the same `Snapshot` object, or loaded by the same `fromFile` call.
+ *
+ * @example
+ * ```ts
+ * import { SnapshotSandboxMismatchError } from "./errors.ts";
+ * console.log(new SnapshotSandboxMismatchError().message);
+ * ```
+ */
+export class SnapshotSandboxMismatchError extends Error {
+  /** Creates the error. */
+  constructor() {
+    super(
+      "Cannot restore: the snapshot does not belong to this sandbox (take it from this sandbox or a sibling " +
+        "made from the same Snapshot, or use the Snapshot this sandbox was created from)",
+    );
+    this.name = "SnapshotSandboxMismatchError";
+  }
+}

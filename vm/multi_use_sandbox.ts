@@ -6,26 +6,42 @@
 import {
   ERR_HOST_FUNCTION,
   LOG_LEVELS,
+  PAGE,
   REQ_CALL,
   STATUS_ERROR,
   STATUS_NOT_FOUND,
   STATUS_OK,
 } from "./_abi.ts";
-import { BufferFullError, checkArgs, ProtocolError } from "./_codec.ts";
-import type { GuestVm, RunContext } from "./_guest_vm.ts";
+import { BufferFullError, checkArgs, ProtocolError, typeOfTag } from "./_codec.ts";
+import { GuestVm, initialSregs, type RunContext } from "./_guest_vm.ts";
+import { MADV_RANDOM } from "../ffi/libc.ts";
+import { initialise } from "./_init.ts";
+import { Mapping } from "./mapping.ts";
+import { log } from "./logger.ts";
+import type { Layout } from "./layout.ts";
+import {
+  live,
+  recordHostFunctions,
+  signatureText,
+  type Snapshot,
+  type SnapshotData,
+  snapshotFromMemory,
+} from "./snapshot.ts";
 import { ThreadSignals } from "./_signals.ts";
 import { InterruptHandle } from "./interrupt_handle.ts";
-import type { ResolvedConfiguration } from "./config.ts";
+import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
 import {
   GuestCrashedError,
   GuestError,
   GuestFunctionNotFoundError,
   HostFunctionError,
+  HostFunctionMismatchError,
   PoisonedSandboxError,
   SandboxClosedError,
+  SnapshotSandboxMismatchError,
 } from "./errors.ts";
-import type { HostFunctions } from "./host_functions.ts";
-import type { GuestFunctionInfo, Value } from "./types.ts";
+import { HostFunctions } from "./host_functions.ts";
+import type { GuestFunctionInfo, Value, ValueType } from "./types.ts";
 
 /** What a sandbox needs besides its VM. */
 export interface SandboxState {
@@ -37,6 +53,10 @@ export interface SandboxState {
   readonly hostFunctions: HostFunctions;
   /** Configuration. */
   readonly config: ResolvedConfiguration;
+  /** Restore-compatibility family (see `SnapshotSandboxMismatchError`). */
+  readonly family: number;
+  /** The snapshot whose memory the sandbox was last synchronised to, if any. */
+  readonly base?: Snapshot;
 }
 
 /**
@@ -55,7 +75,7 @@ export interface SandboxState {
  */
 export class MultiUseSandbox {
   #vm: GuestVm | undefined;
-  readonly #state: SandboxState;
+  #state: SandboxState;
   readonly #logLevel: number;
   #poison: Error | undefined;
 
@@ -142,6 +162,153 @@ export class MultiUseSandbox {
   }
 
   /**
+   * Creates a sandbox from a snapshot without the guest binary. The persistent memory is mapped
+   * copy-on-write from the snapshot's bytes (guest writes never reach the file); the scratch region starts
+   * empty. A Call snapshot resumes ready for calls; an Initialise snapshot runs guest init first.
+   *
+   * `hostFunctions` must include every host function recorded in the snapshot with the same signature
+   * (`HostFunctionMismatchError` otherwise). The layout (heap, stack and buffer sizes) always comes from the
+   * snapshot; `maxExecutionTimeMs`, `guestLogLevel` and `guestInitArg` come from `config`. A config that asks
+   * for another layout is logged as a warning.
+   *
+   * @example
+   * ```ts ignore
+   * const fns = new HostFunctions().register("Add", { params: ["i32", "i32"], returns: "i32" }, (a, b) => a + b);
+   * using sbx = MultiUseSandbox.fromSnapshot(Snapshot.fromFile("guest.hls"), fns);
+   * ```
+   */
+  static fromSnapshot(
+    snapshot: Snapshot,
+    hostFunctions?: HostFunctions,
+    config?: SandboxConfiguration,
+  ): MultiUseSandbox {
+    const { blob, data } = live(snapshot);
+    const fns = hostFunctions?.clone() ?? new HostFunctions();
+    checkHostFunctions(data, fns);
+    const resolved = resolveConfiguration(config);
+    warnAboutLayout(config, data.layout);
+    const persistent = Mapping.privateFile(blob.fd, blob.size, blob.offset);
+    // No read-around: a fault would otherwise read 8 MiB of the file (read-ahead) for one page.
+    persistent.advise(0, blob.size, MADV_RANDOM);
+    const vm = GuestVm.create(data.layout, persistent, data.sregs ?? undefined);
+    try {
+      let dispatch = data.entryAddr;
+      let functions = data.functions;
+      if (data.entrypoint === "Call") vm.enterAt(dispatch);
+      else ({ dispatch, functions } = initialise(vm, data.entryAddr, resolved, fns));
+      return new MultiUseSandbox(vm, {
+        dispatch,
+        functions: functions!,
+        hostFunctions: fns,
+        config: resolved,
+        family: data.family,
+        base: data.entrypoint === "Call" ? snapshot : undefined,
+      });
+    } catch (e) {
+      vm.close();
+      throw e;
+    }
+  }
+
+  /**
+   * A snapshot of the current state (entry point Call): persistent memory, special registers, layout and
+   * the registered host functions. Refused for a poisoned sandbox.
+   *
+   * @example
+   * ```ts ignore
+   * const snap = sbx.snapshot();
+   * sbx.call("AddToStatic", 1);
+   * sbx.restore(snap);
+   * ```
+   */
+  snapshot(): Snapshot {
+    const vm = this.#idleVm("snapshot");
+    const s = this.#state;
+    const snap = snapshotFromMemory(vm.persistent, {
+      layout: vm.layout,
+      entrypoint: "Call",
+      entryAddr: s.dispatch,
+      sregs: vm.getSregs(),
+      hostFunctions: recordHostFunctions(s.hostFunctions),
+      family: s.family,
+      functions: s.functions,
+    });
+    vm.takeDirtyLog(); // memory now equals the snapshot: track changes from here
+    this.#state = { ...s, base: snap };
+    return snap;
+  }
+
+  /**
+   * Returns the sandbox to a snapshot's state and clears poisoning. The snapshot must come from this
+   * sandbox, from a sibling made from the same `Snapshot`, or be the one this sandbox was made from
+   * (`SnapshotSandboxMismatchError` otherwise). Restoring the snapshot the sandbox was last synchronised to
+   * copies back only the pages the guest wrote (KVM dirty log); another one is mapped afresh. The scratch
+   * region (stack, buffers) is emptied either way.
+   *
+   * @example
+   * ```ts ignore
+   * sbx.restore(snap);
+   * ```
+   */
+  restore(snapshot: Snapshot): void {
+    const vm = this.#vm;
+    if (vm === undefined) throw new SandboxClosedError();
+    if (vm.running) throw new Error("Cannot restore a sandbox from inside one of its calls");
+    const { blob, data } = live(snapshot);
+    if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
+    if (snapshot === this.#state.base && data.entrypoint === "Call") {
+      const dirty = vm.takeDirtyLog();
+      const mem = vm.persistent.bytes, ref = blob.ref.bytes;
+      for (let w = 0; w < dirty.length; w++) {
+        let bits = dirty[w];
+        while (bits !== 0n) {
+          const bit = 63 - clz64(bits & -bits);
+          bits &= bits - 1n;
+          const off = (w * 64 + bit) * PAGE;
+          mem.set(ref.subarray(off, off + PAGE), off);
+        }
+      }
+    } else {
+      vm.persistent.remapPrivateFile(blob.fd, blob.offset);
+      vm.persistent.advise(0, blob.size, MADV_RANDOM);
+      vm.takeDirtyLog();
+    }
+    vm.resetScratch();
+    this.#poison = undefined;
+    try {
+      vm.setSregs(data.sregs ?? initialSregs());
+      if (data.entrypoint === "Call") {
+        vm.enterAt(data.entryAddr);
+        this.#state = {
+          ...this.#state,
+          dispatch: data.entryAddr,
+          functions: data.functions!,
+          base: snapshot,
+        };
+      } else {
+        const { dispatch, functions } = initialise(
+          vm,
+          data.entryAddr,
+          this.#state.config,
+          this.#state.hostFunctions,
+        );
+        this.#state = { ...this.#state, dispatch, functions, base: undefined };
+      }
+    } catch (e) {
+      this.#poison = e as Error;
+      throw e;
+    }
+  }
+
+  #idleVm(what: string): GuestVm {
+    const vm = this.#vm;
+    if (vm === undefined) throw new SandboxClosedError();
+    if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
+    if (vm.running) throw new Error(`Cannot ${what} a sandbox from inside one of its calls`);
+    return vm;
+  }
+
+  /**
    * The guest's functions, as it registered them.
    *
    * @example
@@ -194,4 +361,50 @@ function isPoisoning(e: unknown): boolean {
   if (!(e instanceof Error)) return true;
   return !(e instanceof GuestError || e instanceof HostFunctionError ||
     e instanceof GuestFunctionNotFoundError);
+}
+
+function clz64(x: bigint): number {
+  const hi = Number(x >> 32n);
+  return hi !== 0 ? Math.clz32(hi) : 32 + Math.clz32(Number(x & 0xffffffffn));
+}
+
+function checkHostFunctions(data: SnapshotData, given: HostFunctions): void {
+  const missing: string[] = [];
+  const mismatched: { name: string; recorded: string; given: string }[] = [];
+  for (const f of data.hostFunctions) {
+    const recorded = {
+      params: f.parameterTypes.map((t) => typeOfTag(t) as ValueType),
+      returns: typeOfTag(f.returnType)!,
+    };
+    const entry = given.get(f.name);
+    if (entry === undefined) missing.push(signatureText(f.name, recorded));
+    else if (signatureText(f.name, entry.signature) !== signatureText(f.name, recorded)) {
+      mismatched.push({
+        name: f.name,
+        recorded: signatureText(f.name, recorded),
+        given: signatureText(f.name, entry.signature),
+      });
+    }
+  }
+  if (missing.length || mismatched.length) throw new HostFunctionMismatchError(missing, mismatched);
+}
+
+function warnAboutLayout(config: SandboxConfiguration | undefined, layout: Layout): void {
+  if (config === undefined) return;
+  const actual: Record<string, number> = {
+    heapSize: layout.heapSize,
+    stackSize: layout.stackSize,
+    inputDataSize: layout.inputSize,
+    outputDataSize: layout.outputSize,
+  };
+  for (const [field, value] of Object.entries(actual)) {
+    const asked = (config as Record<string, unknown>)[field];
+    if (typeof asked === "number" && Math.ceil(asked / PAGE) * PAGE !== value) {
+      log({
+        level: "warn",
+        source: "snapvm",
+        message: `fromSnapshot: config.${field} ${asked} ignored; the snapshot's layout has ${value}`,
+      });
+    }
+  }
 }

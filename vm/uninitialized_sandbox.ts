@@ -3,15 +3,14 @@
  *
  * @module
  */
-import { ABI_VERSION, BOOT_MAGIC, IMAGE_BASE, LOG_LEVELS, STATUS_OK } from "./_abi.ts";
+import { IMAGE_BASE } from "./_abi.ts";
+import { initialise } from "./_init.ts";
+import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } from "./snapshot.ts";
 import { MADV_POPULATE_WRITE } from "../ffi/libc.ts";
 import { GuestVm } from "./_guest_vm.ts";
-import { ProtocolError } from "./_codec.ts";
 import { writeSystemArea } from "./_system.ts";
-import { readFunctionList } from "./_functions.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
-import { type ElfImage, parseElf, PF_X } from "./elf.ts";
-import { GuestCrashedError, GuestError } from "./errors.ts";
+import { type ElfImage, parseElf } from "./elf.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
 import { computeLayout, type Layout } from "./layout.ts";
 import { Mapping } from "./mapping.ts";
@@ -116,48 +115,45 @@ export class UninitializedSandbox {
   evolve(): MultiUseSandbox {
     const vm = GuestVm.create(this.#layout, this.#buildMemory());
     try {
-      this.#writeBootRecord(vm);
-      vm.enterAt(BigInt(this.#elf.entry), BigInt(this.#layout.inputBase));
-      const ctx = {
-        functionName: "<init>",
-        hostFunctions: this.#hostFunctions,
-        maxExecutionTimeMs: this.#config.maxExecutionTimeMs,
-      };
-      vm.run(ctx);
-      const r = vm.outputReader();
-      try {
-        const status = r.u32("init status");
-        if (status !== STATUS_OK) {
-          const code = r.u32("init error code");
-          throw new GuestError("<init>", code, r.string("init error message"));
-        }
-        const dispatch = r.u64("dispatch address");
-        if (
-          !this.#elf.segments.some((s) =>
-            (s.flags & PF_X) && dispatch >= s.vaddr && dispatch < s.vaddr + s.memSize
-          )
-        ) {
-          throw new ProtocolError(
-            `dispatch address 0x${dispatch.toString(16)} is not in an executable segment`,
-          );
-        }
-        const functions = readFunctionList(r);
-        return new MultiUseSandbox(vm, {
-          dispatch,
-          functions,
-          hostFunctions: this.#hostFunctions.clone(),
-          config: this.#config,
-        });
-      } catch (e) {
-        if (e instanceof ProtocolError) {
-          throw new GuestCrashedError(`protocol error in init result: ${e.message}`);
-        }
-        throw e;
-      }
+      const { dispatch, functions } = initialise(
+        vm,
+        BigInt(this.#elf.entry),
+        this.#config,
+        this.#hostFunctions,
+      );
+      return new MultiUseSandbox(vm, {
+        dispatch,
+        functions,
+        hostFunctions: this.#hostFunctions.clone(),
+        config: this.#config,
+        family: newFamily(),
+      });
     } catch (e) {
       vm.close();
       throw e;
     }
+  }
+
+  /**
+   * A snapshot of the sandbox before guest init (entry point Initialise): the loaded image, page tables and
+   * layout, without running anything. Sandboxes made from it run guest init first.
+   *
+   * @example
+   * ```ts ignore
+   * const pre = new UninitializedSandbox("./guest/bin/testguest").snapshot();
+   * await pre.toFile("testguest-preinit.hls");
+   * ```
+   */
+  snapshot(): Snapshot {
+    using mem = this.#buildMemory();
+    return snapshotFromMemory(mem, {
+      layout: this.#layout,
+      entrypoint: "Initialise",
+      entryAddr: BigInt(this.#elf.entry),
+      sregs: null,
+      hostFunctions: recordHostFunctions(this.#hostFunctions),
+      family: newFamily(),
+    });
   }
 
   #buildMemory(): Mapping {
@@ -176,21 +172,5 @@ export class UninitializedSandbox {
       mem.close();
       throw e;
     }
-  }
-
-  #writeBootRecord(vm: GuestVm): void {
-    const l = this.#layout;
-    const v = new DataView(vm.input.buffer, vm.input.byteOffset, 72);
-    v.setUint32(0, BOOT_MAGIC, true);
-    v.setUint32(4, ABI_VERSION, true);
-    v.setBigUint64(8, BigInt(l.heapBase), true);
-    v.setBigUint64(16, BigInt(l.heapSize), true);
-    v.setBigUint64(24, BigInt(l.inputBase), true);
-    v.setBigUint64(32, BigInt(l.inputSize), true);
-    v.setBigUint64(40, BigInt(l.outputBase), true);
-    v.setBigUint64(48, BigInt(l.outputSize), true);
-    v.setUint32(56, LOG_LEVELS.indexOf(this.#config.guestLogLevel), true);
-    v.setUint32(60, 0, true);
-    v.setBigUint64(64, this.#config.guestInitArg, true);
   }
 }
