@@ -32,6 +32,8 @@ export const KVM = {
   GET_SREGS: 0x8138ae83n,
   /** vCPU fd: `struct kvm_sregs` in. */
   SET_SREGS: 0x4138ae84n,
+  /** vCPU fd: `struct kvm_fpu` (416 B: fcw u16 @128, xmm[16][16] @152, mxcsr u32 @408) in. */
+  SET_FPU: 0x41a0ae8dn,
   /** vCPU fd: `struct kvm_signal_mask` {u32 len = 8, u8 sigset[8]}: the signal mask while in KVM_RUN. */
   SET_SIGNAL_MASK: 0x4004ae8bn,
 } as const;

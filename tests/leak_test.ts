@@ -30,5 +30,5 @@ kvmTest("a poisoned sandbox is released by close too", () => {
     using sbx = u.evolve();
     assert.throws(() => sbx.call("IllegalInstruction"));
   }
-  assert.equal(counts().fds, before.fds);
+  assert.ok(counts().fds <= before.fds, "file descriptors grew");
 });

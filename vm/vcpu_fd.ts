@@ -128,6 +128,23 @@ export class VcpuFd {
   }
 
   /**
+   * `KVM_SET_FPU` with the x87/SSE reset state (FCW 0x37f, MXCSR 0x1f80, every register zero), so nothing
+   * a previous guest left in them is visible to the next one.
+   *
+   * @example
+   * ```ts
+   * // vcpu.resetFpu();
+   * ```
+   */
+  resetFpu(): void {
+    const fpu = new Uint8Array(416);
+    const v = new DataView(fpu.buffer);
+    v.setUint16(128, 0x37f, true);
+    v.setUint32(408, 0x1f80, true);
+    check("ioctl(KVM_SET_FPU)", libc().ioctl_buf(this.#fd, KVM.SET_FPU, fpu));
+  }
+
+  /**
    * `KVM_SET_SIGNAL_MASK`: the thread's signal mask while inside `KVM_RUN` (8-byte kernel sigset).
    *
    * @example
