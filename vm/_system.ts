@@ -13,6 +13,7 @@ import {
   GDT_ADDR,
   GDT_ENTRIES,
   IDT_ADDR,
+  IMAGE_BASE,
   IDT_VECTORS,
   PAGE,
   PD_ADDR,
@@ -34,6 +35,8 @@ import {
 } from "./_abi.ts";
 import { SREGS } from "../ffi/kvm.ts";
 import type { Layout } from "./layout.ts";
+import type { Mapping } from "./mapping.ts";
+import { MADV_POPULATE_WRITE } from "../ffi/libc.ts";
 import { type ElfSegment, PF_W, PF_X } from "./elf.ts";
 
 const P = 1, RW = 2, US = 4, ACCESSED = 0x20, DIRTY = 0x40;
@@ -235,4 +238,19 @@ export function buildSregs(template: Uint8Array): Uint8Array {
   v.setBigUint64(SREGS.CR8, 0n, true);
   v.setBigUint64(SREGS.EFER, EFER, true);
   return out;
+}
+
+/** The most of an image that is prefaulted (bigger images keep the rest lazy). */
+const PREFAULT_IMAGE_MAX = 1024 * 1024;
+
+/**
+ * Gives the sandbox private copies of its image pages (up to 1 MiB) before the guest runs. In a
+ * copy-on-write mapping of a snapshot, a guest access to a page still backed by the page cache takes KVM's
+ * slow path (the memslot is writable, so KVM first asks for a writable host page and falls back), and a
+ * write adds a host copy-on-write fault on top; both happen inside an already costly shadow page fault.
+ * Measured on the first call after `fromSnapshot`: 297 µs without, 215 µs with (prefaulting page tables,
+ * descriptor tables or the page cache read-only gained nothing).
+ */
+export function prefaultImage(mem: Mapping, layout: Layout): void {
+  mem.advise(IMAGE_BASE, Math.min(layout.imageEnd - IMAGE_BASE, PREFAULT_IMAGE_MAX), MADV_POPULATE_WRITE);
 }

@@ -16,6 +16,7 @@ import { BufferFullError, checkArgs, ProtocolError, typeOfTag } from "./_codec.t
 import { GuestVm, initialSregs, type RunContext } from "./_guest_vm.ts";
 import { MADV_RANDOM } from "../ffi/libc.ts";
 import { initialise } from "./_init.ts";
+import { prefaultImage } from "./_system.ts";
 import { Mapping } from "./mapping.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./layout.ts";
@@ -190,6 +191,7 @@ export class MultiUseSandbox {
     const persistent = Mapping.privateFile(blob.fd, blob.size, blob.offset);
     // No read-around: a fault would otherwise read 8 MiB of the file (read-ahead) for one page.
     persistent.advise(0, blob.size, MADV_RANDOM);
+    prefaultImage(persistent, data.layout);
     const vm = GuestVm.create(data.layout, persistent, data.sregs ?? undefined);
     try {
       let dispatch = data.entryAddr;
@@ -271,6 +273,7 @@ export class MultiUseSandbox {
     } else {
       vm.persistent.remapPrivateFile(blob.fd, blob.offset);
       vm.persistent.advise(0, blob.size, MADV_RANDOM);
+      prefaultImage(vm.persistent, data.layout);
       vm.takeDirtyLog();
     }
     vm.resetScratch();
