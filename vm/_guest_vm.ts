@@ -129,7 +129,13 @@ export class GuestVm {
         layout.persistentSize,
         persistent.address,
       );
-      vm.setUserMemoryRegion(SLOT_SCRATCH, 0, BigInt(layout.scratchBase), layout.scratchSize, scratch.address);
+      vm.setUserMemoryRegion(
+        SLOT_SCRATCH,
+        0,
+        BigInt(layout.scratchBase),
+        layout.scratchSize,
+        scratch.address,
+      );
       if (sregs === undefined) {
         if (sregsTemplate === undefined) sregsTemplate = vcpu.getSregs();
         sregs = buildSregs(sregsTemplate);

@@ -32,8 +32,9 @@ import {
   SnapshotFormatError,
   type SnapshotInspection,
   snapshotPrefixLength,
+  SREGS_OFFSET,
+  SREGS_SIZE,
   sregsFromKvm,
-  sregsToKvm,
   verifyBlobHash,
 } from "../format/mod.ts";
 import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./_abi.ts";
@@ -223,7 +224,8 @@ export class Snapshot {
     const f = openFile(path);
     let fd = f.fd;
     try {
-      const parsed = parseSnapshotHeader(readPrefix(fd, f.size), f.size, HOST);
+      const prefix = readPrefix(fd, f.size);
+      const parsed = parseSnapshotHeader(prefix, f.size, HOST);
       const layout = layoutOf(parsed);
       const blob = new Blob(fd, parsed.header.memoryOffset, parsed.header.memorySize);
       fd = -1; // owned by blob now
@@ -234,7 +236,7 @@ export class Snapshot {
           layout,
           entrypoint: call ? "Call" : "Initialise",
           entryAddr: BigInt(parsed.header.entrypointAddr),
-          sregs: call && parsed.sregs ? sregsToKvm(parsed.sregs) : null,
+          sregs: call ? kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)) : null,
           hostFunctions: parsed.hostFunctions,
           family: newFamily(),
           functions: call ? readFunctionTable(blob.ref.bytes) : undefined,
@@ -536,3 +538,29 @@ const cache = new Map<
 const cacheCleanup = new FinalizationRegistry<{ key: string; ref: WeakRef<Snapshot> }>(({ key, ref }) => {
   if (cache.get(key)?.ref === ref) cache.delete(key);
 });
+
+/**
+ * `struct kvm_sregs` from the file's 952-byte sregs section (119 × u64, already range-checked by the
+ * parser): copies the u64 fields and narrows the others, without going through bigint objects, because this
+ * runs on every load.
+ */
+export function kvmSregsFromFile(file: Uint8Array): Uint8Array {
+  const src = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  const out = new Uint8Array(312);
+  const dst = new DataView(out.buffer);
+  const copy64 = (from: number, to: number) => out.set(file.subarray(from, from + 8), to);
+  for (let i = 0; i < 8; i++) {
+    const f = i * 13 * 8, k = i * 24;
+    copy64(f, k); // base
+    dst.setUint32(k + 8, src.getUint32(f + 8, true), true); // limit
+    dst.setUint16(k + 12, src.getUint32(f + 16, true), true); // selector
+    for (let j = 0; j < 9; j++) dst.setUint8(k + 14 + j, src.getUint32(f + 24 + j * 8, true)); // type..unusable
+  }
+  const tables = 8 * 13 * 8;
+  copy64(tables, 192);
+  dst.setUint16(200, src.getUint32(tables + 8, true), true);
+  copy64(tables + 16, 208);
+  dst.setUint16(216, src.getUint32(tables + 24, true), true);
+  for (let i = 0; i < 11; i++) copy64(tables + 32 + i * 8, 224 + i * 8); // cr0..apic_base, interrupt_bitmap
+  return out;
+}
