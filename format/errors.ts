@@ -150,6 +150,7 @@ function describeField(field: string): string {
  * ```
  */
 export class SnapshotFormatError extends Error {
+  /** Always `"SnapshotFormatError"`. */
   override name = "SnapshotFormatError";
   /** The class of problem; one of {@linkcode SNAPSHOT_FORMAT_ERROR_KINDS}. */
   readonly kind: SnapshotFormatErrorKind;

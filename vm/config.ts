@@ -6,7 +6,7 @@
 import { LOG_LEVELS } from "./_abi.ts";
 
 /** Guest log levels, most verbose first. */
-export type LogLevel = typeof LOG_LEVELS[number];
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "off";
 
 /**
  * Options for a sandbox. Sizes are in bytes and rounded up to whole 4 KiB pages.
