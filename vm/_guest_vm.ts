@@ -315,10 +315,10 @@ export class GuestVm {
   }
 
   #exception(vector: number): Error {
-    const view = this.persistent.view;
-    const frame = EXC_STACK_TOP - 48;
-    const errorCode = view.getBigUint64(frame, true);
-    const rip = view.getBigUint64(frame + 8, true);
+    const frame = this.persistent.window(EXC_STACK_TOP - 48, 48);
+    const view = new DataView(frame.buffer, frame.byteOffset, 48);
+    const errorCode = view.getBigUint64(0, true);
+    const rip = view.getBigUint64(8, true);
     if (vector === 14) {
       const cr2 = new DataView(this.#vcpu.getSregs().buffer).getBigUint64(SREGS.CR2, true);
       const l = this.layout;
@@ -411,8 +411,9 @@ export class GuestVm {
         } allowed`,
       );
     }
-    new DataView(this.persistent.bytes.buffer).setUint32(FUNC_TABLE_ADDR, list.length, true);
-    this.persistent.bytes.set(list, FUNC_TABLE_ADDR + 4);
+    const table = this.persistent.window(FUNC_TABLE_ADDR, 4 + list.length);
+    new DataView(table.buffer, table.byteOffset).setUint32(0, list.length, true);
+    table.set(list, 4);
   }
 
   /**

@@ -260,14 +260,13 @@ export class MultiUseSandbox {
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     if (snapshot === this.#state.base && data.entrypoint === "Call") {
       const dirty = vm.takeDirtyLog();
-      const mem = vm.persistent.bytes, ref = blob.ref.bytes;
       for (let w = 0; w < dirty.length; w++) {
         let bits = dirty[w];
         while (bits !== 0n) {
           const bit = 63 - clz64(bits & -bits);
           bits &= bits - 1n;
           const off = (w * 64 + bit) * PAGE;
-          mem.set(ref.subarray(off, off + PAGE), off);
+          vm.persistent.copyFrom(blob.ref, off, PAGE);
         }
       }
     } else {

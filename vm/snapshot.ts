@@ -239,7 +239,7 @@ export class Snapshot {
           sregs: call ? kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)) : null,
           hostFunctions: parsed.hostFunctions,
           family: newFamily(),
-          functions: call ? readFunctionTable(blob.ref.bytes) : undefined,
+          functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
           blobHash: parsed.blobHash,
         };
         return new Snapshot(blob, data);
@@ -436,8 +436,8 @@ function layoutOf(p: ParsedSnapshot): Layout {
 }
 
 /** Parses the function table in a blob (hostile bytes: any problem is a SnapshotFormatError). */
-function readFunctionTable(blob: Uint8Array): ReadonlyMap<string, GuestFunctionInfo> {
-  const view = new DataView(blob.buffer, blob.byteOffset + FUNC_TABLE_ADDR, FUNC_TABLE_SIZE);
+function readFunctionTable(table: Uint8Array): ReadonlyMap<string, GuestFunctionInfo> {
+  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
   const len = view.getUint32(0, true);
   if (len > FUNC_TABLE_SIZE - 4) {
     throw new SnapshotFormatError("InvalidField", {
@@ -446,7 +446,7 @@ function readFunctionTable(blob: Uint8Array): ReadonlyMap<string, GuestFunctionI
       expected: `at most ${FUNC_TABLE_SIZE - 4}`,
     });
   }
-  const bytes = blob.subarray(FUNC_TABLE_ADDR + 4, FUNC_TABLE_ADDR + 4 + len);
+  const bytes = table.subarray(4, 4 + len);
   try {
     const r = new Reader(bytes, new DataView(bytes.buffer, bytes.byteOffset, len), len);
     const fns = readFunctionList(r);

@@ -160,9 +160,9 @@ export class UninitializedSandbox {
     const mem = Mapping.anonymous(this.#layout.persistentSize);
     try {
       for (const s of this.#elf.segments) {
-        mem.bytes.set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize), s.vaddr);
+        mem.window(s.vaddr, s.fileSize).set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize));
       }
-      writeSystemArea(mem.bytes, this.#layout, this.#elf.segments);
+      writeSystemArea(mem.window(0, IMAGE_BASE), this.#layout, this.#elf.segments);
       // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
       // allocating them now saves a host page fault inside each guest fault.
       const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
