@@ -36,16 +36,56 @@ export class Mapping {
   /** The mapping's length in bytes. */
   readonly size: number;
   #closed = false;
+  /** Set for a part of another mapping: closing it only detaches its views; the owner unmaps. */
+  readonly #partOf: Mapping | undefined;
+  #parts: Mapping[] = [];
   #buffer: ArrayBuffer | undefined;
   #bytes: Uint8Array | undefined;
   #view: DataView | undefined;
   /** Buffers handed out by `window()`, detached at close. */
   #windows: WeakRef<ArrayBuffer>[] = [];
 
-  private constructor(pointer: Deno.PointerObject, size: number) {
+  private constructor(pointer: Deno.PointerObject, size: number, partOf?: Mapping) {
     this.pointer = pointer;
     this.address = BigInt(Deno.UnsafePointer.value(pointer));
     this.size = size;
+    this.#partOf = partOf;
+  }
+
+  /**
+   * A sub-range of this mapping as a mapping of its own (for views, `advise`, `remapPrivateFile`). The part
+   * is closed, and its views detached, when this mapping closes; closing the part alone unmaps nothing.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.anonymous(3 * 4096);
+   * const tail = m.part(8192, 4096);
+   * tail.bytes[0] = 1;
+   * ```
+   */
+  part(offset: number, size: number): Mapping {
+    if (this.#closed) throw new Error("Mapping is closed");
+    if (offset < 0 || size <= 0 || offset + size > this.size) {
+      throw new RangeError(`part ${offset}+${size} is outside the ${this.size}-byte mapping`);
+    }
+    const p = new Mapping(Deno.UnsafePointer.offset(this.pointer, offset)!, size, this);
+    this.#parts.push(p);
+    return p;
+  }
+
+  /**
+   * `mprotect` of a byte range (page aligned).
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.anonymous(8192);
+   * m.protect(4096, 4096, 0); // PROT_NONE
+   * ```
+   */
+  protect(offset: number, length: number, prot: number): void {
+    check("mprotect", libc().mprotect(Deno.UnsafePointer.offset(this.pointer, offset), BigInt(length), prot));
   }
 
   /**
@@ -253,7 +293,11 @@ export class Mapping {
     for (const w of this.#windows) w.deref()?.transfer(0);
     this.#buffer = this.#bytes = this.#view = undefined;
     this.#windows = [];
-    if (this.size > 0) check("munmap", libc().munmap(this.pointer, BigInt(this.size)));
+    for (const part of this.#parts) part.close();
+    this.#parts = [];
+    if (this.#partOf === undefined && this.size > 0) {
+      check("munmap", libc().munmap(this.pointer, BigInt(this.size)));
+    }
   }
 
   /** Same as `close()`. */

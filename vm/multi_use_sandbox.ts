@@ -17,7 +17,6 @@ import { GuestVm, initialSregs, type RunContext } from "./_guest_vm.ts";
 import { MADV_RANDOM } from "../ffi/libc.ts";
 import { initialise } from "./_init.ts";
 import { prefaultImage } from "./_system.ts";
-import { Mapping } from "./mapping.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./layout.ts";
 import {
@@ -188,11 +187,12 @@ export class MultiUseSandbox {
     checkHostFunctions(data, fns);
     const resolved = resolveConfiguration(config);
     warnAboutLayout(config, data.layout);
-    const persistent = Mapping.privateFile(blob.fd, blob.size, blob.offset);
-    // No read-around: a fault would otherwise read 8 MiB of the file (read-ahead) for one page.
-    persistent.advise(0, blob.size, MADV_RANDOM);
-    prefaultImage(persistent, data.layout);
-    const vm = GuestVm.create(data.layout, persistent, data.sregs ?? undefined);
+    const vm = GuestVm.create(data.layout, (persistent) => {
+      persistent.remapPrivateFile(blob.fd, blob.offset);
+      // No read-around: a fault would otherwise read 8 MiB of the file (read-ahead) for one page.
+      persistent.advise(0, blob.size, MADV_RANDOM);
+      prefaultImage(persistent, data.layout);
+    }, data.sregs ?? undefined);
     try {
       let dispatch = data.entryAddr;
       let functions = data.functions;
@@ -266,7 +266,7 @@ export class MultiUseSandbox {
           const bit = 63 - clz64(bits & -bits);
           bits &= bits - 1n;
           const off = (w * 64 + bit) * PAGE;
-          vm.persistent.copyFrom(blob.ref, off, PAGE);
+          if (off < blob.size) vm.persistent.copyFrom(blob.ref, off, PAGE);
         }
       }
     } else {

@@ -15,6 +15,7 @@ import {
   MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
   O_CLOEXEC,
+  O_NONBLOCK,
   O_RDONLY,
 } from "../ffi/libc.ts";
 import {
@@ -474,14 +475,31 @@ function pathString(path: string | URL): string {
 }
 
 function openFile(path: string | URL): OpenFile {
-  Deno.statSync(path); // Deno's own NotFound / PermissionDenied for a missing or unreadable path
-  const fd = libc().open(encoder.encode(pathString(path) + "\0"), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) throw new OsCallError(`open(${pathString(path)})`, lastErrno());
-  const st = new BigUint64Array(18); // struct stat, 144 B
-  if (libc().fstat(fd, new Uint8Array(st.buffer)) < 0) {
-    const errno = lastErrno();
+  // Deno's own errors for a missing, unreadable or wrong kind of path, as users of Deno.readFile expect.
+  const info = Deno.statSync(path);
+  const name = pathString(path);
+  if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${name}'`);
+  if (!info.isFile) {
+    throw new SnapshotFormatError("InvalidField", {
+      field: "file type",
+      found: name,
+      expected: "a regular file",
+    });
+  }
+  // O_NONBLOCK: a path swapped for a FIFO after the check must not block the open.
+  const fd = libc().open(encoder.encode(name + "\0"), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+  if (fd < 0) throw new OsCallError(`open(${name})`, lastErrno());
+  const st = new BigUint64Array(18); // struct stat, 144 B: st_mode u32 at 24, st_size at 48
+  const statOk = libc().fstat(fd, new Uint8Array(st.buffer)) >= 0;
+  const errno = statOk ? 0 : lastErrno();
+  if (!statOk || (st[3] & 0xf000n) !== 0x8000n) {
     libc().close(fd);
-    throw new OsCallError("fstat", errno);
+    if (!statOk) throw new OsCallError("fstat", errno);
+    throw new SnapshotFormatError("InvalidField", {
+      field: "file type",
+      found: name,
+      expected: "a regular file",
+    });
   }
   return { fd, size: Number(st[6]) };
 }

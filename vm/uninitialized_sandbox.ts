@@ -113,7 +113,7 @@ export class UninitializedSandbox {
    * ```
    */
   evolve(): MultiUseSandbox {
-    const vm = GuestVm.create(this.#layout, this.#buildMemory());
+    const vm = GuestVm.create(this.#layout, (mem) => this.#fill(mem));
     try {
       const { dispatch, functions } = initialise(
         vm,
@@ -145,7 +145,8 @@ export class UninitializedSandbox {
    * ```
    */
   snapshot(): Snapshot {
-    using mem = this.#buildMemory();
+    using mem = Mapping.anonymous(this.#layout.persistentSize);
+    this.#fill(mem);
     return snapshotFromMemory(mem, {
       layout: this.#layout,
       entrypoint: "Initialise",
@@ -156,21 +157,15 @@ export class UninitializedSandbox {
     });
   }
 
-  #buildMemory(): Mapping {
-    const mem = Mapping.anonymous(this.#layout.persistentSize);
-    try {
-      for (const s of this.#elf.segments) {
-        mem.window(s.vaddr, s.fileSize).set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize));
-      }
-      writeSystemArea(mem.window(0, IMAGE_BASE), this.#layout, this.#elf.segments);
-      // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
-      // allocating them now saves a host page fault inside each guest fault.
-      const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
-      mem.advise(IMAGE_BASE, hot, MADV_POPULATE_WRITE);
-      return mem;
-    } catch (e) {
-      mem.close();
-      throw e;
+  /** Writes the image and the system area into `mem` (zero-filled, the persistent region's size). */
+  #fill(mem: Mapping): void {
+    for (const s of this.#elf.segments) {
+      mem.window(s.vaddr, s.fileSize).set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize));
     }
+    writeSystemArea(mem.window(0, IMAGE_BASE), this.#layout, this.#elf.segments);
+    // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
+    // allocating them now saves a host page fault inside each guest fault.
+    const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
+    mem.advise(IMAGE_BASE, hot, MADV_POPULATE_WRITE);
   }
 }
