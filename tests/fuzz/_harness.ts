@@ -8,7 +8,6 @@ import { gunzipSync, gzipSync } from "node:zlib";
 import {
   ExecutionCanceledError,
   GuestAbortedError,
-  GuestBinaryError,
   GuestCrashedError,
   GuestError,
   GuestFunctionNotFoundError,
@@ -41,6 +40,8 @@ export interface FuzzOptions {
   onProgress?: (done: number) => void;
   /** Called before each case with its index (the long mode's crash bookkeeping). */
   onCase?: (index: number) => void;
+  /** Called with each failure as it happens. */
+  onFailure?: (failure: Failure) => void;
 }
 
 /** A case whose outcome is not allowed. */
@@ -86,10 +87,50 @@ export function guestBinary(name: string): string {
 export class Tally {
   readonly outcomes: Record<string, number> = {};
   readonly failures: Failure[] = [];
+  readonly #saved = new Map<string, number>();
   /** Counts one outcome. */
   count(outcome: string): void {
     this.outcomes[outcome] = (this.outcomes[outcome] ?? 0) + 1;
   }
+
+  /**
+   * Records a failure and, with a corpus directory, saves its input, but at most `perSignature` inputs per
+   * kind of failure (the message with numbers and stack frames taken out), so one bug does not fill the
+   * corpus.
+   */
+  fail(
+    opts: FuzzOptions,
+    target: Target,
+    index: number,
+    description: string,
+    message: string,
+    input: () => { bytes: Uint8Array; ext: string },
+    perSignature = 2,
+  ): void {
+    const failure: Failure = { index, description, message };
+    if (opts.corpusDir) {
+      const sig = signature(message);
+      const n = this.#saved.get(sig) ?? 0;
+      if (n < perSignature) {
+        this.#saved.set(sig, n + 1);
+        const { bytes, ext } = input();
+        failure.saved = saveToCorpus(
+          opts.corpusDir,
+          target,
+          bytes,
+          ext,
+          `${target} case ${index} of seed ${opts.seed}: ${description}\n${message}`,
+        );
+      }
+    }
+    this.failures.push(failure);
+    opts.onFailure?.(failure);
+  }
+}
+
+/** A failure message with numbers, hex and stack frames removed: failures of one kind share it. */
+export function signature(message: string): string {
+  return message.replace(/\[at [^\]]*\]/g, "").replace(/0x[0-9a-f]+|\d+/gi, "N").slice(0, 300);
 }
 
 /** A short name for an outcome: `ok`, the error's name, plus the snapshot error kind. */
@@ -169,6 +210,21 @@ export function mapCount(): number {
   return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l).length;
 }
 
+/**
+ * Mappings made with plain `mmap` (glibc's mmap area at the top of the address space, where guest memory,
+ * snapshot blobs and `kvm_run` live) plus every KVM, memfd and snapshot-file mapping. V8 places its 256 KiB
+ * heap pages at random addresses elsewhere, so this count does not move with the JS heap.
+ */
+export function nativeMapCount(): number {
+  let n = 0;
+  for (const line of Deno.readTextFileSync("/proc/self/maps").split("\n")) {
+    if (!line) continue;
+    const start = BigInt(`0x${line.slice(0, line.indexOf("-"))}`);
+    if (start >= 0x7e0000000000n || /kvm|memfd:|\.hls/.test(line)) n++;
+  }
+  return n;
+}
+
 /** Resident set size in bytes. */
 export function rssBytes(): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
@@ -214,7 +270,9 @@ export function mappingPastEnd(path: string, fileSize: number): string | undefin
   const limit = (BigInt(fileSize) + 4095n) / 4096n * 4096n;
   for (const m of mappingsOf(path)) {
     if (m.offset + (m.end - m.start) > limit) {
-      return `mapping reaches file offset ${m.offset + (m.end - m.start)}, past the ${fileSize}-byte file: ${m.line}`;
+      return `mapping reaches file offset ${
+        m.offset + (m.end - m.start)
+      }, past the ${fileSize}-byte file: ${m.line}`;
     }
   }
   return undefined;
@@ -240,7 +298,8 @@ export function gunzip(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * Writes a failing input to `<corpusDir>/<target>/<hash><ext>` with a `.txt` note beside it; returns the path.
+ * Writes a failing input to `<corpusDir>/<target>/<name or hash><ext>` with a `.txt` note beside it; returns
+ * the path.
  * `.gz` inputs are stored compressed.
  */
 export function saveToCorpus(
@@ -249,10 +308,11 @@ export function saveToCorpus(
   input: Uint8Array,
   ext: string,
   note: string,
+  name?: string,
 ): string {
   const dir = `${corpusDir.replace(/\/$/, "")}/${target}`;
   Deno.mkdirSync(dir, { recursive: true });
-  const base = `${dir}/${shortHash(input)}`;
+  const base = `${dir}/${name ?? shortHash(input)}`;
   const path = `${base}${ext}`;
   Deno.writeFileSync(path, ext.endsWith(".gz") ? gzip(input) : input);
   Deno.writeTextFileSync(`${base}.txt`, note.endsWith("\n") ? note : `${note}\n`);

@@ -87,7 +87,7 @@ export function withField(
 }
 
 /** A copy cut to `length` bytes, or zero-extended to it. */
-export function resized(bytes: Uint8Array, length: number, fill = 0): Uint8Array {
+export function resized(bytes: Uint8Array, length: number, fill = 0): Uint8Array<ArrayBuffer> {
   if (length <= bytes.length) return bytes.slice(0, length);
   const out = new Uint8Array(length);
   out.set(bytes);
@@ -125,22 +125,24 @@ export function mutateRandom(
   input: Uint8Array,
   options: { maxOps?: number; regions?: readonly Region[]; maxLength?: number } = {},
 ): Mutated {
-  let bytes = input.slice();
+  let bytes: Uint8Array<ArrayBuffer> = new Uint8Array(input);
   const ops: string[] = [];
   const n = 1 + rng.int(options.maxOps ?? 4);
   const maxLength = options.maxLength ?? input.length * 2 + 4096;
   for (let k = 0; k < n; k++) {
     const at = pickOffset(rng, bytes.length, options.regions);
-    const kind = rng.weighted([
-      [30, "flip"],
-      [15, "run"],
-      [15, "int"],
-      [8, "insert"],
-      [8, "delete"],
-      [4, "truncate"],
-      [4, "extend"],
-      [10, "byte"],
-    ] as const);
+    const kind = rng.weighted(
+      [
+        [30, "flip"],
+        [15, "run"],
+        [15, "int"],
+        [8, "insert"],
+        [8, "delete"],
+        [4, "truncate"],
+        [4, "extend"],
+        [10, "byte"],
+      ] as const,
+    );
     switch (kind) {
       case "flip": {
         if (bytes.length === 0) break;

@@ -19,8 +19,8 @@
 import { HostFunctions, MultiUseSandbox, setLogger, Snapshot, UninitializedSandbox } from "../../mod.ts";
 import type { Value } from "../../mod.ts";
 import {
-  BLOB_HASH_OFFSET,
   blake3,
+  BLOB_HASH_OFFSET,
   encodeSnapshotPrefix,
   HEADER_FIELDS,
   HEADER_HASH_OFFSET,
@@ -32,7 +32,15 @@ import {
 import { computeHeaderHash } from "../../format/_check.ts";
 import { HOST } from "../../vm/snapshot.ts";
 import { caseRng, type Rng } from "./_rng.ts";
-import { interestingValues, mutateRandom, readUint, resized, splice, withField, writeUint } from "./_mutate.ts";
+import {
+  interestingValues,
+  mutateRandom,
+  readUint,
+  resized,
+  splice,
+  withField,
+  writeUint,
+} from "./_mutate.ts";
 import {
   badSandboxError,
   badSnapshotError,
@@ -44,12 +52,11 @@ import {
   guestBinary,
   isOneOf,
   loop,
-  mapCount,
   mappingPastEnd,
   mappingsOf,
+  nativeMapCount,
   outcomeName,
   POISONING_ERRORS,
-  saveToCorpus,
   Tally,
   workDirOf,
 } from "./_harness.ts";
@@ -107,7 +114,11 @@ export async function makeSnapshotSeeds(dir: string): Promise<SnapshotSeed[]> {
   const seeds: SnapshotSeed[] = [];
   const config = { heapSize: 64 * 1024, stackSize: 16 * 1024, inputDataSize: 8192, outputDataSize: 8192 };
   const add = (u: UninitializedSandbox) =>
-    u.registerHostFunction("Add", { params: ["i32", "i32"], returns: "i32" }, (a: number, b: number) => a + b);
+    u.registerHostFunction(
+      "Add",
+      { params: ["i32", "i32"], returns: "i32" },
+      (a: number, b: number) => a + b,
+    );
   const save = async (name: string, snap: Snapshot, probes: SnapshotSeed["probes"]) => {
     const path = `${dir}/seed-${name}.hls`;
     await snap.toFile(path);
@@ -118,8 +129,16 @@ export async function makeSnapshotSeeds(dir: string): Promise<SnapshotSeed[]> {
   const testguest = guestBinary("testguest");
   const echo: SnapshotSeed["probes"][number] = ["EchoI32", [42], 42];
 
-  await save("init-plain", new UninitializedSandbox(testguest, config).snapshot(), [echo, ["GetStatic", [], 0]]);
-  await save("init-add", add(new UninitializedSandbox(testguest, config)).snapshot(), [echo, ["Add", [2, 3], 5]]);
+  await save("init-plain", new UninitializedSandbox(testguest, config).snapshot(), [echo, [
+    "GetStatic",
+    [],
+    0,
+  ]]);
+  await save("init-add", add(new UninitializedSandbox(testguest, config)).snapshot(), [echo, [
+    "Add",
+    [2, 3],
+    5,
+  ]]);
   {
     using sbx = new UninitializedSandbox(testguest, config).evolve();
     sbx.call("AddToStatic", 5);
@@ -220,7 +239,9 @@ function sregFields(): { name: string; offset: number; max: bigint }[] {
     out.push({ name: r, offset: off, max: r === "cr8" ? 15n : (1n << 64n) - 1n });
     off += 8;
   }
-  for (let i = 0; i < 4; i++) out.push({ name: `interrupt_bitmap[${i}]`, offset: off + 8 * i, max: (1n << 64n) - 1n });
+  for (let i = 0; i < 4; i++) {
+    out.push({ name: `interrupt_bitmap[${i}]`, offset: off + 8 * i, max: (1n << 64n) - 1n });
+  }
   return out;
 }
 
@@ -303,7 +324,9 @@ export function structuralCases(seeds: SnapshotSeed[]): (() => Case)[] {
 
   // Hash bytes.
   for (const s of seeds) {
-    for (const [what, off] of [["header_hash", HEADER_HASH_OFFSET], ["blob_hash", BLOB_HASH_OFFSET]] as const) {
+    for (
+      const [what, off] of [["header_hash", HEADER_HASH_OFFSET], ["blob_hash", BLOB_HASH_OFFSET]] as const
+    ) {
       for (const i of [0, 31]) {
         cases.push(() => {
           const b = s.bytes.slice();
@@ -348,8 +371,13 @@ export function structuralCases(seeds: SnapshotSeed[]): (() => Case)[] {
     // Its length field against its contents.
     for (const delta of [-5, -1, 1, 2, 100]) {
       cases.push(() => ({
-        bytes: finish(withField(s.bytes, headerOffset("host_funcs_size"), 8, BigInt(s.hostFuncsSize + delta)), "header"),
-        description: `${s.name}: host_funcs_size ${s.hostFuncsSize} ${delta > 0 ? "+" : ""}${delta}, header rehashed`,
+        bytes: finish(
+          withField(s.bytes, headerOffset("host_funcs_size"), 8, BigInt(s.hostFuncsSize + delta)),
+          "header",
+        ),
+        description: `${s.name}: host_funcs_size ${s.hostFuncsSize} ${
+          delta > 0 ? "+" : ""
+        }${delta}, header rehashed`,
       }));
     }
     // The function count, a name length and a tag, to boundary values.
@@ -389,9 +417,22 @@ export function structuralCases(seeds: SnapshotSeed[]): (() => Case)[] {
         if (len < 0 || len === s.bytes.length) continue;
         cases.push(() => ({
           bytes: resized(s.bytes, len),
-          description: `${s.name}: file cut or extended to ${len} bytes (boundary ${b} ${d >= 0 ? "+" : ""}${d})`,
+          description: `${s.name}: file cut or extended to ${len} bytes (boundary ${b} ${
+            d >= 0 ? "+" : ""
+          }${d})`,
           seed: s,
         }));
+      }
+    }
+    // Extension at every boundary: bytes inserted there, everything after it shifted.
+    for (const b of bounds.slice(2, -1)) {
+      for (const n of [1, 4096]) {
+        cases.push(() => {
+          const out = new Uint8Array(s.bytes.length + n);
+          out.set(s.bytes.subarray(0, b));
+          out.set(s.bytes.subarray(b), b + n);
+          return { bytes: out, description: `${s.name}: ${n} zero bytes inserted at boundary ${b}`, seed: s };
+        });
       }
     }
     for (const extra of [4095, 4096, 4097, 1 << 20]) {
@@ -442,14 +483,16 @@ function blobRegions(s: SnapshotSeed) {
 function randomCase(seeds: SnapshotSeed[], rng: Rng): Case {
   const s = rng.pick(seeds);
   const prefixEnd = HOST_FUNCS_OFFSET + s.hostFuncsSize;
-  const kind = rng.weighted([
-    [35, "prefix"],
-    [20, "field"],
-    [20, "blob"],
-    [10, "anywhere"],
-    [10, "splice"],
-    [5, "hostfns"],
-  ] as const);
+  const kind = rng.weighted(
+    [
+      [35, "prefix"],
+      [20, "field"],
+      [20, "blob"],
+      [10, "anywhere"],
+      [10, "splice"],
+      [5, "hostfns"],
+    ] as const,
+  );
   switch (kind) {
     case "prefix": {
       const how = rng.pick(["none", "header", "header", "both"] as const);
@@ -495,10 +538,21 @@ function randomCase(seeds: SnapshotSeed[], rng: Rng): Case {
     }
     case "splice": {
       const t = rng.pick(seeds);
-      const cuts = [8, SREGS_OFFSET, HEADER_HASH_OFFSET, BLOB_HASH_OFFSET, HOST_FUNCS_OFFSET, prefixEnd, 4096];
+      const cuts = [
+        8,
+        SREGS_OFFSET,
+        HEADER_HASH_OFFSET,
+        BLOB_HASH_OFFSET,
+        HOST_FUNCS_OFFSET,
+        prefixEnd,
+        4096,
+      ];
       const m = splice(rng, s.bytes, t.bytes, cuts);
       const how = rng.pick(["none", "header", "both"] as const);
-      return { bytes: finish(m.bytes, how), description: `${s.name} × ${t.name}: ${m.ops[0]}; rehash ${how}` };
+      return {
+        bytes: finish(m.bytes, how),
+        description: `${s.name} × ${t.name}: ${m.ops[0]}; rehash ${how}`,
+      };
     }
     case "hostfns": {
       const m = mutateRandom(rng, s.bytes, {
@@ -508,8 +562,18 @@ function randomCase(seeds: SnapshotSeed[], rng: Rng): Case {
       });
       // Keep the blob where the header says: only in-place changes, plus a matching host_funcs_size.
       const bytes = m.bytes.length === s.bytes.length ? m.bytes : s.bytes.slice();
-      if (rng.chance(0.3)) writeUint(bytes, headerOffset("host_funcs_size"), 8, BigInt(rng.int(s.memoryOffset - HOST_FUNCS_OFFSET + 1)));
-      return { bytes: rehash(bytes, false), description: `${s.name}: host functions ${m.ops.join("; ")}; rehashed` };
+      if (rng.chance(0.3)) {
+        writeUint(
+          bytes,
+          headerOffset("host_funcs_size"),
+          8,
+          BigInt(rng.int(s.memoryOffset - HOST_FUNCS_OFFSET + 1)),
+        );
+      }
+      return {
+        bytes: rehash(bytes, false),
+        description: `${s.name}: host functions ${m.ops.join("; ")}; rehashed`,
+      };
     }
   }
 }
@@ -532,7 +596,9 @@ function selfCheck(bytes: Uint8Array): { headerOk: boolean; blobOk: boolean; com
     computeHeaderHash(bytes, Number(hf)).every((x, i) => x === bytes[HEADER_HASH_OFFSET + i]);
   const complete = off + size + BigInt(TRAILING_GUARD_SIZE) <= BigInt(bytes.length);
   const blobOk = headerOk && complete &&
-    blake3(bytes.subarray(Number(off), Number(off + size))).every((x, i) => x === bytes[BLOB_HASH_OFFSET + i]);
+    blake3(bytes.subarray(Number(off), Number(off + size))).every((x, i) =>
+      x === bytes[BLOB_HASH_OFFSET + i]
+    );
   return { headerOk, blobOk, complete };
 }
 
@@ -554,7 +620,9 @@ function genericProbe(sbx: MultiUseSandbox): [string, Value[]] | undefined {
 }
 
 function sameValue(a: Value, b: Value): boolean {
-  if (a instanceof Uint8Array && b instanceof Uint8Array) return a.length === b.length && a.every((x, i) => x === b[i]);
+  if (a instanceof Uint8Array && b instanceof Uint8Array) {
+    return a.length === b.length && a.every((x, i) => x === b[i]);
+  }
   return Object.is(a, b);
 }
 
@@ -592,7 +660,9 @@ export function runSnapshotCase(ctx: SnapshotRunContext, c: Case): string | unde
     if (bad) problems.push(`inspectFile: ${bad}`);
   }
   if (inspected && !own.headerOk) problems.push("inspectFile succeeded although header_hash does not verify");
-  if (mappingsOf(path).length || fdsOf(path).length) problems.push("inspectFile left the file open or mapped");
+  if (mappingsOf(path).length || fdsOf(path).length) {
+    problems.push("inspectFile left the file open or mapped");
+  }
 
   const loaded: { snap: Snapshot; checked: boolean }[] = [];
   try {
@@ -611,7 +681,9 @@ export function runSnapshotCase(ctx: SnapshotRunContext, c: Case): string | unde
       const name = checked ? "fromFile" : "fromFileUnchecked";
       if (!own.headerOk) problems.push(`${name} succeeded although header_hash does not verify`);
       if (checked && !own.blobOk) problems.push("fromFile succeeded although blob_hash does not verify");
-      if (!own.complete) problems.push(`${name} succeeded on a file without the whole blob and trailing guard`);
+      if (!own.complete) {
+        problems.push(`${name} succeeded on a file without the whole blob and trailing guard`);
+      }
       if (!inspected) problems.push(`${name} succeeded where inspectFile failed`);
       if (c.seed && !sameHashed(c.bytes, c.seed, false)) {
         problems.push(`${name} succeeded although the mutation changed header-hashed bytes`);
@@ -622,7 +694,9 @@ export function runSnapshotCase(ctx: SnapshotRunContext, c: Case): string | unde
       const past = mappingPastEnd(path, size);
       if (past) problems.push(`${name}: ${past}`);
     }
-    if (loaded.length === 2 && !loaded[0]) problems.push("fromFile succeeded where fromFileUnchecked failed");
+    if (loaded.some((l) => l.checked) && !loaded.some((l) => !l.checked)) {
+      problems.push("fromFile succeeded where fromFileUnchecked failed");
+    }
 
     // Run a sandbox from the best snapshot: the checked one if it loaded.
     const best = loaded.find((l) => l.checked) ?? loaded[0];
@@ -630,9 +704,13 @@ export function runSnapshotCase(ctx: SnapshotRunContext, c: Case): string | unde
   } finally {
     for (const l of loaded) l.snap.close();
   }
-  if (fdsOf(path).length) problems.push(`fd(s) of the file still open after close: ${fdsOf(path).join(", ")}`);
+  if (fdsOf(path).length) {
+    problems.push(`fd(s) of the file still open after close: ${fdsOf(path).join(", ")}`);
+  }
   const left = mappingsOf(path);
-  if (left.length) problems.push(`mapping(s) of the file left after close: ${left.map((m) => m.line).join(" / ")}`);
+  if (left.length) {
+    problems.push(`mapping(s) of the file left after close: ${left.map((m) => m.line).join(" / ")}`);
+  }
   return problems.length ? problems.join("\n") : undefined;
 }
 
@@ -652,18 +730,18 @@ function runSandbox(
     ctx.tally.count(`fromSnapshot ${outcomeName(e)}`);
     const bad = badSandboxError(e) && badSnapshotError(e);
     if (bad) problems.push(`fromSnapshot: ${describeError(e)}`);
-    else if (mustWork) problems.push(`fromSnapshot of a file with a seed's hashed bytes failed: ${describeError(e)}`);
+    else if (mustWork) {
+      problems.push(`fromSnapshot of a file with a seed's hashed bytes failed: ${describeError(e)}`);
+    }
     return problems;
   }
   try {
     const past = mappingPastEnd(ctx.path, size);
     if (past) problems.push(`fromSnapshot: ${past}`);
-    const probes: [string, Value[], Value | undefined][] = mustWork && c.seed
-      ? c.seed.probes
-      : (() => {
-        const p = genericProbe(sbx);
-        return p ? [[p[0], p[1], undefined]] : [];
-      })();
+    const probes: [string, Value[], Value | undefined][] = mustWork && c.seed ? c.seed.probes : (() => {
+      const p = genericProbe(sbx);
+      return p ? [[p[0], p[1], undefined]] : [];
+    })();
     for (let round = 0; round < 2; round++) {
       for (const [fn, args, expected] of probes) {
         try {
@@ -674,10 +752,15 @@ function runSandbox(
           }
         } catch (e) {
           ctx.tally.count(`call ${outcomeName(e)}`);
-          const argProblem = e instanceof TypeError && /^Guest function \S+ (takes|parameter)/.test(e.message);
+          const argProblem = e instanceof TypeError &&
+            /^Guest function \S+ (takes|parameter)/.test(e.message);
           if (!argProblem && badSandboxError(e)) problems.push(`call ${fn}: ${describeError(e)}`);
-          else if (mustWork) problems.push(`call ${fn} on a file with a seed's hashed bytes failed: ${describeError(e)}`);
-          if (isOneOf(e, POISONING_ERRORS) && !sbx.poisoned) problems.push(`${(e as Error).name} did not poison the sandbox`);
+          else if (mustWork) {
+            problems.push(`call ${fn} on a file with a seed's hashed bytes failed: ${describeError(e)}`);
+          }
+          if (isOneOf(e, POISONING_ERRORS) && !sbx.poisoned) {
+            problems.push(`${(e as Error).name} did not poison the sandbox`);
+          }
         }
       }
       if (round === 0) {
@@ -689,7 +772,9 @@ function runSandbox(
         } catch (e) {
           ctx.tally.count(`restore ${outcomeName(e)}`);
           if (badSandboxError(e)) problems.push(`restore: ${describeError(e)}`);
-          else if (mustWork) problems.push(`restore of a file with a seed's hashed bytes failed: ${describeError(e)}`);
+          else if (mustWork) {
+            problems.push(`restore of a file with a seed's hashed bytes failed: ${describeError(e)}`);
+          }
           break;
         }
       }
@@ -718,10 +803,14 @@ export async function fuzzSnapshots(opts: FuzzOptions): Promise<FuzzResult> {
     const seeds = await makeSnapshotSeeds(work.dir);
     const structural = structuralCases(seeds);
     const tally = new Tally();
-    const ctx: SnapshotRunContext = { path: `${work.dir}/case.hls`, hostFunctions: fuzzHostFunctions(), tally };
+    const ctx: SnapshotRunContext = {
+      path: `${work.dir}/case.hls`,
+      hostFunctions: fuzzHostFunctions(),
+      tally,
+    };
     // Warm up (the process keeps /dev/kvm and a keeper VM open), then take the baseline.
     runSnapshotCase(ctx, { bytes: seeds[2].bytes, description: "warm-up", seed: seeds[2] });
-    const base = { fds: fdCount(), maps: mapCount() };
+    const base = { fds: fdCount(), maps: nativeMapCount() };
     const result = loop("snapshot", opts, tally, (i) => {
       const c = i < structural.length ? structural[i]() : randomCase(seeds, caseRng(opts.seed, i));
       let problem: string | undefined;
@@ -731,24 +820,14 @@ export async function fuzzSnapshots(opts: FuzzOptions): Promise<FuzzResult> {
         problem = `the harness caught ${describeError(e)}`;
       }
       if (i % 100 === 99 && problem === undefined) {
-        const now = { fds: fdCount(), maps: mapCount() };
-        if (now.fds > base.fds + 4 || now.maps > base.maps + 16) {
+        const now = { fds: fdCount(), maps: nativeMapCount() };
+        if (now.fds > base.fds + 4 || now.maps > base.maps + 8) {
           problem = `resources grew: fds ${base.fds} -> ${now.fds}, mappings ${base.maps} -> ${now.maps}`;
           Object.assign(base, now); // report a leak once, not on every later check
         }
       }
       if (problem !== undefined) {
-        const failure = { index: i, description: c.description, message: problem, saved: undefined as string | undefined };
-        if (opts.corpusDir) {
-          failure.saved = saveToCorpus(
-            opts.corpusDir,
-            "snapshot",
-            c.bytes,
-            ".hls.gz",
-            `case ${i} of seed ${opts.seed}: ${c.description}\n${problem}`,
-          );
-        }
-        tally.failures.push(failure);
+        tally.fail(opts, "snapshot", i, c.description, problem, () => ({ bytes: c.bytes, ext: ".hls.gz" }));
       }
     });
     return result;
@@ -772,7 +851,11 @@ export async function snapshotStructuralCount(): Promise<number> {
 export function replaySnapshotInput(bytes: Uint8Array, workDir: string): string | undefined {
   setLogger(() => {});
   try {
-    const ctx: SnapshotRunContext = { path: `${workDir}/replay.hls`, hostFunctions: fuzzHostFunctions(), tally: new Tally() };
+    const ctx: SnapshotRunContext = {
+      path: `${workDir}/replay.hls`,
+      hostFunctions: fuzzHostFunctions(),
+      tally: new Tally(),
+    };
     return runSnapshotCase(ctx, { bytes, description: "corpus replay" });
   } catch (e) {
     return `the harness caught ${describeError(e)}`;
