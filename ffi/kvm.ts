@@ -32,8 +32,11 @@ export const KVM = {
   GET_SREGS: 0x8138ae83n,
   /** vCPU fd: `struct kvm_sregs` in. */
   SET_SREGS: 0x4138ae84n,
-  /** vCPU fd: `struct kvm_fpu` (416 B: fcw u16 @128, xmm[16][16] @152, mxcsr u32 @408) in. */
-  SET_FPU: 0x41a0ae8dn,
+  /**
+   * vCPU fd: `struct kvm_xsave` (4096 B, or the size `KVM_CAP_XSAVE2` reports): the XSAVE image, legacy
+   * area first (FCW u16 @0, MXCSR u32 @24), XSTATE_BV u64 @512.
+   */
+  SET_XSAVE: 0x5000aea5n,
   /** vCPU fd: `struct kvm_signal_mask` {u32 len = 8, u8 sigset[8]}: the signal mask while in KVM_RUN. */
   SET_SIGNAL_MASK: 0x4004ae8bn,
 } as const;
@@ -42,6 +45,8 @@ export const KVM = {
 export const KVM_CAP = {
   USER_MEMORY: 3,
   SYNC_REGS: 74,
+  /** Returns the size of `struct kvm_xsave` this host needs (≥ 4096). */
+  XSAVE2: 208,
   IMMEDIATE_EXIT: 136,
 } as const;
 

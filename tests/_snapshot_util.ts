@@ -29,7 +29,10 @@ export function hostFns(): HostFunctions {
 }
 
 /** An UninitializedSandbox of the test guest with `Add` registered (unless other host functions are given). */
-export function testguest(config?: SandboxConfiguration, fns: HostFunctions = hostFns()): UninitializedSandbox {
+export function testguest(
+  config?: SandboxConfiguration,
+  fns: HostFunctions = hostFns(),
+): UninitializedSandbox {
   return new UninitializedSandbox(TESTGUEST, config, fns);
 }
 
@@ -58,9 +61,9 @@ export function counts(): { fds: number; maps: number } {
   };
 }
 
-/** Lines of /proc/self/maps that map `path`. */
-export function mappingsOf(path: string): string[] {
-  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.endsWith(path));
+/** Lines of /proc/self/maps that map a file whose path contains `text` (deleted files included). */
+export function mappingsOf(text: string): string[] {
+  return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.includes(text));
 }
 
 // ---- The .hls byte layout (shared/format/hls-v1.md), pinned -------------------------------------------------
@@ -130,10 +133,35 @@ export function setU64(bytes: Uint8Array, offset: number, value: bigint): void {
 /** File offset of a special-register u64: segment registers (13 × u64 each), then gdt, idt, control regs. */
 export function sregOffset(
   reg: "cs" | "ds" | "es" | "fs" | "gs" | "ss" | "tr" | "ldt",
-  field: "base" | "limit" | "selector" | "type" | "present" | "dpl" | "db" | "s" | "l" | "g" | "avl" | "unusable",
+  field:
+    | "base"
+    | "limit"
+    | "selector"
+    | "type"
+    | "present"
+    | "dpl"
+    | "db"
+    | "s"
+    | "l"
+    | "g"
+    | "avl"
+    | "unusable",
 ): number {
   const segs = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"];
-  const fields = ["base", "limit", "selector", "type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"];
+  const fields = [
+    "base",
+    "limit",
+    "selector",
+    "type",
+    "present",
+    "dpl",
+    "db",
+    "s",
+    "l",
+    "g",
+    "avl",
+    "unusable",
+  ];
   return OFF.sregs + 8 * (13 * segs.indexOf(reg) + fields.indexOf(field));
 }
 

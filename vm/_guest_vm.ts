@@ -46,8 +46,8 @@ const SLOT = 0;
  * ~0.3 ms here; a pooled pair costs two memslot updates and a register reset. Reuse cannot leak guest state:
  * the memslots are deleted (KVM drops every shadow mapping of them), and the next sandbox sets every
  * register a CPL3 guest can change (general registers, segments and control registers through
- * `KVM_SET_SREGS`, x87/SSE through `KVM_SET_FPU`; MSRs, debug and extended state are privileged). A VM whose
- * last run failed is never pooled.
+ * `KVM_SET_SREGS`, x87/SSE/AVX through `KVM_SET_XSAVE`; MSRs and debug registers are privileged). A VM
+ * whose last run failed is never pooled.
  */
 const pool: { vm: VmFd; vcpu: VcpuFd }[] = [];
 const POOL_SIZE = 4;
@@ -139,7 +139,7 @@ export class GuestVm {
         pair = { vm, vcpu };
       } else {
         owned.push(pair.vm, pair.vcpu);
-        pair.vcpu.resetFpu();
+        pair.vcpu.resetExtendedState(Kvm.get().xsaveSize);
       }
       const { vm, vcpu } = pair;
       // Dirty logging lets restore copy back only the persistent pages the guest wrote.
@@ -385,6 +385,16 @@ export class GuestVm {
   /** `KVM_SET_SREGS`. */
   setSregs(sregs: Uint8Array): void {
     this.#vcpu.setSregs(sregs);
+  }
+
+  /**
+   * Brings the vCPU back to a known state before a restore: completes an exit the host left unfinished (when
+   * the last run failed) and resets x87/SSE/AVX state.
+   */
+  resetCpu(): void {
+    if (!this.#clean) this.#vcpu.completePendingExit();
+    this.#vcpu.resetExtendedState(Kvm.get().xsaveSize);
+    this.#clean = true;
   }
 
   /** `KVM_GET_SREGS`. */

@@ -33,6 +33,8 @@ export class Kvm {
   readonly vcpuMmapSize: number;
   /** Whether `KVM_CAP_SYNC_REGS` is present (registers passed through `kvm_run`). */
   readonly syncRegs: boolean;
+  /** Size of `struct kvm_xsave` (`KVM_CAP_XSAVE2`, at least 4096). */
+  readonly xsaveSize: number;
   #keeper: { vm: VmFd; vcpu: VcpuFd } | undefined;
 
   private constructor(fd: number) {
@@ -44,6 +46,7 @@ export class Kvm {
     }
     this.vcpuMmapSize = check("ioctl(KVM_GET_VCPU_MMAP_SIZE)", libc().ioctl(fd, KVM.GET_VCPU_MMAP_SIZE, 0n));
     this.syncRegs = this.checkExtension(KVM_CAP.SYNC_REGS) > 0;
+    this.xsaveSize = Math.max(4096, this.checkExtension(KVM_CAP.XSAVE2));
   }
 
   /**

@@ -258,6 +258,8 @@ export class MultiUseSandbox {
     if (vm.running) throw new Error("Cannot restore a sandbox from inside one of its calls");
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
+    // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
+    vm.resetCpu();
     if (snapshot === this.#state.base && data.entrypoint === "Call") {
       const dirty = vm.takeDirtyLog();
       for (let w = 0; w < dirty.length; w++) {

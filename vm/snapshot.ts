@@ -38,7 +38,27 @@ import {
   sregsFromKvm,
   verifyBlobHash,
 } from "../format/mod.ts";
-import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./_abi.ts";
+import {
+  ABI_VERSION,
+  CR0,
+  CR4,
+  EFER,
+  FUNC_TABLE_ADDR,
+  FUNC_TABLE_SIZE,
+  GDT_ADDR,
+  GDT_ENTRIES,
+  IDT_ADDR,
+  IDT_VECTORS,
+  IMAGE_BASE,
+  PAGE,
+  PML4_ADDR,
+  SEL_TSS,
+  SEL_USER_CODE,
+  SEL_USER_DATA,
+  TSS_ADDR,
+  TSS_LIMIT,
+} from "./_abi.ts";
+import { SREGS } from "../ffi/kvm.ts";
 import { ProtocolError, Reader, tagOf, typeOfTag } from "./_codec.ts";
 import { readFunctionList } from "./_functions.ts";
 import { writeSnapshotFile } from "./_snapshot_file.ts";
@@ -237,7 +257,9 @@ export class Snapshot {
           layout,
           entrypoint: call ? "Call" : "Initialise",
           entryAddr: BigInt(parsed.header.entrypointAddr),
-          sregs: call ? kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)) : null,
+          sregs: call
+            ? checkAbiSregs(kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)))
+            : null,
           hostFunctions: parsed.hostFunctions,
           family: newFamily(),
           functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
@@ -581,4 +603,41 @@ export function kvmSregsFromFile(file: Uint8Array): Uint8Array {
   dst.setUint16(216, src.getUint32(tables + 24, true), true);
   for (let i = 0; i < 11; i++) copy64(tables + 32 + i * 8, 224 + i * 8); // cr0..apic_base, interrupt_bitmap
   return out;
+}
+
+/**
+ * Checks the special registers that decide the guest's privilege and what it can reach against the ABI
+ * (docs/ABI.md): control registers, descriptor tables, TSS, and CPL3 code and stack segments. The header hash
+ * proves nothing about who wrote a file, so without this a crafted file could start its guest at CPL0 with
+ * its own page tables. Segment fields the guest may legitimately change (data selectors, FS/GS bases, CR2)
+ * are not compared.
+ */
+export function checkAbiSregs(kvm: Uint8Array): Uint8Array {
+  const v = new DataView(kvm.buffer, kvm.byteOffset, kvm.byteLength);
+  const expect = (field: string, found: bigint | number, wanted: bigint | number) => {
+    if (found !== wanted) {
+      throw new SnapshotFormatError("InvalidField", {
+        field: `sregs.${field}`,
+        found: typeof found === "bigint" ? `0x${found.toString(16)}` : found,
+        expected: `${typeof wanted === "bigint" ? `0x${wanted.toString(16)}` : wanted} (docs/ABI.md)`,
+      });
+    }
+  };
+  expect("cr0", v.getBigUint64(SREGS.CR0, true), CR0);
+  expect("cr3", v.getBigUint64(SREGS.CR3, true), BigInt(PML4_ADDR));
+  expect("cr4", v.getBigUint64(SREGS.CR4, true), CR4);
+  expect("efer", v.getBigUint64(SREGS.EFER, true), EFER);
+  expect("gdt.base", v.getBigUint64(SREGS.GDT, true), BigInt(GDT_ADDR));
+  expect("gdt.limit", v.getUint16(SREGS.GDT + 8, true), GDT_ENTRIES * 8 - 1);
+  expect("idt.base", v.getBigUint64(SREGS.IDT, true), BigInt(IDT_ADDR));
+  expect("idt.limit", v.getUint16(SREGS.IDT + 8, true), IDT_VECTORS * 16 - 1);
+  expect("tr.base", v.getBigUint64(SREGS.TR, true), BigInt(TSS_ADDR));
+  expect("tr.limit", v.getUint32(SREGS.TR + 8, true), TSS_LIMIT);
+  expect("tr.selector", v.getUint16(SREGS.TR + 12, true), SEL_TSS);
+  expect("cs.selector", v.getUint16(SREGS.CS + 12, true), SEL_USER_CODE);
+  expect("cs.dpl", v.getUint8(SREGS.CS + 16), 3);
+  expect("cs.l", v.getUint8(SREGS.CS + 19), 1);
+  expect("ss.selector", v.getUint16(SREGS.SS + 12, true), SEL_USER_DATA);
+  expect("ss.dpl", v.getUint8(SREGS.SS + 16), 3);
+  return kvm;
 }

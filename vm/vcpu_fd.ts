@@ -128,20 +128,43 @@ export class VcpuFd {
   }
 
   /**
-   * `KVM_SET_FPU` with the x87/SSE reset state (FCW 0x37f, MXCSR 0x1f80, every register zero), so nothing
-   * a previous guest left in them is visible to the next one.
+   * `KVM_SET_XSAVE` with every state component in its initial state (XSTATE_BV = 0; FCW 0x37f, MXCSR 0x1f80):
+   * x87, SSE, AVX and anything else XSAVE covers. On PVM hosts a CPL3 guest can use AVX even though its
+   * CR4 does not enable XSAVE, so resetting only x87/SSE (`KVM_SET_FPU`) would let the upper halves of the
+   * vector registers pass from one guest to the next.
    *
    * @example
    * ```ts
-   * // vcpu.resetFpu();
+   * // vcpu.resetExtendedState(4096);
    * ```
    */
-  resetFpu(): void {
-    const fpu = new Uint8Array(416);
-    const v = new DataView(fpu.buffer);
-    v.setUint16(128, 0x37f, true);
-    v.setUint32(408, 0x1f80, true);
-    check("ioctl(KVM_SET_FPU)", libc().ioctl_buf(this.#fd, KVM.SET_FPU, fpu));
+  resetExtendedState(xsaveSize: number): void {
+    const area = new Uint8Array(Math.max(4096, xsaveSize));
+    const v = new DataView(area.buffer);
+    v.setUint16(0, 0x37f, true);
+    v.setUint32(24, 0x1f80, true);
+    check("ioctl(KVM_SET_XSAVE)", libc().ioctl_buf(this.#fd, KVM.SET_XSAVE, area));
+  }
+
+  /**
+   * Lets KVM finish an exit the host did not complete (an `in`, string I/O, MMIO), which it would otherwise
+   * do at the next `KVM_RUN` and so overwrite registers staged for a restore: one `KVM_RUN` with
+   * `immediate_exit` set, which completes the pending step and returns EINTR without running the guest.
+   *
+   * @example
+   * ```ts
+   * // vcpu.completePendingExit();
+   * ```
+   */
+  completePendingExit(): void {
+    const v = this.run.view;
+    v.setUint8(RUN.IMMEDIATE_EXIT, 1);
+    v.setBigUint64(RUN.DIRTY_REGS, 0n, true);
+    try {
+      libc().ioctl(this.#fd, KVM.RUN, 0n); // -1/EINTR expected
+    } finally {
+      v.setUint8(RUN.IMMEDIATE_EXIT, 0);
+    }
   }
 
   /**
