@@ -181,7 +181,7 @@ static void init_kvm(void) {
   sregs.ds = sregs.es = sregs.fs = sregs.gs = data;
   sregs.gdt.base = GDT, sregs.gdt.limit = 9 * 8 - 1;
   sregs.idt.base = IDT, sregs.idt.limit = 32 * 16 - 1;
-  sregs.cr0 = 0x80050033, sregs.cr3 = PML4, sregs.cr4 = 0x620, sregs.efer = 0xd01;
+  sregs.cr0 = 0x80050033, sregs.cr3 = PML4, sregs.cr4 = 0x620, sregs.efer = 0xd00;
   // keeper and kcpu are deliberately never closed
 }
 

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import * as abi from "../vm/_abi.ts";
 import { ABI_VERSION } from "../mod.ts";
 
-Deno.test("ABI constants are pinned to ABI_VERSION 1", () => {
-  assert.equal(ABI_VERSION, 1);
+Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
+  assert.equal(ABI_VERSION, 2);
   assert.deepEqual(
     {
       GDT_ADDR: abi.GDT_ADDR,
@@ -50,7 +50,7 @@ Deno.test("ABI constants are pinned to ABI_VERSION 1", () => {
       IMAGE_BASE: 0x200000,
       SEL: [0x08, 0x10, 0x2b, 0x33, 0x38],
       TSS_LIMIT: 0x67 + 33,
-      CR: [0x80050033n, 0x620n, 0xd01n, 0x2n],
+      CR: [0x80050033n, 0x620n, 0xd00n, 0x2n],
       PORTS: [0xe0, 0xe1, 0xe2, 0xe3, 0xef],
       BOOT_MAGIC: 0x49425653,
       REQ: [1, 2],
@@ -64,5 +64,5 @@ Deno.test("ABI constants are pinned to ABI_VERSION 1", () => {
 
 Deno.test("the guest SDK header carries the same ABI version and ports", () => {
   const h = Deno.readTextFileSync(new URL("../guest/include/snapvm.h", import.meta.url));
-  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+1\b/);
+  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+2\b/);
 });

@@ -78,7 +78,7 @@ Deno.test("loader limits", () => {
   assert.equal(format.MIN_OUTPUT_DATA_SIZE, 12);
 });
 
-Deno.test("snapvm memory map facts the loader checks (docs/ABI.md, ABI_VERSION 1)", () => {
+Deno.test("snapvm memory map facts the loader checks (docs/ABI.md, ABI_VERSION 2)", () => {
   assert.equal(format.GUEST_PAGE_SIZE, 4096);
   assert.equal(format.PAGE_TABLES_BASE, 0x5000);
   assert.equal(format.MIN_PT_SIZE, 4 * 4096);

@@ -4,7 +4,7 @@
  * the loader fails loudly here.
  */
 import assert from "node:assert/strict";
-import { ABI_VERSION, MultiUseSandbox, Snapshot } from "../mod.ts";
+import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotFormatError } from "../mod.ts";
 import { kvmTest } from "./_kvm.ts";
 import { GOLDEN_CONFIG, GOLDEN_PATH, makeGolden } from "./_snapshot_golden.ts";
 import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "./_snapshot_util.ts";
@@ -12,7 +12,7 @@ import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "
 /** Every header field of the golden file. */
 const GOLDEN_HEADER = {
   arch: 1, // x86_64
-  abi_version: 1,
+  abi_version: 2,
   stack_top_gva: 0x252000,
   entrypoint_tag: 1, // Call
   entrypoint_addr: 0x200016,
@@ -31,9 +31,9 @@ const GOLDEN_HEADER = {
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "dbb0fa902afac26d013ae91625bb895b4d0217310189d81d6fc1b0041ee80b9b";
-const GOLDEN_BLOB_HASH = "67dace9d089d84b1986ba65d8eb32b36d0c74c6a857264a7b4ca3a51554eb37b";
-const GOLDEN_FILE_SHA256 = "be20a82f50832e9bd4bc2d860f05449dcbd0a9bae1029da6229ca28c3c7a8980";
+const GOLDEN_HEADER_HASH = "9a089d0ff9ce2467284baefd5db715c47c4a21b34aebbc61af1f09838043595e";
+const GOLDEN_BLOB_HASH = "5871c6d55ed0af73d54bcc6b7b25cdbd141dfb2e003034abaa74a2cb2417f0fb";
+const GOLDEN_FILE_SHA256 = "daeff5a449124fb580ec13064725aeffe080fa8c14f1d7ef6a6f37de4692f321";
 const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
@@ -44,10 +44,10 @@ Deno.test("the golden file is the committed one", async () => {
 Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
   const info = Snapshot.inspectFile(GOLDEN_PATH);
   assert.equal(info.formatVersion, 1);
-  assert.equal(info.abiVersion, 1);
+  assert.equal(info.abiVersion, 2);
   assert.equal(
     ABI_VERSION,
-    1,
+    2,
     "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
   );
   assert.equal(info.arch, "x86_64");
@@ -65,7 +65,7 @@ Deno.test("inspectFile of the golden file gives the pinned header, versions, nam
   assert.equal(s.cr0, "0x80050033");
   assert.equal(s.cr3, "0x5000");
   assert.equal(s.cr4, "0x620");
-  assert.equal(s.efer, "0xd01");
+  assert.equal(s.efer, "0xd00");
   assert.deepEqual(s.gdt, { base: "0x1000", limit: 9 * 8 - 1 });
   assert.deepEqual(s.idt, { base: "0x1800", limit: 32 * 16 - 1 });
   const seg = (name: string) => s[name] as Record<string, unknown>;
@@ -149,3 +149,19 @@ kvmTest("a snapshot made now by the golden recipe has the golden file's format",
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
+
+kvmTest("the golden file of ABI version 1 is refused with AbiMismatch, and inspectFile says why", () => {
+  const old = GOLDEN_PATH.replace("testguest-call.hls", "testguest-call-abi1.hls");
+  const info = Snapshot.inspectFile(old);
+  assert.equal(info.abiVersion, 1);
+  assert.equal(info.compatible, false);
+  assert.equal(info.incompatibilities.length, 1);
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    assert.throws(() => load(old), (e: unknown) => {
+      assert.ok(e instanceof SnapshotFormatError, String(e));
+      assert.equal(e.kind, "AbiMismatch");
+      assert.match(e.message, /abi_version is 1/);
+      return true;
+    });
+  }
+});

@@ -6,7 +6,7 @@
  */
 
 /** Version of the memory layout, call protocol and register conventions. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Page size. */
 export const PAGE = 4096;
@@ -47,7 +47,7 @@ export const TSS_LIMIT = 0x67 + 33;
 export const IDT_VECTORS = 32;
 
 /** Control registers for long mode with paging; CPL3 guests. */
-export const CR0 = 0x80050033n, CR4 = 0x620n, EFER = 0xd01n;
+export const CR0 = 0x80050033n, CR4 = 0x620n, EFER = 0xd00n;
 /** RFLAGS at entry: bit 1 only (IOPL 0, interrupts off). */
 export const RFLAGS = 0x2n;
 

@@ -5,6 +5,8 @@
  * @module
  */
 import { KVM_EXIT, KVM_MEM_LOG_DIRTY_PAGES, RUN, SREGS } from "../ffi/kvm.ts";
+import { OsCallError } from "../ffi/errno.ts";
+import { SnapshotFormatError } from "../format/errors.ts";
 import {
   EXC_STACK_TOP,
   FUNC_TABLE_ADDR,
@@ -146,9 +148,10 @@ export class GuestVm {
       vm.setUserMemoryRegion(SLOT, KVM_MEM_LOG_DIRTY_PAGES, 0n, guest.size, guest.address);
       if (sregs === undefined) {
         if (sregsTemplate === undefined) sregsTemplate = vcpu.getSregs();
-        sregs = buildSregs(sregsTemplate);
+        vcpu.setSregs(buildSregs(sregsTemplate));
+      } else {
+        setSnapshotSregs(vcpu, sregs);
       }
-      vcpu.setSregs(sregs);
       return new GuestVm(layout, guest, persistent, scratch, vm, vcpu);
     } catch (e) {
       for (const o of owned.reverse()) o.close();
@@ -382,9 +385,10 @@ export class GuestVm {
     }
   }
 
-  /** `KVM_SET_SREGS`. */
-  setSregs(sregs: Uint8Array): void {
-    this.#vcpu.setSregs(sregs);
+  /** `KVM_SET_SREGS` with a snapshot's special registers (or fresh ones when `sregs` is null). */
+  setSregs(sregs: Uint8Array | null): void {
+    if (sregs === null) this.#vcpu.setSregs(initialSregs());
+    else setSnapshotSregs(this.#vcpu, sregs);
   }
 
   /**
@@ -470,4 +474,22 @@ function prefaultScratch(scratch: Mapping, l: Layout): void {
   const stackPart = Math.min(PREFAULT, l.stackSize);
   scratch.advise(stackTop - stackPart, stackPart + Math.min(PREFAULT, l.inputSize), MADV_POPULATE_WRITE);
   scratch.advise(l.outputBase - l.scratchBase, Math.min(PREFAULT, l.outputSize), MADV_POPULATE_WRITE);
+}
+
+/**
+ * `KVM_SET_SREGS` with registers from a snapshot file. The loader checks what the ABI prescribes, but KVM
+ * has rules of its own (reserved bits, APIC base), and a file's hashes do not prove who wrote it: a refusal
+ * is the file's fault, so it is reported as one.
+ */
+function setSnapshotSregs(vcpu: VcpuFd, sregs: Uint8Array): void {
+  try {
+    vcpu.setSregs(sregs);
+  } catch (e) {
+    if (!(e instanceof OsCallError)) throw e;
+    throw new SnapshotFormatError("InvalidField", {
+      field: "sregs",
+      found: `special registers KVM_SET_SREGS refused (${e.code})`,
+      expected: "registers KVM accepts",
+    });
+  }
 }

@@ -13,7 +13,7 @@ import {
   STATUS_OK,
 } from "./_abi.ts";
 import { BufferFullError, checkArgs, ProtocolError, typeOfTag } from "./_codec.ts";
-import { GuestVm, initialSregs, type RunContext } from "./_guest_vm.ts";
+import { GuestVm, type RunContext } from "./_guest_vm.ts";
 import { MADV_RANDOM } from "../ffi/libc.ts";
 import { initialise } from "./_init.ts";
 import { prefaultImage } from "./_system.ts";
@@ -280,7 +280,7 @@ export class MultiUseSandbox {
     vm.resetScratch();
     this.#poison = undefined;
     try {
-      vm.setSregs(data.sregs ?? initialSregs());
+      vm.setSregs(data.sregs);
       if (data.entrypoint === "Call") {
         vm.enterAt(data.entryAddr);
         this.#state = {
