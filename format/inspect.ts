@@ -25,7 +25,7 @@ import { hexAddress, toHex } from "./_hex.ts";
  * ```
  */
 export interface Incompatibility {
-  /** `ArchMismatch`, `AbiMismatch` or `HypervisorMismatch`. */
+  /** `ArchMismatch`, `AbiMismatch` or `HypervisorMismatch`; from `Snapshot.inspectFile` also `InvalidField` for a layout or register the loader refuses. */
   kind: string;
   /** The header field. */
   field: string;

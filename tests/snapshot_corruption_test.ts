@@ -208,7 +208,7 @@ const CASES: Case[] = [
     damage: field("stack_top_gva", (v) => v - 16n, true),
     kind: "InvalidField",
     field: "stack_top_gva",
-    inspect: "loads",
+    inspect: "incompatible", // inspectFile runs the loader's layout checks too
   },
   {
     what: "entrypoint_addr 0x1000",
@@ -248,7 +248,7 @@ const CASES: Case[] = [
     what: "input_data_size - 4096, header rehashed",
     damage: field("input_data_size", (v) => v - 4096n, true),
     kind: "InvalidField",
-    inspect: "loads",
+    inspect: "incompatible", // inspectFile runs the loader's layout checks too
   },
   {
     what: "output_data_size 4",
@@ -316,7 +316,7 @@ const CASES: Case[] = [
     what: "scratch_size + 4096, header rehashed",
     damage: field("scratch_size", (v) => v + 4096n, true),
     kind: "InvalidField",
-    inspect: "loads",
+    inspect: "incompatible", // inspectFile runs the loader's layout checks too
   },
   {
     what: "snapshot_size + 4096",
@@ -344,7 +344,7 @@ const CASES: Case[] = [
     damage: field("pt_size", (v) => v + 4096n, true),
     kind: "InvalidField",
     field: "pt_size",
-    inspect: "loads",
+    inspect: "incompatible", // inspectFile runs the loader's layout checks too
   },
   {
     what: "memory_size + 4096 (past the file end)",

@@ -144,8 +144,8 @@ export class GuestVm {
         pair.vcpu.resetExtendedState(Kvm.get().xsaveSize);
       }
       const { vm, vcpu } = pair;
-      // Dirty logging lets restore copy back only the persistent pages the guest wrote.
-      vm.setUserMemoryRegion(SLOT, KVM_MEM_LOG_DIRTY_PAGES, 0n, guest.size, guest.address);
+      // Without dirty logging: it starts at the first snapshot or restore (see `synced`).
+      vm.setUserMemoryRegion(SLOT, 0, 0n, guest.size, guest.address);
       if (sregs === undefined) {
         if (sregsTemplate === undefined) sregsTemplate = vcpu.getSregs();
         vcpu.setSregs(buildSregs(sregsTemplate));
@@ -330,10 +330,14 @@ export class GuestVm {
     const view = new DataView(frame.buffer, frame.byteOffset, 48);
     const errorCode = view.getBigUint64(0, true);
     const rip = view.getBigUint64(8, true);
+    const rsp = view.getBigUint64(32, true);
     if (vector === 14) {
       const cr2 = new DataView(this.#vcpu.getSregs().buffer).getBigUint64(SREGS.CR2, true);
       const l = this.layout;
-      if (cr2 >= BigInt(l.persistentSize) && cr2 < BigInt(l.scratchBase)) {
+      // A fault on the guard page is a stack overflow when the stack pointer has reached it too (a stray
+      // access to the guard page from elsewhere is an ordinary access violation).
+      const guard = BigInt(l.persistentSize), stackBottom = BigInt(l.scratchBase);
+      if (cr2 >= guard && cr2 < stackBottom && rsp < stackBottom + BigInt(PAGE)) {
         return new GuestCrashedError("stack overflow (page fault on the stack guard page)", {
           vector,
           rip,
@@ -407,16 +411,33 @@ export class GuestVm {
   }
 
   /**
-   * The pages the guest wrote since the last call (`KVM_GET_DIRTY_LOG`, which also resets the log), one bit
-   * per page from guest-physical 0 (scratch pages included). The returned bitmap is reused by the next call.
+   * The pages the guest wrote since memory last equalled a snapshot (`KVM_GET_DIRTY_LOG`, which also resets
+   * the log), one bit per page from guest-physical 0, scratch pages included; `undefined` when dirty logging
+   * has not started yet. The bitmap is reused by the next call.
    */
-  takeDirtyLog(): BigUint64Array {
-    const words = Math.ceil(this.#guest.size / PAGE / 64);
-    if (this.#dirty === undefined) this.#dirty = new BigUint64Array(words);
+  dirtySinceSync(): BigUint64Array | undefined {
+    if (!this.#logging) return undefined;
+    this.#dirty ??= new BigUint64Array(Math.ceil(this.#guest.size / PAGE / 64));
     this.#vm.getDirtyLog(SLOT, this.#dirty);
     return this.#dirty;
   }
+
+  /**
+   * Memory now equals a snapshot: track writes from here. Dirty logging starts only now, not at creation,
+   * because every first write to a page under dirty logging takes an extra write-protection fault (measured:
+   * cold start to the first call 620 µs with logging from the start, 448 µs without).
+   */
+  synced(): void {
+    if (this.#logging) {
+      this.dirtySinceSync();
+      return;
+    }
+    this.#vm.setUserMemoryRegion(SLOT, KVM_MEM_LOG_DIRTY_PAGES, 0n, this.#guest.size, this.#guest.address);
+    this.#logging = true;
+  }
+
   #dirty: BigUint64Array | undefined;
+  #logging = false;
 
   /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
   resetScratch(): void {

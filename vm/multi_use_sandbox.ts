@@ -235,7 +235,7 @@ export class MultiUseSandbox {
       family: s.family,
       functions: s.functions,
     });
-    vm.takeDirtyLog(); // memory now equals the snapshot: track changes from here
+    vm.synced(); // memory now equals the snapshot: track changes from here
     this.#state = { ...s, base: snap };
     return snap;
   }
@@ -260,8 +260,10 @@ export class MultiUseSandbox {
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
     vm.resetCpu();
-    if (snapshot === this.#state.base && data.entrypoint === "Call") {
-      const dirty = vm.takeDirtyLog();
+    const dirty = snapshot === this.#state.base && data.entrypoint === "Call"
+      ? vm.dirtySinceSync()
+      : undefined;
+    if (dirty !== undefined) {
       for (let w = 0; w < dirty.length; w++) {
         let bits = dirty[w];
         while (bits !== 0n) {
@@ -275,7 +277,7 @@ export class MultiUseSandbox {
       vm.persistent.remapPrivateFile(blob.fd, blob.offset);
       vm.persistent.advise(0, blob.size, MADV_RANDOM);
       prefaultImage(vm.persistent, data.layout);
-      vm.takeDirtyLog();
+      vm.synced();
     }
     vm.resetScratch();
     this.#poison = undefined;

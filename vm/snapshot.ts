@@ -235,7 +235,23 @@ export class Snapshot {
   static inspectFile(path: string | URL): SnapshotInspection {
     const f = openFile(path);
     try {
-      return inspectSnapshot(readPrefix(f.fd, f.size), f.size, HOST);
+      const prefix = readPrefix(f.fd, f.size);
+      const info = inspectSnapshot(prefix, f.size, HOST);
+      if (info.compatible) {
+        // The loader's own checks on top of the codec's: exact layout and ABI registers.
+        try {
+          const parsed = parseSnapshotHeader(prefix, f.size, HOST);
+          layoutOf(parsed);
+          if (parsed.header.entrypointTag === EntrypointTag.Call) {
+            checkAbiSregs(kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)));
+          }
+        } catch (e) {
+          if (!(e instanceof SnapshotFormatError)) throw e;
+          info.compatible = false;
+          info.incompatibilities.push({ kind: e.kind, field: e.field, message: e.message });
+        }
+      }
+      return info;
     } finally {
       libc().close(f.fd);
     }
@@ -304,10 +320,10 @@ export class Snapshot {
    * await snap.toFile("guest.hls");
    * ```
    */
-  toFile(path: string | URL): Promise<void> {
+  async toFile(path: string | URL): Promise<void> {
     const { blob, data: d } = live(this);
     d.blobHash ??= blake3(blob.ref.bytes);
-    return writeSnapshotFile(path, {
+    await writeSnapshotFile(path, {
       header: {
         arch: HOST.arch,
         abiVersion: ABI_VERSION,
