@@ -62,6 +62,12 @@ export function initialSregs(): Uint8Array {
   return buildSregs(sregsTemplate);
 }
 
+/** A guest I/O buffer as bytes and a DataView over the same memory. */
+interface BufferView {
+  bytes: Uint8Array;
+  view: DataView;
+}
+
 /** What a run loop needs besides the VM: host functions, limits, and a place to record host failures. */
 export interface RunContext {
   /** Name of the guest function (for errors). */
@@ -161,38 +167,40 @@ export class GuestVm {
 
   /** Input buffer bytes (inside the scratch mapping). */
   get input(): Uint8Array {
-    const off = this.layout.inputBase - this.layout.scratchBase;
-    return this.scratch.bytes.subarray(off, off + this.layout.inputSize);
+    return this.#buffers().input.bytes;
   }
 
   /** A writer over the input buffer. */
   inputWriter(): Writer {
-    const off = this.layout.inputBase - this.layout.scratchBase;
-    return new Writer(
-      this.scratch.bytes.subarray(off),
-      new DataView(this.scratch.bytes.buffer, off),
-      this.layout.inputSize,
-    );
+    const b = this.#buffers().input;
+    return new Writer(b.bytes, b.view, b.bytes.length);
   }
 
   /** A reader over the output buffer. */
   outputReader(): Reader {
-    const off = this.layout.outputBase - this.layout.scratchBase;
-    return new Reader(
-      this.scratch.bytes.subarray(off),
-      new DataView(this.scratch.bytes.buffer, off),
-      this.layout.outputSize,
-    );
+    const b = this.#buffers().output;
+    return new Reader(b.bytes, b.view, b.bytes.length);
   }
 
   /** A writer over the output buffer (host-call answers). */
   outputWriter(): Writer {
-    const off = this.layout.outputBase - this.layout.scratchBase;
-    return new Writer(
-      this.scratch.bytes.subarray(off),
-      new DataView(this.scratch.bytes.buffer, off),
-      this.layout.outputSize,
-    );
+    const b = this.#buffers().output;
+    return new Writer(b.bytes, b.view, b.bytes.length);
+  }
+
+  #views: { input: BufferView; output: BufferView } | undefined;
+
+  /** Views of both buffers, made once: the scratch region keeps its address for the VM's life. */
+  #buffers(): { input: BufferView; output: BufferView } {
+    if (this.#views === undefined) {
+      const l = this.layout, all = this.scratch.bytes;
+      const region = (base: number, size: number) => {
+        const bytes = all.subarray(base - l.scratchBase, base - l.scratchBase + size);
+        return { bytes, view: new DataView(bytes.buffer, bytes.byteOffset, size) };
+      };
+      this.#views = { input: region(l.inputBase, l.inputSize), output: region(l.outputBase, l.outputSize) };
+    }
+    return this.#views;
   }
 
   /** Next run starts at `rip` with a fresh stack (`rdi` as its first argument). */

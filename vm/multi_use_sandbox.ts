@@ -264,14 +264,18 @@ export class MultiUseSandbox {
       ? vm.dirtySinceSync()
       : undefined;
     if (dirty !== undefined) {
-      for (let w = 0; w < dirty.length; w++) {
-        let bits = dirty[w];
-        while (bits !== 0n) {
-          const bit = 63 - clz64(bits & -bits);
-          bits &= bits - 1n;
-          const off = (w * 64 + bit) * PAGE;
-          if (off < blob.size) vm.persistent.copyFrom(blob.ref, off, PAGE);
+      // Copy back runs of consecutive dirty pages, one memcpy per run.
+      const bits = new Uint32Array(dirty.buffer, dirty.byteOffset, dirty.length * 2);
+      const pages = blob.size / PAGE;
+      let run = -1;
+      for (let page = 0; page <= pages; page++) {
+        const set = page < pages && (bits[page >>> 5] & (1 << (page & 31))) !== 0;
+        if (set && run < 0) run = page;
+        else if (!set && run >= 0) {
+          vm.persistent.copyFrom(blob.ref, run * PAGE, (page - run) * PAGE);
+          run = -1;
         }
+        if (!set && bits[page >>> 5] === 0 && (page & 31) === 0) page += 31; // skip clean words
       }
     } else {
       vm.persistent.remapPrivateFile(blob.fd, blob.offset);
@@ -367,11 +371,6 @@ function isPoisoning(e: unknown): boolean {
   if (!(e instanceof Error)) return true;
   return !(e instanceof GuestError || e instanceof HostFunctionError ||
     e instanceof GuestFunctionNotFoundError);
-}
-
-function clz64(x: bigint): number {
-  const hi = Number(x >> 32n);
-  return hi !== 0 ? Math.clz32(hi) : 32 + Math.clz32(Number(x & 0xffffffffn));
 }
 
 function checkHostFunctions(data: SnapshotData, given: HostFunctions): void {
