@@ -9,5 +9,11 @@ import { buildGuests } from "./guest/build.ts";
 import { buildBlake3 } from "./format/build_blake3.ts";
 
 const root = new URL(".", import.meta.url).pathname;
-await buildGuests(`${root}guest/bin`);
-await buildBlake3(`${root}build`);
+const guests = await buildGuests(`${root}guest/bin`);
+if (guests.length > 0) console.error(`build: ${guests.length} guest binaries built with gcc into guest/bin`);
+const blake3 = await buildBlake3(`${root}build`);
+console.error(
+  blake3 !== null
+    ? `build: native BLAKE3 library ready (${blake3.slice(root.length)})`
+    : "build: no native BLAKE3 library; snapshot hashing uses the WASM fallback",
+);
