@@ -43,7 +43,6 @@ export const KVM = {
 
 /** Capability numbers for `KVM_CHECK_EXTENSION`. */
 export const KVM_CAP = {
-  USER_MEMORY: 3,
   SYNC_REGS: 74,
   /** Returns the size of `struct kvm_xsave` this host needs (≥ 4096). */
   XSAVE2: 208,
@@ -137,5 +136,5 @@ export const SREGS = {
   INTERRUPT_BITMAP: 280,
 } as const;
 
-/** `struct kvm_userspace_memory_region` flags. */
-export const KVM_MEM_LOG_DIRTY_PAGES = 1, KVM_MEM_READONLY = 2;
+/** `struct kvm_userspace_memory_region` flag: log dirty pages. */
+export const KVM_MEM_LOG_DIRTY_PAGES = 1;

@@ -67,7 +67,7 @@ export const MAP_SHARED = 0x01,
   MAP_ANONYMOUS = 0x20,
   MAP_NORESERVE = 0x4000;
 /** madvise advice values. */
-export const MADV_RANDOM = 1, MADV_DONTNEED = 4, MADV_POPULATE_READ = 22, MADV_POPULATE_WRITE = 23;
+export const MADV_RANDOM = 1, MADV_DONTNEED = 4, MADV_POPULATE_WRITE = 23;
 /** open(2) flags. */
 export const O_RDONLY = 0, O_RDWR = 2, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000;
 /** memfd_create(2) flags and fcntl(2) sealing. */

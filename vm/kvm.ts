@@ -31,8 +31,6 @@ export class Kvm {
   readonly fd: number;
   /** Size of a vCPU's `kvm_run` mapping (`KVM_GET_VCPU_MMAP_SIZE`). */
   readonly vcpuMmapSize: number;
-  /** Whether `KVM_CAP_SYNC_REGS` is present (registers passed through `kvm_run`). */
-  readonly syncRegs: boolean;
   /** Size of `struct kvm_xsave` (`KVM_CAP_XSAVE2`, at least 4096). */
   readonly xsaveSize: number;
   #keeper: { vm: VmFd; vcpu: VcpuFd } | undefined;
@@ -45,7 +43,10 @@ export class Kvm {
       throw new HypervisorUnavailableError(`KVM API version is ${api}, expected ${KVM_API_VERSION}`);
     }
     this.vcpuMmapSize = check("ioctl(KVM_GET_VCPU_MMAP_SIZE)", libc().ioctl(fd, KVM.GET_VCPU_MMAP_SIZE, 0n));
-    this.syncRegs = this.checkExtension(KVM_CAP.SYNC_REGS) > 0;
+    if (this.checkExtension(KVM_CAP.SYNC_REGS) <= 0) {
+      libc().close(fd);
+      throw new HypervisorUnavailableError("KVM lacks KVM_CAP_SYNC_REGS, which snapvm's call path needs");
+    }
     this.xsaveSize = Math.max(4096, this.checkExtension(KVM_CAP.XSAVE2));
   }
 

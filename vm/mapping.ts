@@ -133,19 +133,6 @@ export class Mapping {
   }
 
   /**
-   * A copy-on-write mapping of a file: writes stay private to this mapping and never reach the file.
-   *
-   * @example
-   * ```ts
-   * import { Mapping } from "./mapping.ts";
-   * // const blob = Mapping.privateFile(fd, size, 4096);
-   * ```
-   */
-  static privateFile(fd: number, size: number, offset: number): Mapping {
-    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
-  }
-
-  /**
    * A read-only shared mapping of a file (a snapshot's reference copy of its blob).
    *
    * @example

@@ -78,18 +78,6 @@ export class VcpuFd {
   }
 
   /**
-   * `KVM_SET_REGS` from a 144-byte `struct kvm_regs`.
-   *
-   * @example
-   * ```ts
-   * // vcpu.setRegs(new Uint8Array(144));
-   * ```
-   */
-  setRegs(regs: Uint8Array): void {
-    check("ioctl(KVM_SET_REGS)", libc().ioctl_buf(this.#fd, KVM.SET_REGS, regs));
-  }
-
-  /**
    * `KVM_GET_REGS` into a 144-byte buffer.
    *
    * @example
