@@ -20,6 +20,13 @@ export const KVM = {
   CREATE_VCPU: 0xae41n,
   /** VM fd: `struct kvm_dirty_log` (16 B: slot u32 @0, bitmap pointer @8). */
   GET_DIRTY_LOG: 0x4010ae42n,
+  /**
+   * VM fd: `struct kvm_clear_dirty_log` (24 B: slot u32 @0, num_pages u32 @4, first_page u64 @8, bitmap
+   * pointer @16): re-protects the given pages (with `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` enabled).
+   */
+  CLEAR_DIRTY_LOG: 0xc018aec0n,
+  /** VM fd: `struct kvm_enable_cap` (104 B: cap u32 @0, flags u32 @4, args u64[4] @8). */
+  ENABLE_CAP: 0x4068aea3n,
   /** VM fd: `struct kvm_userspace_memory_region` (32 B). */
   SET_USER_MEMORY_REGION: 0x4020ae46n,
   /** vCPU fd: run until the next exit. */
@@ -44,6 +51,8 @@ export const KVM = {
 /** Capability numbers for `KVM_CHECK_EXTENSION`. */
 export const KVM_CAP = {
   SYNC_REGS: 74,
+  /** With arg 1: `KVM_GET_DIRTY_LOG` no longer re-protects pages; `KVM_CLEAR_DIRTY_LOG` does, per range. */
+  MANUAL_DIRTY_LOG_PROTECT2: 168,
   /** Returns the size of `struct kvm_xsave` this host needs (≥ 4096). */
   XSAVE2: 208,
   IMMEDIATE_EXIT: 136,

@@ -26,6 +26,8 @@ export class VmFd {
   readonly #regionView = new DataView(this.#region.buffer);
   readonly #dirtyLog = new Uint8Array(16);
   readonly #dirtyLogView = new DataView(this.#dirtyLog.buffer);
+  readonly #clearLog = new Uint8Array(24);
+  readonly #clearLogView = new DataView(this.#clearLog.buffer);
 
   /** Wraps an open VM fd; the object owns it. */
   constructor(fd: number, kvm: Kvm) {
@@ -98,6 +100,40 @@ export class VmFd {
     v.setUint32(0, slot, true);
     v.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bitmap))), true);
     check("ioctl(KVM_GET_DIRTY_LOG)", libc().ioctl_buf(this.#fd, KVM.GET_DIRTY_LOG, this.#dirtyLog));
+  }
+
+  /**
+   * `KVM_CLEAR_DIRTY_LOG`: write-protects again, and clears in the log, the pages whose bits are set in
+   * `bitmap` (bit 0 = `firstPage`, a multiple of 64).
+   *
+   * @example
+   * ```ts
+   * // vm.clearDirtyLog(0, 0, 128, bitmap);
+   * ```
+   */
+  clearDirtyLog(slot: number, firstPage: number, numPages: number, bitmap: BigUint64Array): void {
+    const v = this.#clearLogView;
+    v.setUint32(0, slot, true);
+    v.setUint32(4, numPages, true);
+    v.setBigUint64(8, BigInt(firstPage), true);
+    v.setBigUint64(16, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bitmap))), true);
+    check("ioctl(KVM_CLEAR_DIRTY_LOG)", libc().ioctl_buf(this.#fd, KVM.CLEAR_DIRTY_LOG, this.#clearLog));
+  }
+
+  /**
+   * `KVM_ENABLE_CAP` on the VM with one argument.
+   *
+   * @example
+   * ```ts
+   * // vm.enableCap(168, 1n); // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+   * ```
+   */
+  enableCap(cap: number, arg0: bigint): void {
+    const buf = new Uint8Array(104);
+    const v = new DataView(buf.buffer);
+    v.setUint32(0, cap, true);
+    v.setBigUint64(8, arg0, true);
+    check(`ioctl(KVM_ENABLE_CAP ${cap})`, libc().ioctl_buf(this.#fd, KVM.ENABLE_CAP, buf));
   }
 
   /**
