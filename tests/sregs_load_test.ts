@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeSregs, emptySregs, encodeSregs, sregsToKvm } from "../format/mod.ts";
-import { kvmSregsFromFile } from "../vm/snapshot.ts";
+import { kvmSregsFromFile } from "../vm/_snapshot_checks.ts";
 
 Deno.test("the loader's fast sregs conversion equals the codec's", () => {
   const s = emptySregs();

@@ -1,10 +1,17 @@
 /**
- * Atomic writing of snapshot files: temporary file in the target directory, fsync, rename, fsync of the
- * directory. Stale temporary files of writers that died are removed after the next successful write.
+ * Snapshot files on disk. Reading: open with Deno's own errors for bad paths, refuse non-regular files, read
+ * exactly the prefix the parser needs. Writing, atomically: temporary file in the target directory, fsync,
+ * rename, fsync of the directory; stale temporary files of writers that died are removed after the next
+ * successful write.
  *
  * @module
  */
 import { encodeSnapshotPrefix, type SnapshotPrefixInput, TRAILING_GUARD_SIZE } from "../format/mod.ts";
+import { HEADER_HASH_OFFSET, HOST_FUNCS_OFFSET } from "../format/constants.ts";
+import { SnapshotFormatError } from "../format/errors.ts";
+import { snapshotPrefixLength } from "../format/hls.ts";
+import { lastErrno, OsCallError } from "../ffi/errno.ts";
+import { libc, O_CLOEXEC, O_NONBLOCK, O_RDONLY } from "../ffi/libc.ts";
 
 const TMP_MARK = ".snapvm-tmp-";
 
@@ -69,5 +76,91 @@ export async function writeSnapshotFile(
         Deno.removeSync(`${dir}/${entry.name}`);
       } catch { /* another writer removed it */ }
     }
+  }
+}
+
+/** An open snapshot file. */
+export interface OpenFile {
+  fd: number;
+  size: number;
+}
+
+const encoder = new TextEncoder();
+
+function pathString(path: string | URL): string {
+  return path instanceof URL ? decodeURIComponent(path.pathname) : path;
+}
+
+/** Opens a snapshot file read-only; Deno's own errors for a missing path or a directory. */
+export function openFile(path: string | URL): OpenFile {
+  // Deno's own errors for a missing, unreadable or wrong kind of path, as users of Deno.readFile expect.
+  const info = Deno.statSync(path);
+  const name = pathString(path);
+  if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${name}'`);
+  if (!info.isFile) {
+    throw new SnapshotFormatError("InvalidField", {
+      field: "file type",
+      found: name,
+      expected: "a regular file",
+    });
+  }
+  // O_NONBLOCK: a path swapped for a FIFO after the check must not block the open.
+  const fd = libc().open(encoder.encode(name + "\0"), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+  if (fd < 0) throw new OsCallError(`open(${name})`, lastErrno());
+  const st = new BigUint64Array(18); // struct stat, 144 B: st_mode u32 at 24, st_size at 48
+  const statOk = libc().fstat(fd, new Uint8Array(st.buffer)) >= 0;
+  const errno = statOk ? 0 : lastErrno();
+  if (!statOk || (st[3] & 0xf000n) !== 0x8000n) {
+    libc().close(fd);
+    if (!statOk) throw new OsCallError("fstat", errno);
+    throw new SnapshotFormatError("InvalidField", {
+      field: "file type",
+      found: name,
+      expected: "a regular file",
+    });
+  }
+  return { fd, size: Number(st[6]) };
+}
+
+function pread(fd: number, length: number, offset: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = Number(libc().pread(fd, out.subarray(done), BigInt(length - done), BigInt(offset + done)));
+    if (n < 0) throw new OsCallError("pread", lastErrno());
+    if (n === 0) break;
+    done += n;
+  }
+  return out.subarray(0, done);
+}
+
+/** Reads exactly the prefix the parser needs (bounded by the file length and the format's limits). */
+export function readPrefix(fd: number, fileSize: number): Uint8Array {
+  const first = pread(fd, Math.min(fileSize, HOST_FUNCS_OFFSET), 0);
+  if (first.length < HOST_FUNCS_OFFSET) return first; // the parser reports Truncated
+  const need = snapshotPrefixLength(first);
+  return need <= first.length ? first : pread(fd, Math.min(need, fileSize), 0);
+}
+
+/** Device, inode, size and mtime (ns) of a path, for the load cache. */
+export function statPath(path: string | URL): { dev: bigint; ino: bigint; size: number; mtime: string } {
+  const f = openFile(path);
+  try {
+    const st = new BigUint64Array(18);
+    libc().fstat(f.fd, new Uint8Array(st.buffer));
+    return { dev: st[0], ino: st[1], size: Number(st[6]), mtime: `${st[11]}.${st[12]}` };
+  } finally {
+    libc().close(f.fd);
+  }
+}
+
+/** The 32 header-hash bytes of a file, or undefined when it is too short. */
+export function readHeaderHash(path: string | URL): Uint8Array | undefined {
+  const f = openFile(path);
+  try {
+    const h = pread(f.fd, 32, HEADER_HASH_OFFSET);
+    return h.length === 32 ? h : undefined;
+  } finally {
+    libc().close(f.fd);
   }
 }

@@ -14,57 +14,29 @@ import {
   libc,
   MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
-  O_CLOEXEC,
-  O_NONBLOCK,
-  O_RDONLY,
 } from "../ffi/libc.ts";
 import {
   Arch,
   blake3,
   EntrypointTag,
-  HEADER_HASH_OFFSET,
-  HOST_FUNCS_OFFSET,
   type HostFunction as RecordedHostFunction,
   type HostIdentity,
   Hypervisor,
   inspectSnapshot,
-  type ParsedSnapshot,
   parseSnapshotHeader,
   SnapshotFormatError,
   type SnapshotInspection,
-  snapshotPrefixLength,
   SREGS_OFFSET,
   SREGS_SIZE,
   sregsFromKvm,
   verifyBlobHash,
 } from "../format/mod.ts";
-import {
-  ABI_VERSION,
-  CR0,
-  CR4,
-  EFER,
-  FUNC_TABLE_ADDR,
-  FUNC_TABLE_SIZE,
-  GDT_ADDR,
-  GDT_ENTRIES,
-  IDT_ADDR,
-  IDT_VECTORS,
-  IMAGE_BASE,
-  PAGE,
-  PML4_ADDR,
-  SEL_TSS,
-  SEL_USER_CODE,
-  SEL_USER_DATA,
-  TSS_ADDR,
-  TSS_LIMIT,
-} from "./_abi.ts";
-import { SREGS } from "../ffi/kvm.ts";
-import { ProtocolError, Reader, tagOf, typeOfTag } from "./_codec.ts";
-import { readFunctionList } from "./_functions.ts";
-import { writeSnapshotFile } from "./_snapshot_file.ts";
-import { CONFIG_LIMITS } from "./config.ts";
+import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./_abi.ts";
+import { tagOf, typeOfTag } from "./_codec.ts";
+import { openFile, readHeaderHash, readPrefix, statPath, writeSnapshotFile } from "./_snapshot_file.ts";
+import { checkAbiSregs, kvmSregsFromFile, layoutOf, readFunctionTable } from "./_snapshot_checks.ts";
 import type { HostFunctions } from "./host_functions.ts";
-import { computeLayout, type Layout } from "./layout.ts";
+import type { Layout } from "./layout.ts";
 import { Mapping } from "./mapping.ts";
 import type { GuestFunctionInfo, ReturnType, Signature, ValueType } from "./types.ts";
 
@@ -433,156 +405,6 @@ export function signatureText(name: string, sig: Signature): string {
   return `${name}(${sig.params.join(", ")}) -> ${sig.returns}`;
 }
 
-function layoutOf(p: ParsedSnapshot): Layout {
-  const h = p.header;
-  const bad = (field: string, found: number | bigint, expected: string): never => {
-    throw new SnapshotFormatError("InvalidField", { field, found, expected });
-  };
-  for (
-    const [field, value] of [["input_data_size", h.inputDataSize], [
-      "output_data_size",
-      h.outputDataSize,
-    ]] as const
-  ) {
-    const [min, max] = CONFIG_LIMITS.inputDataSize;
-    if (value % PAGE !== 0 || value < min || value > max) {
-      bad(field, value, `a multiple of ${PAGE} from ${min} to ${max}`);
-    }
-  }
-  const stackSize = h.scratchSize - h.inputDataSize - h.outputDataSize;
-  const [smin, smax] = CONFIG_LIMITS.stackSize;
-  if (stackSize < smin || stackSize > smax) {
-    bad("scratch_size", h.scratchSize, `stack (scratch_size - buffers) from ${smin} to ${smax}`);
-  }
-  let layout: Layout;
-  try {
-    layout = computeLayout({
-      imageEnd: IMAGE_BASE + h.codeSize,
-      heapSize: h.heapSize,
-      stackSize,
-      inputDataSize: h.inputDataSize,
-      outputDataSize: h.outputDataSize,
-    });
-  } catch (e) {
-    return bad("memory_size", h.memorySize, (e as Error).message);
-  }
-  if (layout.persistentSize !== h.memorySize) bad("memory_size", h.memorySize, `${layout.persistentSize}`);
-  if (layout.stackTop !== h.stackTopGva) bad("stack_top_gva", h.stackTopGva, `${layout.stackTop}`);
-  if (layout.ptPages * PAGE !== h.ptSize) {
-    bad("pt_size", h.ptSize, `${layout.ptPages * PAGE} for this layout`);
-  }
-  return layout;
-}
-
-/** Parses the function table in a blob (hostile bytes: any problem is a SnapshotFormatError). */
-function readFunctionTable(table: Uint8Array): ReadonlyMap<string, GuestFunctionInfo> {
-  const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
-  const len = view.getUint32(0, true);
-  if (len > FUNC_TABLE_SIZE - 4) {
-    throw new SnapshotFormatError("InvalidField", {
-      field: "function table length",
-      found: len,
-      expected: `at most ${FUNC_TABLE_SIZE - 4}`,
-    });
-  }
-  const bytes = table.subarray(4, 4 + len);
-  try {
-    const r = new Reader(bytes, new DataView(bytes.buffer, bytes.byteOffset, len), len);
-    const fns = readFunctionList(r);
-    if (r.pos !== len) throw new ProtocolError(`${len - r.pos} bytes follow the last function`);
-    return fns;
-  } catch (e) {
-    if (!(e instanceof ProtocolError)) throw e;
-    throw new SnapshotFormatError("InvalidField", {
-      field: "function table",
-      found: e.message,
-      expected: "a valid list",
-    });
-  }
-}
-
-interface OpenFile {
-  fd: number;
-  size: number;
-}
-
-const encoder = new TextEncoder();
-
-function pathString(path: string | URL): string {
-  return path instanceof URL ? decodeURIComponent(path.pathname) : path;
-}
-
-function openFile(path: string | URL): OpenFile {
-  // Deno's own errors for a missing, unreadable or wrong kind of path, as users of Deno.readFile expect.
-  const info = Deno.statSync(path);
-  const name = pathString(path);
-  if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${name}'`);
-  if (!info.isFile) {
-    throw new SnapshotFormatError("InvalidField", {
-      field: "file type",
-      found: name,
-      expected: "a regular file",
-    });
-  }
-  // O_NONBLOCK: a path swapped for a FIFO after the check must not block the open.
-  const fd = libc().open(encoder.encode(name + "\0"), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
-  if (fd < 0) throw new OsCallError(`open(${name})`, lastErrno());
-  const st = new BigUint64Array(18); // struct stat, 144 B: st_mode u32 at 24, st_size at 48
-  const statOk = libc().fstat(fd, new Uint8Array(st.buffer)) >= 0;
-  const errno = statOk ? 0 : lastErrno();
-  if (!statOk || (st[3] & 0xf000n) !== 0x8000n) {
-    libc().close(fd);
-    if (!statOk) throw new OsCallError("fstat", errno);
-    throw new SnapshotFormatError("InvalidField", {
-      field: "file type",
-      found: name,
-      expected: "a regular file",
-    });
-  }
-  return { fd, size: Number(st[6]) };
-}
-
-function pread(fd: number, length: number, offset: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = Number(libc().pread(fd, out.subarray(done), BigInt(length - done), BigInt(offset + done)));
-    if (n < 0) throw new OsCallError("pread", lastErrno());
-    if (n === 0) break;
-    done += n;
-  }
-  return out.subarray(0, done);
-}
-
-/** Reads exactly the prefix the parser needs (bounded by the file length and the format's limits). */
-function readPrefix(fd: number, fileSize: number): Uint8Array {
-  const first = pread(fd, Math.min(fileSize, HOST_FUNCS_OFFSET), 0);
-  if (first.length < HOST_FUNCS_OFFSET) return first; // the parser reports Truncated
-  const need = snapshotPrefixLength(first);
-  return need <= first.length ? first : pread(fd, Math.min(need, fileSize), 0);
-}
-
-function statPath(path: string | URL): { dev: bigint; ino: bigint; size: number; mtime: string } {
-  const f = openFile(path);
-  try {
-    const st = new BigUint64Array(18);
-    libc().fstat(f.fd, new Uint8Array(st.buffer));
-    return { dev: st[0], ino: st[1], size: Number(st[6]), mtime: `${st[11]}.${st[12]}` };
-  } finally {
-    libc().close(f.fd);
-  }
-}
-
-function readHeaderHash(path: string | URL): Uint8Array | undefined {
-  const f = openFile(path);
-  try {
-    const h = pread(f.fd, 32, HEADER_HASH_OFFSET);
-    return h.length === 32 ? h : undefined;
-  } finally {
-    libc().close(f.fd);
-  }
-}
-
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -594,66 +416,3 @@ const cache = new Map<
 const cacheCleanup = new FinalizationRegistry<{ key: string; ref: WeakRef<Snapshot> }>(({ key, ref }) => {
   if (cache.get(key)?.ref === ref) cache.delete(key);
 });
-
-/**
- * `struct kvm_sregs` from the file's 952-byte sregs section (119 × u64, already range-checked by the
- * parser): copies the u64 fields and narrows the others, without going through bigint objects, because this
- * runs on every load.
- */
-export function kvmSregsFromFile(file: Uint8Array): Uint8Array {
-  const src = new DataView(file.buffer, file.byteOffset, file.byteLength);
-  const out = new Uint8Array(312);
-  const dst = new DataView(out.buffer);
-  const copy64 = (from: number, to: number) => out.set(file.subarray(from, from + 8), to);
-  for (let i = 0; i < 8; i++) {
-    const f = i * 13 * 8, k = i * 24;
-    copy64(f, k); // base
-    dst.setUint32(k + 8, src.getUint32(f + 8, true), true); // limit
-    dst.setUint16(k + 12, src.getUint32(f + 16, true), true); // selector
-    for (let j = 0; j < 9; j++) dst.setUint8(k + 14 + j, src.getUint32(f + 24 + j * 8, true)); // type..unusable
-  }
-  const tables = 8 * 13 * 8;
-  copy64(tables, 192);
-  dst.setUint16(200, src.getUint32(tables + 8, true), true);
-  copy64(tables + 16, 208);
-  dst.setUint16(216, src.getUint32(tables + 24, true), true);
-  for (let i = 0; i < 11; i++) copy64(tables + 32 + i * 8, 224 + i * 8); // cr0..apic_base, interrupt_bitmap
-  return out;
-}
-
-/**
- * Checks the special registers that decide the guest's privilege and what it can reach against the ABI
- * (docs/ABI.md): control registers, descriptor tables, TSS, and CPL3 code and stack segments. The header hash
- * proves nothing about who wrote a file, so without this a crafted file could start its guest at CPL0 with
- * its own page tables. Segment fields the guest may legitimately change (data selectors, FS/GS bases, CR2)
- * are not compared.
- */
-export function checkAbiSregs(kvm: Uint8Array): Uint8Array {
-  const v = new DataView(kvm.buffer, kvm.byteOffset, kvm.byteLength);
-  const expect = (field: string, found: bigint | number, wanted: bigint | number) => {
-    if (found !== wanted) {
-      throw new SnapshotFormatError("InvalidField", {
-        field: `sregs.${field}`,
-        found: typeof found === "bigint" ? `0x${found.toString(16)}` : found,
-        expected: `${typeof wanted === "bigint" ? `0x${wanted.toString(16)}` : wanted} (docs/ABI.md)`,
-      });
-    }
-  };
-  expect("cr0", v.getBigUint64(SREGS.CR0, true), CR0);
-  expect("cr3", v.getBigUint64(SREGS.CR3, true), BigInt(PML4_ADDR));
-  expect("cr4", v.getBigUint64(SREGS.CR4, true), CR4);
-  expect("efer", v.getBigUint64(SREGS.EFER, true), EFER);
-  expect("gdt.base", v.getBigUint64(SREGS.GDT, true), BigInt(GDT_ADDR));
-  expect("gdt.limit", v.getUint16(SREGS.GDT + 8, true), GDT_ENTRIES * 8 - 1);
-  expect("idt.base", v.getBigUint64(SREGS.IDT, true), BigInt(IDT_ADDR));
-  expect("idt.limit", v.getUint16(SREGS.IDT + 8, true), IDT_VECTORS * 16 - 1);
-  expect("tr.base", v.getBigUint64(SREGS.TR, true), BigInt(TSS_ADDR));
-  expect("tr.limit", v.getUint32(SREGS.TR + 8, true), TSS_LIMIT);
-  expect("tr.selector", v.getUint16(SREGS.TR + 12, true), SEL_TSS);
-  expect("cs.selector", v.getUint16(SREGS.CS + 12, true), SEL_USER_CODE);
-  expect("cs.dpl", v.getUint8(SREGS.CS + 16), 3);
-  expect("cs.l", v.getUint8(SREGS.CS + 19), 1);
-  expect("ss.selector", v.getUint16(SREGS.SS + 12, true), SEL_USER_DATA);
-  expect("ss.dpl", v.getUint8(SREGS.SS + 16), 3);
-  return kvm;
-}
