@@ -4,15 +4,12 @@ import { guestPath, kvmTest } from "./_kvm.ts";
 
 kvmTest("maxExecutionTimeMs stops a spinning guest", () => {
   using sbx = new UninitializedSandbox(guestPath("testguest"), { maxExecutionTimeMs: 50 }).evolve();
-  const t0 = performance.now();
   assert.throws(() => sbx.call("Spin"), (e: unknown) => {
     assert.ok(e instanceof ExecutionCanceledError);
     assert.equal(e.name, "ExecutionCanceledError");
     assert.equal(e.reason, "timeout");
     return true;
   });
-  const elapsed = performance.now() - t0;
-  assert.ok(elapsed >= 49, `stopped after ${elapsed} ms, before the limit`);
   assert.throws(() => sbx.call("Echo", "x"), PoisonedSandboxError);
   using fresh = new UninitializedSandbox(guestPath("testguest")).evolve();
   assert.equal(fresh.call("Echo", "after"), "after");
