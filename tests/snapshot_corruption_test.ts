@@ -20,6 +20,7 @@ import {
   crOffset,
   fieldOffset,
   getField,
+  HEADER_FIELDS,
   type HeaderField,
   hostFns,
   mappingsOf,
@@ -677,27 +678,7 @@ Deno.test("the corruption cases cover every SnapshotFormatError kind", () => {
   seen.add("Truncated"); // and the truncation test below
   for (const kind of SNAPSHOT_FORMAT_ERROR_KINDS) assert.ok(seen.has(kind), kind);
   for (
-    const name of [
-      "arch",
-      "abi_version",
-      "stack_top_gva",
-      "entrypoint_tag",
-      "entrypoint_addr",
-      "input_data_size",
-      "output_data_size",
-      "heap_size",
-      "code_size",
-      "init_data_size",
-      "init_data_permissions",
-      "scratch_size",
-      "snapshot_size",
-      "pt_size",
-      "memory_size",
-      "memory_offset",
-      "has_sregs",
-      "hypervisor",
-      "host_funcs_size",
-    ]
+    const name of HEADER_FIELDS
   ) {
     assert.ok(CASES.some((c) => c.what.startsWith(name)), `no case damages header field ${name}`);
   }
