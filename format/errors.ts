@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { HEADER_FIELDS } from "./header.ts";
 
 /**
  * Every kind of {@linkcode SnapshotFormatError}, in a stable order. Code may switch on these strings; they are
@@ -100,27 +101,7 @@ export interface SnapshotFormatErrorInit {
 }
 
 const PREAMBLE_FIELDS = new Set(["magic", "format_version"]);
-const HEADER_FIELD_NAMES = new Set([
-  "arch",
-  "abi_version",
-  "stack_top_gva",
-  "entrypoint_tag",
-  "entrypoint_addr",
-  "input_data_size",
-  "output_data_size",
-  "heap_size",
-  "code_size",
-  "init_data_size",
-  "init_data_permissions",
-  "scratch_size",
-  "snapshot_size",
-  "pt_size",
-  "memory_size",
-  "memory_offset",
-  "has_sregs",
-  "hypervisor",
-  "host_funcs_size",
-]);
+const HEADER_FIELD_NAMES = new Set<string>(HEADER_FIELDS.map(([name]) => name));
 
 /** Names the field the way a user reads it: "header field memory_offset", "special register cs.limit". */
 function describeField(field: string): string {

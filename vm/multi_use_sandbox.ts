@@ -12,8 +12,9 @@ import {
   STATUS_NOT_FOUND,
   STATUS_OK,
 } from "./_abi.ts";
-import { BufferFullError, checkArgs, ProtocolError, typeOfTag } from "./_codec.ts";
+import { BufferFullError, checkArgs, ProtocolError } from "./_codec.ts";
 import { GuestVm, type RunContext } from "./_guest_vm.ts";
+import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { MADV_RANDOM } from "../ffi/libc.ts";
 import { initialise } from "./_init.ts";
 import { prefaultImage } from "./_system.ts";
@@ -21,8 +22,8 @@ import { log } from "./logger.ts";
 import type { Layout } from "./layout.ts";
 import {
   live,
+  recordHostFunction,
   recordHostFunctions,
-  signatureText,
   type Snapshot,
   type SnapshotData,
   snapshotFromMemory,
@@ -41,7 +42,7 @@ import {
   SnapshotSandboxMismatchError,
 } from "./errors.ts";
 import { HostFunctions } from "./host_functions.ts";
-import type { GuestFunctionInfo, Value, ValueType } from "./types.ts";
+import type { GuestFunctionInfo, Value } from "./types.ts";
 
 /** What a sandbox needs besides its VM. */
 export interface SandboxState {
@@ -377,18 +378,12 @@ function checkHostFunctions(data: SnapshotData, given: HostFunctions): void {
   const missing: string[] = [];
   const mismatched: { name: string; recorded: string; given: string }[] = [];
   for (const f of data.hostFunctions) {
-    const recorded = {
-      params: f.parameterTypes.map((t) => typeOfTag(t) as ValueType),
-      returns: typeOfTag(f.returnType)!,
-    };
+    const recorded = formatHostFunctionSignature(f);
     const entry = given.get(f.name);
-    if (entry === undefined) missing.push(signatureText(f.name, recorded));
-    else if (signatureText(f.name, entry.signature) !== signatureText(f.name, recorded)) {
-      mismatched.push({
-        name: f.name,
-        recorded: signatureText(f.name, recorded),
-        given: signatureText(f.name, entry.signature),
-      });
+    if (entry === undefined) missing.push(recorded);
+    else {
+      const offered = formatHostFunctionSignature(recordHostFunction(f.name, entry.signature));
+      if (offered !== recorded) mismatched.push({ name: f.name, recorded, given: offered });
     }
   }
   if (missing.length || mismatched.length) throw new HostFunctionMismatchError(missing, mismatched);

@@ -390,19 +390,16 @@ export function snapshotFromMemory(mem: Mapping, d: SnapshotData): Snapshot {
 
 /** The host functions of a set, in the snapshot's record form. */
 export function recordHostFunctions(fns: HostFunctions): RecordedHostFunction[] {
-  return fns.names().map((name) => {
-    const sig = fns.get(name)!.signature;
-    return {
-      name,
-      returnType: tagOf(sig.returns) as RecordedHostFunction["returnType"],
-      parameterTypes: sig.params.map((p) => tagOf(p) as RecordedHostFunction["returnType"]),
-    };
-  });
+  return fns.names().map((name) => recordHostFunction(name, fns.get(name)!.signature));
 }
 
-/** A signature as text, e.g. `Add(i32, i32) -> i32`. */
-export function signatureText(name: string, sig: Signature): string {
-  return `${name}(${sig.params.join(", ")}) -> ${sig.returns}`;
+/** One host function in the snapshot's record form. */
+export function recordHostFunction(name: string, sig: Signature): RecordedHostFunction {
+  return {
+    name,
+    returnType: tagOf(sig.returns) as RecordedHostFunction["returnType"],
+    parameterTypes: sig.params.map((p) => tagOf(p) as RecordedHostFunction["returnType"]),
+  };
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
