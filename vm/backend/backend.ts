@@ -1,0 +1,295 @@
+/**
+ * The hypervisor backend interface: one VM with one vCPU, in snapvm's terms. Everything above this file
+ * (the guest machine, sandboxes, snapshots) is written against it; everything below it (`vm/kvm/`,
+ * `vm/whp/`) speaks one hypervisor's API. Modelled on Hyperlight's `VirtualMachine` trait: neutral exit and
+ * register types, no hypervisor struct crosses this line.
+ *
+ * @module
+ */
+import type { Hypervisor, Sregs } from "../../format/mod.ts";
+
+/**
+ * Names of the backends snapvm has.
+ *
+ * @example
+ * ```ts
+ * import type { BackendName } from "./backend.ts";
+ * const name: BackendName = "kvm";
+ * console.log(name);
+ * ```
+ */
+export type BackendName = "kvm" | "whp";
+
+/**
+ * Registers set at every entry into the guest (init, and the dispatch loop after a restore or a load): the
+ * instruction pointer, a fresh stack, RFLAGS, and the first argument. Every other general-purpose register
+ * is zeroed by the backend.
+ *
+ * @example
+ * ```ts
+ * import type { EntryRegisters } from "./backend.ts";
+ * const r: EntryRegisters = { rip: 0x200000n, rsp: 0x250000n, rflags: 2n, rdi: 0n };
+ * console.log(r.rip);
+ * ```
+ */
+export interface EntryRegisters {
+  /** Instruction pointer. */
+  rip: bigint;
+  /** Stack pointer. */
+  rsp: bigint;
+  /** RFLAGS. */
+  rflags: bigint;
+  /** First argument (System V ABI). */
+  rdi: bigint;
+}
+
+/**
+ * The general-purpose registers of an x86-64 vCPU, for debuggers and core dumps.
+ *
+ * @example
+ * ```ts
+ * import { REGISTER_NAMES, type Registers } from "./backend.ts";
+ * const r = Object.fromEntries(REGISTER_NAMES.map((n) => [n, 0n])) as Registers;
+ * console.log(r.rip);
+ * ```
+ */
+export type Registers = Record<typeof REGISTER_NAMES[number], bigint>;
+
+/**
+ * The general-purpose registers in `struct kvm_regs` order (rax … r15, rip, rflags).
+ *
+ * @example
+ * ```ts
+ * import { REGISTER_NAMES } from "./backend.ts";
+ * console.log(REGISTER_NAMES.length); // 18
+ * ```
+ */
+export const REGISTER_NAMES = [
+  "rax",
+  "rbx",
+  "rcx",
+  "rdx",
+  "rsi",
+  "rdi",
+  "rsp",
+  "rbp",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+  "rip",
+  "rflags",
+] as const;
+
+/**
+ * Why `run()` returned. I/O exits leave the instruction completed as far as the guest can tell: the next
+ * `run()` resumes after it (the backend advances RIP where its hypervisor does not).
+ *
+ * @example
+ * ```ts
+ * import type { VmExit } from "./backend.ts";
+ * const exit: VmExit = { kind: "io", port: 0xe0, size: 4, write: true, string: false, value: 0 };
+ * console.log(exit.kind);
+ * ```
+ */
+export type VmExit =
+  | {
+    /** A port access (`in`/`out`, possibly a string or `rep` form). */
+    readonly kind: "io";
+    /** Port number. */
+    readonly port: number;
+    /** Access width in bytes (1, 2 or 4). */
+    readonly size: number;
+    /** True for `out`. */
+    readonly write: boolean;
+    /** True for `ins`/`outs`, with or without `rep`. */
+    readonly string: boolean;
+    /** The value written by a non-string `out` (0 otherwise). */
+    readonly value: number;
+  }
+  | {
+    /** An access to guest-physical memory no memory is mapped at. */
+    readonly kind: "mmio";
+    /** The guest-physical address. */
+    readonly gpa: bigint;
+    /** True for a write. */
+    readonly write: boolean;
+  }
+  | {
+    /** `run()` was interrupted: a time limit or an interrupt target fired (or a stray signal). */
+    readonly kind: "interrupted";
+  }
+  | {
+    /** The vCPU executed `hlt`. */
+    readonly kind: "halt";
+  }
+  | {
+    /** Triple fault or an unrecoverable exception. */
+    readonly kind: "shutdown";
+  }
+  | {
+    /** The hypervisor could not run the vCPU, or reported something snapvm does not handle. */
+    readonly kind: "failed";
+    /** What the hypervisor said, for the error message. */
+    readonly reason: string;
+  };
+
+/**
+ * Data another thread (a Worker) needs to stop a running `run()` of one VM: structured-cloneable, so it can
+ * travel with `postMessage`. The backend named in `backend` interprets the rest.
+ *
+ * @example
+ * ```ts
+ * import type { InterruptTarget } from "./backend.ts";
+ * const t: InterruptTarget = { backend: "kvm", tid: 1234 };
+ * console.log(t.backend);
+ * ```
+ */
+export interface InterruptTarget {
+  /** The backend that made it. */
+  readonly backend: BackendName;
+  /** KVM: the kernel thread id that runs the vCPU (the process is always the current one). */
+  readonly tid?: number;
+  /** WHP: the partition handle, as a number. */
+  readonly partition?: bigint;
+}
+
+/**
+ * Host memory given to a VM: one page-aligned range, mapped at guest-physical 0. `guard` is a page range
+ * inside it that must stay unmapped for the guest (the stack guard), `tracked` the first pages whose writes
+ * dirty tracking records (the persistent region).
+ *
+ * @example
+ * ```ts
+ * import type { GuestMemoryRange } from "./backend.ts";
+ * const r: GuestMemoryRange = { address: 0x7f0000000000n, size: 3 * 4096, guard: { offset: 4096, size: 4096 }, trackedPages: 1 };
+ * console.log(r.size);
+ * ```
+ */
+export interface GuestMemoryRange {
+  /** Host address of the range. */
+  readonly address: bigint;
+  /** Its size in bytes (a page multiple). */
+  readonly size: number;
+  /** A hole for the guest: backends that map in pieces leave it out; KVM relies on the host's PROT_NONE. */
+  readonly guard: { readonly offset: number; readonly size: number };
+  /** How many pages from guest-physical 0 dirty tracking covers. */
+  readonly trackedPages: number;
+}
+
+/**
+ * One VM with one vCPU. Not thread-safe: one thread drives it, except for the interrupt target. A VM comes
+ * from {@linkcode Backend.createVm}, possibly reused from a pool, always in the ABI's reset state with no
+ * memory mapped.
+ *
+ * @example
+ * ```ts ignore
+ * import { backend } from "./select.ts";
+ * const vm = backend().createVm();
+ * vm.release(true);
+ * ```
+ */
+export interface VirtualMachine {
+  /** The backend this VM belongs to. */
+  readonly backend: BackendName;
+
+  /** Maps `memory` at guest-physical 0, replacing any earlier mapping; dirty tracking starts off. */
+  mapMemory(memory: GuestMemoryRange): void;
+
+  /**
+   * Starts recording which of the first `memory.trackedPages` pages the guest writes. Idempotent: when
+   * already tracking, it forgets what was recorded so far instead.
+   */
+  startDirtyTracking(): void;
+
+  /** True once {@linkcode startDirtyTracking} ran for the current mapping. */
+  readonly tracking: boolean;
+
+  /**
+   * The tracked pages written since tracking started or since the last call, one bit per page from
+   * guest-physical 0 (bit `p % 64` of word `p / 64`), and re-arms tracking for them. The array is reused by
+   * the next call.
+   */
+  takeDirtyPages(): BigUint64Array;
+
+  /** Sets the registers of the next entry; see {@linkcode EntryRegisters}. */
+  setEntryRegisters(r: EntryRegisters): void;
+
+  /** Runs the vCPU until the next exit. */
+  run(): VmExit;
+
+  /** The current instruction pointer (after an exit). */
+  instructionPointer(): bigint;
+
+  /** All general-purpose registers. */
+  getRegisters(): Registers;
+
+  /** Sets all general-purpose registers (the next `run()` starts from them). */
+  setRegisters(r: Registers): void;
+
+  /** The special registers, in the snapshot format's neutral form. */
+  getSregs(): Sregs;
+
+  /** Sets the special registers. The backend may cache an encoding per `Sregs` object: do not mutate one. */
+  setSregs(s: Sregs): void;
+
+  /**
+   * Brings the vCPU back to the state a new VM has, except for memory and special registers: finishes or
+   * drops anything the last run left pending, resets x87/SSE/AVX state, and, when `full`, every other
+   * piece of vCPU state a guest could have changed at any privilege level (debug registers, MSRs, XCR0,
+   * pending events).
+   */
+  resetVcpu(full: boolean): void;
+
+  /**
+   * Stops `run()` with an `interrupted` exit once `ms` milliseconds have passed (while the thread is inside
+   * `run()`, or at the next `run()`). Nested arms on one thread keep a stack: disarming restores the outer
+   * deadline.
+   */
+  armTimeout(ms: number): void;
+
+  /** Undoes the innermost {@linkcode armTimeout}. */
+  disarmTimeout(): void;
+
+  /** Consumes a pending interrupt (after an `interrupted` exit) so that the next `run()` runs. */
+  acknowledgeInterrupt(): void;
+
+  /** Data another thread can use to interrupt this VM's `run()`; see {@linkcode Backend.interrupt}. */
+  readonly interruptTarget: InterruptTarget;
+
+  /**
+   * Gives the VM back: unmaps guest memory and either keeps the VM for reuse (when `reusable` and the
+   * backend can bring every piece of its state back to reset) or destroys it. The VM must not be used
+   * afterwards.
+   */
+  release(reusable: boolean): void;
+}
+
+/**
+ * A hypervisor: creates VMs and knows how to interrupt one from another thread.
+ *
+ * @example
+ * ```ts ignore
+ * import { backend } from "./select.ts";
+ * console.log(backend().name);
+ * ```
+ */
+export interface Backend {
+  /** The backend's name. */
+  readonly name: BackendName;
+  /** The hypervisor tag written into snapshot files made on this backend. */
+  readonly hypervisor: Hypervisor;
+  /** A VM in its reset state, new or from a pool. Throws `HypervisorUnavailableError` when unusable. */
+  createVm(): VirtualMachine;
+  /**
+   * Interrupts the `run()` of the VM `target` belongs to, from any thread of this process. Returns false
+   * when the target is not a VM of this backend in this process.
+   */
+  interrupt(target: InterruptTarget): boolean;
+  /** Releases every pooled VM and per-thread resource of the calling thread (a Worker that ends). */
+  shutdownThread(): void;
+}

@@ -1,0 +1,103 @@
+/**
+ * What the operating system must provide for guest memory and snapshot backing, in snapvm's terms. The
+ * implementations live in `posix/os_memory.ts` (mmap, memfd) and `windows/os_memory.ts` (VirtualAlloc2
+ * placeholders, file mappings), with the same file names per platform as Deno std's `path/{posix,windows}`;
+ * `mapping.ts` picks one at load time and builds the platform-neutral `Mapping` on top.
+ *
+ * @module
+ */
+
+/**
+ * An immutable source of snapshot bytes that guest memory can be mapped from copy-on-write: a snapshot file
+ * opened read-only, or a sealed in-memory copy. Owned by one `Snapshot`; `close()` releases it (mappings
+ * made from it stay valid).
+ *
+ * @example
+ * ```ts ignore
+ * import { osMemory } from "./mapping.ts";
+ * const backing = osMemory.sealedCopy(pointer, size);
+ * backing.close();
+ * ```
+ */
+export interface Backing {
+  /** Offset of the blob inside the source (the file's `memory_offset`; 0 for an in-memory copy). */
+  readonly offset: number;
+  /** Blob length in bytes. */
+  readonly size: number;
+  /** True once closed. */
+  readonly closed: boolean;
+  /** Releases the OS handle. */
+  close(): void;
+}
+
+/**
+ * An open snapshot file: its size and a backing over the whole file (the blob offset is set later, from
+ * the header), plus a bounded positional read for the prefix.
+ *
+ * @example
+ * ```ts ignore
+ * import { osMemory } from "./mapping.ts";
+ * const f = osMemory.openFile("guest.hls");
+ * console.log(f.size);
+ * f.close();
+ * ```
+ */
+export interface OpenedFile {
+  /** File size in bytes. */
+  readonly size: number;
+  /** Identity of the file for caches: device, inode (or volume serial, file index) and mtime. */
+  readonly identity: string;
+  /** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
+  read(offset: number, length: number): Uint8Array;
+  /** Turns the open file into the backing of a blob at `offset` of `size` bytes (ownership moves). */
+  toBacking(offset: number, size: number): Backing;
+  /** Closes the file unless it became a backing. */
+  close(): void;
+}
+
+/**
+ * The operating system calls guest memory needs. Addresses are host pointers.
+ *
+ * @example
+ * ```ts ignore
+ * import { osMemory } from "./mapping.ts";
+ * const p = osMemory.reserve(1 << 20);
+ * osMemory.release(p, 1 << 20);
+ * ```
+ */
+export interface OsMemory {
+  /** Page size of the host (4096 on every supported platform). */
+  readonly pageSize: number;
+  /** Reserves and commits lazily `size` bytes of zero-filled private read/write memory. */
+  reserve(size: number): Deno.PointerObject;
+  /** Releases memory from {@linkcode reserve} (with everything mapped into it). */
+  release(pointer: Deno.PointerObject, size: number): void;
+  /** Makes a page range inaccessible to the host (the guard page). */
+  protectNone(pointer: Deno.PointerObject, size: number): void;
+  /**
+   * Replaces `[pointer, pointer + size)` (inside a reservation) with a copy-on-write view of `backing`:
+   * reads see the blob, writes stay private to this process.
+   */
+  mapCopyOnWrite(pointer: Deno.PointerObject, size: number, backing: Backing): void;
+  /** A read-only view of the whole blob (unmapped with {@linkcode unmapView}). */
+  mapReadOnly(backing: Backing): Deno.PointerObject;
+  /** Unmaps a view from {@linkcode mapReadOnly}. */
+  unmapView(pointer: Deno.PointerObject, size: number): void;
+  /** Allocates host pages for a range now (the guest's first touch is then cheaper); best effort. */
+  prefault(pointer: Deno.PointerObject, size: number): void;
+  /** Tells the OS that a file-backed range is read at random (no read-ahead); best effort. */
+  adviseRandom(pointer: Deno.PointerObject, size: number): void;
+  /** Drops a range's private pages: it reads as zeros (or as the backing, for a copy-on-write view). */
+  discard(pointer: Deno.PointerObject, size: number): void;
+  /** Copies `size` bytes (non-overlapping). */
+  copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void;
+  /** Copies `size` bytes at `pointer` into a new sealed, immutable backing. */
+  sealedCopy(pointer: Deno.PointerObject, size: number): Backing;
+  /** A backing holding `bytes` (for snapshots that arrive as bytes, e.g. from `deno compile` assets). */
+  sealedBytes(bytes: Uint8Array): Backing;
+  /**
+   * Opens a snapshot file read-only. A missing path or a directory throws Deno's own `NotFound` /
+   * `IsADirectory`; anything else that is not a regular file throws the `notRegular` error.
+   */
+  openFile(path: string, notRegular: () => Error): OpenedFile;
+}
