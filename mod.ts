@@ -30,7 +30,7 @@ export type { LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm
 export { setLogger } from "./vm/logger.ts";
 export type { Logger, LogRecord } from "./vm/logger.ts";
 export type { GuestFunctionInfo, ReturnType, Signature, Value, ValueType } from "./vm/types.ts";
-export { ABI_VERSION } from "./vm/_abi.ts";
+export { ABI_VERSION } from "./vm/machine/abi.ts";
 export {
   ExecutionCanceledError,
   GuestAbortedError,

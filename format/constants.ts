@@ -12,7 +12,7 @@ import {
   IMAGE_BASE as ABI_IMAGE_BASE,
   MAX_GUEST_MEMORY as ABI_MAX_GUEST_MEMORY,
   PML4_ADDR,
-} from "../vm/_abi.ts";
+} from "../vm/machine/abi.ts";
 
 // ---- Byte layout (shared/format/hls-v1.md) ------------------------------------------------------------------
 

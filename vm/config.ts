@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { LOG_LEVELS } from "./_abi.ts";
+import { LOG_LEVELS } from "./machine/abi.ts";
 
 /** Guest log levels, most verbose first. */
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "off";

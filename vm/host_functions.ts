@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { isType } from "./_codec.ts";
+import { isType } from "./machine/codec.ts";
 import type { Signature, Value, ValueType } from "./types.ts";
 
 /**

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { libc } from "../ffi/libc.ts";
-import { SIGUSR2 } from "./_signals.ts";
+import { libc } from "../ffi/linux/libc.ts";
+import { SIGUSR2 } from "./kvm/signals.ts";
 
 const STATE = 0, CALL_SEQ = 1, KILL_SEQ = 2;
 

@@ -11,15 +11,15 @@ import {
   STATUS_ERROR,
   STATUS_NOT_FOUND,
   STATUS_OK,
-} from "./_abi.ts";
-import { BufferFullError, checkArgs, ProtocolError } from "./_codec.ts";
-import { GuestVm, type RunContext } from "./_guest_vm.ts";
+} from "./machine/abi.ts";
+import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
+import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
-import { MADV_RANDOM } from "../ffi/libc.ts";
-import { initialise } from "./_init.ts";
-import { prefaultImage } from "./_system.ts";
+import { MADV_RANDOM } from "../ffi/linux/libc.ts";
+import { initialise } from "./machine/init.ts";
+import { prefaultImage } from "./machine/system_area.ts";
 import { log } from "./logger.ts";
-import type { Layout } from "./layout.ts";
+import type { Layout } from "./machine/layout.ts";
 import {
   live,
   recordHostFunction,
@@ -28,7 +28,7 @@ import {
   type SnapshotData,
   snapshotFromMemory,
 } from "./snapshot.ts";
-import { ThreadSignals } from "./_signals.ts";
+import { ThreadSignals } from "./kvm/signals.ts";
 import { InterruptHandle } from "./interrupt_handle.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
 import {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../ffi/errno.ts";
+import { check, lastErrno, OsCallError } from "../ffi/linux/errno.ts";
 import {
   F_ADD_SEALS,
   F_SEAL_GROW,
@@ -14,7 +14,7 @@ import {
   libc,
   MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
-} from "../ffi/libc.ts";
+} from "../ffi/linux/libc.ts";
 import {
   Arch,
   blake3,
@@ -31,13 +31,13 @@ import {
   sregsFromKvm,
   verifyBlobHash,
 } from "../format/mod.ts";
-import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./_abi.ts";
-import { tagOf, typeOfTag } from "./_codec.ts";
-import { openFile, readHeaderHash, readPrefix, statPath, writeSnapshotFile } from "./_snapshot_file.ts";
-import { checkAbiSregs, kvmSregsFromFile, layoutOf, readFunctionTable } from "./_snapshot_checks.ts";
+import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./machine/abi.ts";
+import { tagOf, typeOfTag } from "./machine/codec.ts";
+import { openFile, readHeaderHash, readPrefix, statPath, writeSnapshotFile } from "./snapshot/file.ts";
+import { checkAbiSregs, kvmSregsFromFile, layoutOf, readFunctionTable } from "./snapshot/checks.ts";
 import type { HostFunctions } from "./host_functions.ts";
-import type { Layout } from "./layout.ts";
-import { Mapping } from "./mapping.ts";
+import type { Layout } from "./machine/layout.ts";
+import { Mapping } from "./memory/mapping.ts";
 import type { GuestFunctionInfo, ReturnType, Signature, ValueType } from "./types.ts";
 
 /** The host this process is, as snapshot files name it. */

@@ -3,17 +3,17 @@
  *
  * @module
  */
-import { IMAGE_BASE } from "./_abi.ts";
-import { initialise } from "./_init.ts";
+import { IMAGE_BASE } from "./machine/abi.ts";
+import { initialise } from "./machine/init.ts";
 import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } from "./snapshot.ts";
-import { MADV_POPULATE_WRITE } from "../ffi/libc.ts";
-import { GuestVm } from "./_guest_vm.ts";
-import { writeSystemArea } from "./_system.ts";
+import { MADV_POPULATE_WRITE } from "../ffi/linux/libc.ts";
+import { GuestVm } from "./machine/guest_vm.ts";
+import { writeSystemArea } from "./machine/system_area.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
-import { type ElfImage, parseElf } from "./elf.ts";
+import { type ElfImage, parseElf } from "./machine/elf.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
-import { computeLayout, type Layout } from "./layout.ts";
-import { Mapping } from "./mapping.ts";
+import { computeLayout, type Layout } from "./machine/layout.ts";
+import { Mapping } from "./memory/mapping.ts";
 import { MultiUseSandbox } from "./multi_use_sandbox.ts";
 import type { Signature } from "./types.ts";
 

@@ -12,7 +12,7 @@
  */
 import { GuestBinaryError, MultiUseSandbox, setLogger, UninitializedSandbox } from "../../mod.ts";
 import type { Value } from "../../mod.ts";
-import { parseElf } from "../../vm/elf.ts";
+import { parseElf } from "../../vm/machine/elf.ts";
 import { caseRng, type Rng } from "./_rng.ts";
 import { interestingValues, mutateRandom, readUint, resized, splice, withField } from "./_mutate.ts";
 import {

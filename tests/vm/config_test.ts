@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { resolveConfiguration } from "../../vm/config.ts";
+
+Deno.test("defaults are documented values", () => {
+  const c = resolveConfiguration();
+  assert.equal(c.heapSize, 128 * 1024);
+  assert.equal(c.inputDataSize, 16 * 1024);
+  assert.equal(c.outputDataSize, 16 * 1024);
+  assert.equal(c.stackSize, 64 * 1024);
+  assert.equal(c.maxExecutionTimeMs, 1000);
+  assert.equal(c.guestLogLevel, "warn");
+  assert.equal(c.guestInitArg, 0n);
+});
+
+Deno.test("sizes are rounded up to pages", () => {
+  assert.equal(resolveConfiguration({ heapSize: 5000 }).heapSize, 8192);
+});
+
+Deno.test("out-of-range and mistyped fields name the field and the range", () => {
+  assert.throws(() => resolveConfiguration({ heapSize: 1 }), {
+    name: "RangeError",
+    message: "SandboxConfiguration.heapSize is 1, allowed range is 4096 to 536870912",
+  });
+  assert.throws(() => resolveConfiguration({ stackSize: 1 << 30 }), {
+    name: "RangeError",
+    message: /stackSize/,
+  });
+  assert.throws(() => resolveConfiguration({ inputDataSize: 0 }), {
+    name: "RangeError",
+    message: /inputDataSize/,
+  });
+  assert.throws(() => resolveConfiguration({ outputDataSize: -5 }), {
+    name: "RangeError",
+    message: /outputDataSize/,
+  });
+  assert.throws(() => resolveConfiguration({ maxExecutionTimeMs: -1 }), /maxExecutionTimeMs/);
+  assert.throws(() => resolveConfiguration({ heapSize: "big" as unknown as number }), {
+    name: "TypeError",
+    message: /heapSize must be an integer/,
+  });
+  assert.throws(() => resolveConfiguration({ guestLogLevel: "loud" as "warn" }), /guestLogLevel/);
+  assert.throws(() => resolveConfiguration({ guestInitArg: -1n }), /guestInitArg/);
+});

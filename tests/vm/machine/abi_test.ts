@@ -1,0 +1,68 @@
+// Pins every ABI constant together with ABI_VERSION: changing one without bumping the version (and
+// updating this test and docs/ABI.md) fails here.
+import assert from "node:assert/strict";
+import * as abi from "../../../vm/machine/abi.ts";
+import { ABI_VERSION } from "../../../mod.ts";
+
+Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
+  assert.equal(ABI_VERSION, 2);
+  assert.deepEqual(
+    {
+      GDT_ADDR: abi.GDT_ADDR,
+      TSS_ADDR: abi.TSS_ADDR,
+      IDT_ADDR: abi.IDT_ADDR,
+      STUB_ADDR: abi.STUB_ADDR,
+      EXC_STACK_ADDR: abi.EXC_STACK_ADDR,
+      EXC_STACK_TOP: abi.EXC_STACK_TOP,
+      PML4_ADDR: abi.PML4_ADDR,
+      PDPT_ADDR: abi.PDPT_ADDR,
+      PD_ADDR: abi.PD_ADDR,
+      PT_ADDR: abi.PT_ADDR,
+      IMAGE_BASE: abi.IMAGE_BASE,
+      SEL: [abi.SEL_KERNEL_CODE, abi.SEL_KERNEL_DATA, abi.SEL_USER_DATA, abi.SEL_USER_CODE, abi.SEL_TSS],
+      TSS_LIMIT: abi.TSS_LIMIT,
+      CR: [abi.CR0, abi.CR4, abi.EFER, abi.RFLAGS],
+      PORTS: [abi.PORT_DONE, abi.PORT_HOST_CALL, abi.PORT_ABORT, abi.PORT_LOG, abi.PORT_EXCEPTION],
+      BOOT_MAGIC: abi.BOOT_MAGIC,
+      REQ: [abi.REQ_CALL, abi.REQ_LIST],
+      STATUS: [abi.STATUS_OK, abi.STATUS_ERROR, abi.STATUS_NOT_FOUND],
+      ERR: [
+        abi.ERR_GUEST,
+        abi.ERR_HOST_FUNCTION,
+        abi.ERR_BAD_ARGUMENTS,
+        abi.ERR_OUT_OF_MEMORY,
+        abi.ERR_OUTPUT_TOO_LARGE,
+      ],
+      TAGS: abi.TAGS,
+      LOG_LEVELS: abi.LOG_LEVELS,
+    },
+    {
+      GDT_ADDR: 0x1000,
+      TSS_ADDR: 0x1100,
+      IDT_ADDR: 0x1800,
+      STUB_ADDR: 0x2000,
+      EXC_STACK_ADDR: 0x3000,
+      EXC_STACK_TOP: 0x5000,
+      PML4_ADDR: 0x5000,
+      PDPT_ADDR: 0x6000,
+      PD_ADDR: 0x7000,
+      PT_ADDR: 0x8000,
+      IMAGE_BASE: 0x200000,
+      SEL: [0x08, 0x10, 0x2b, 0x33, 0x38],
+      TSS_LIMIT: 0x67 + 33,
+      CR: [0x80050033n, 0x620n, 0xd00n, 0x2n],
+      PORTS: [0xe0, 0xe1, 0xe2, 0xe3, 0xef],
+      BOOT_MAGIC: 0x49425653,
+      REQ: [1, 2],
+      STATUS: [0, 1, 2],
+      ERR: [1, 2, 3, 4, 5],
+      TAGS: { void: 0, i32: 1, u32: 2, i64: 3, u64: 4, f32: 5, f64: 6, bool: 7, string: 8, bytes: 9 },
+      LOG_LEVELS: ["trace", "debug", "info", "warn", "error", "off"],
+    },
+  );
+});
+
+Deno.test("the guest SDK header carries the same ABI version and ports", () => {
+  const h = Deno.readTextFileSync(new URL("../../../guest/include/snapvm.h", import.meta.url));
+  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+2\b/);
+});

@@ -1,0 +1,167 @@
+/**
+ * The committed golden snapshot tests/golden/testguest-call.hls (how it was made and when to regenerate it:
+ * tests/golden/README.md) is loaded on every run, so that an accidental change of the file format, the ABI or
+ * the loader fails loudly here.
+ */
+import assert from "node:assert/strict";
+import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotFormatError } from "../../../mod.ts";
+import { kvmTest } from "../../_kvm.ts";
+import { GOLDEN_CONFIG, GOLDEN_PATH, makeGolden } from "./_golden.ts";
+import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "./_util.ts";
+
+/** Every header field of the golden file. */
+const GOLDEN_HEADER = {
+  arch: 1, // x86_64
+  abi_version: 2,
+  stack_top_gva: 0x252000,
+  entrypoint_tag: 1, // Call
+  entrypoint_addr: 0x200016,
+  input_data_size: 8192,
+  output_data_size: 12288,
+  heap_size: 262144,
+  code_size: 0x9000,
+  init_data_size: 0,
+  init_data_permissions: 0,
+  scratch_size: 53248, // stack 32 KiB + 8 KiB + 12 KiB
+  snapshot_size: 0x249000,
+  pt_size: 0x5000,
+  memory_size: 0x249000, // 0x200000 + code 0x9000 + heap 0x40000
+  memory_offset: 4096,
+  has_sregs: 1,
+  hypervisor: 1, // KVM
+  host_funcs_size: 37,
+};
+const GOLDEN_HEADER_HASH = "9a089d0ff9ce2467284baefd5db715c47c4a21b34aebbc61af1f09838043595e";
+const GOLDEN_BLOB_HASH = "5871c6d55ed0af73d54bcc6b7b25cdbd141dfb2e003034abaa74a2cb2417f0fb";
+const GOLDEN_FILE_SHA256 = "daeff5a449124fb580ec13064725aeffe080fa8c14f1d7ef6a6f37de4692f321";
+const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
+
+Deno.test("the golden file is the committed one", async () => {
+  assert.equal(Deno.statSync(GOLDEN_PATH).size, GOLDEN_FILE_SIZE);
+  assert.equal(await fileDigest(GOLDEN_PATH), GOLDEN_FILE_SHA256, "tests/golden/testguest-call.hls changed");
+});
+
+Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
+  const info = Snapshot.inspectFile(GOLDEN_PATH);
+  assert.equal(info.formatVersion, 1);
+  assert.equal(info.abiVersion, 2);
+  assert.equal(
+    ABI_VERSION,
+    2,
+    "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
+  );
+  assert.equal(info.arch, "x86_64");
+  assert.equal(info.hypervisor, "KVM");
+  assert.equal(info.entrypoint, "Call");
+  assert.equal(info.compatible, true);
+  assert.deepEqual(info.incompatibilities, []);
+  assert.deepEqual(info.header, GOLDEN_HEADER);
+  assert.deepEqual(Object.keys(info.header), [...HEADER_FIELDS]);
+  assert.deepEqual(info.hostFunctions, ["Add(i32, i32) -> i32", "HostPrint(string) -> i32"]);
+  assert.equal(info.headerHash, GOLDEN_HEADER_HASH);
+  assert.equal(info.blobHash, GOLDEN_BLOB_HASH);
+  // The special registers docs/ABI.md prescribes.
+  const s = info.sregs as Record<string, unknown>;
+  assert.equal(s.cr0, "0x80050033");
+  assert.equal(s.cr3, "0x5000");
+  assert.equal(s.cr4, "0x620");
+  assert.equal(s.efer, "0xd00");
+  assert.deepEqual(s.gdt, { base: "0x1000", limit: 9 * 8 - 1 });
+  assert.deepEqual(s.idt, { base: "0x1800", limit: 32 * 16 - 1 });
+  const seg = (name: string) => s[name] as Record<string, unknown>;
+  assert.equal(seg("cs").selector, 0x33);
+  assert.equal(seg("cs").dpl, 3);
+  assert.equal(seg("cs").l, 1);
+  assert.equal(seg("ss").selector, 0x2b);
+  assert.equal(seg("tr").selector, 0x38);
+  assert.equal(seg("tr").base, "0x1100");
+  assert.equal(seg("tr").limit, 0x67 + 33);
+});
+
+kvmTest("the golden file loads with every loader and resumes with the recorded state", () => {
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    const snap = load(GOLDEN_PATH);
+    try {
+      assert.equal(snap.entrypoint, "Call");
+      assert.equal(snap.memorySize, GOLDEN_HEADER.memory_size);
+      assert.deepEqual(snap.hostFunctions, [
+        { name: "Add", params: ["i32", "i32"], returns: "i32" },
+        { name: "HostPrint", params: ["string"], returns: "i32" },
+      ]);
+      using sbx = MultiUseSandbox.fromSnapshot(snap, hostFns());
+      assert.equal(sbx.call("GetStatic"), 41, load.name);
+      assert.equal(sbx.call("Echo", "golden"), "golden");
+      assert.equal(sbx.call("Add", 40, 2), 42);
+      assert.ok(sbx.guestFunctions().some((f) => f.name === "TouchPages"));
+      assert.equal(sbx.call("AddToStatic", 1), 42);
+      sbx.call("TouchPages", 16);
+      sbx.restore(snap);
+      assert.equal(sbx.call("GetStatic"), 41);
+      // The layout is the golden file's: 8 KiB input buffer.
+      assert.throws(() => sbx.call("Echo", "x".repeat(9000)), { name: "RangeError", message: /8192-byte/ });
+    } finally {
+      snap.close();
+    }
+  }
+});
+
+kvmTest("a snapshot made now by the golden recipe has the golden file's format", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/now.hls`;
+    await makeGolden(path);
+    const now = Deno.readFileSync(path), golden = Deno.readFileSync(GOLDEN_PATH);
+    // Independent of the test guest's code: preamble, layout fields, registers, host functions.
+    assert.deepEqual(now.subarray(0, OFF.header), golden.subarray(0, OFF.header), "preamble");
+    for (const f of HEADER_FIELDS) {
+      if (["code_size", "entrypoint_addr", "memory_size", "snapshot_size", "stack_top_gva"].includes(f)) {
+        continue;
+      }
+      assert.equal(getField(now, f), getField(golden, f), f);
+    }
+    assert.deepEqual(
+      now.subarray(OFF.sregs, OFF.headerHash),
+      golden.subarray(OFF.sregs, OFF.headerHash),
+      "sregs",
+    );
+    assert.deepEqual(
+      now.subarray(OFF.hostFuncs, OFF.hostFuncs + GOLDEN_HEADER.host_funcs_size),
+      golden.subarray(OFF.hostFuncs, OFF.hostFuncs + GOLDEN_HEADER.host_funcs_size),
+      "host functions",
+    );
+    // With an unchanged test guest (same image), the whole file is the same, byte for byte.
+    const image = (b: Uint8Array) => b.subarray(4096 + 0x200000, 4096 + 0x200000 + GOLDEN_HEADER.code_size);
+    if (getField(now, "code_size") === getField(golden, "code_size") && equal(image(now), image(golden))) {
+      assert.equal(
+        await fileDigest(path),
+        GOLDEN_FILE_SHA256,
+        "same guest, different file: the writer changed",
+      );
+    }
+    assert.deepEqual(GOLDEN_CONFIG, {
+      heapSize: 262144,
+      stackSize: 32768,
+      inputDataSize: 8192,
+      outputDataSize: 12288,
+    });
+  });
+});
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+kvmTest("the golden file of ABI version 1 is refused with AbiMismatch, and inspectFile says why", () => {
+  const old = GOLDEN_PATH.replace("testguest-call.hls", "testguest-call-abi1.hls");
+  const info = Snapshot.inspectFile(old);
+  assert.equal(info.abiVersion, 1);
+  assert.equal(info.compatible, false);
+  assert.equal(info.incompatibilities.length, 1);
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    assert.throws(() => load(old), (e: unknown) => {
+      assert.ok(e instanceof SnapshotFormatError, String(e));
+      assert.equal(e.kind, "AbiMismatch");
+      assert.match(e.message, /abi_version is 1/);
+      return true;
+    });
+  }
+});

@@ -1,0 +1,101 @@
+/**
+ * Signals that stop a running `KVM_RUN` in this thread: the per-call time limit and interrupt handles.
+ *
+ * SIGUSR2 (never SIGUSR1: after ~150 deliveries Deno opens an inspector port) is blocked in the thread
+ * that runs vCPUs, and unblocked only inside `KVM_RUN` through `KVM_SET_SIGNAL_MASK`. So a signal sent while
+ * the thread is outside `KVM_RUN` stays pending and makes the next `KVM_RUN` return EINTR at once: no kick
+ * is ever lost, and no other thread writes into `kvm_run`. After EINTR the pending signal is consumed with
+ * `sigtimedwait`, without running any handler. A Deno listener is still installed, because an unhandled
+ * SIGUSR2 that arrives while it is unblocked would terminate the process.
+ *
+ * The call path pays nothing for this unless `maxExecutionTimeMs` is set, which costs two
+ * `timer_settime` calls per call (a POSIX timer that signals this thread).
+ *
+ * @module
+ */
+import { check } from "../../ffi/linux/errno.ts";
+import { libc } from "../../ffi/linux/libc.ts";
+
+/** The signal that interrupts `KVM_RUN`. */
+export const SIGUSR2 = 12;
+const SIG_BLOCK = 0;
+const CLOCK_MONOTONIC = 1;
+const SIGEV_THREAD_ID = 4;
+
+function sigsetWith(signal: number): Uint8Array {
+  const set = new Uint8Array(128); // glibc sigset_t
+  set[(signal - 1) >> 3] |= 1 << ((signal - 1) & 7);
+  return set;
+}
+
+/** Signal state of the current thread (module instances are per Worker, so per thread). */
+export class ThreadSignals {
+  /** This thread's kernel id. */
+  readonly tid: number;
+  /** The process id. */
+  readonly pid: number;
+  /** The 8-byte kernel sigset to use inside `KVM_RUN` (this thread's mask without SIGUSR2). */
+  readonly runMask: Uint8Array;
+  readonly #usr2 = sigsetWith(SIGUSR2);
+  readonly #zeroTimeout = new Uint8Array(16);
+  readonly #timerSpec = new BigInt64Array(4);
+  #timer: bigint | undefined;
+  #armed = false;
+
+  private constructor() {
+    const c = libc();
+    try {
+      Deno.addSignalListener("SIGUSR2", () => {});
+    } catch {
+      // Workers may not install listeners; the main thread's listener (or none yet) covers the process.
+    }
+    const old = new Uint8Array(128);
+    check("pthread_sigmask", -c.pthread_sigmask(SIG_BLOCK, this.#usr2, old));
+    this.runMask = old.slice(0, 8);
+    this.runMask[(SIGUSR2 - 1) >> 3] &= ~(1 << ((SIGUSR2 - 1) & 7));
+    this.tid = c.gettid();
+    this.pid = c.getpid();
+  }
+
+  /** This thread's instance, set up on first use. */
+  static get(): ThreadSignals {
+    return (instance ??= new ThreadSignals());
+  }
+
+  /** Consumes a pending SIGUSR2 of this thread, if any. */
+  consume(): void {
+    libc().sigtimedwait(this.#usr2, null, this.#zeroTimeout);
+  }
+
+  /** Arms this thread's timer to signal it after `ms` milliseconds. */
+  arm(ms: number): void {
+    if (this.#timer === undefined) this.#timer = this.#createTimer();
+    const spec = this.#timerSpec;
+    spec[2] = BigInt(Math.floor(ms / 1000));
+    spec[3] = BigInt((ms % 1000) * 1_000_000);
+    check("timer_settime", libc().timer_settime(this.#timer, 0, spec, null));
+    this.#armed = true;
+  }
+
+  /** Disarms the timer if armed. */
+  disarm(): void {
+    if (!this.#armed) return;
+    const spec = this.#timerSpec;
+    spec.fill(0n);
+    check("timer_settime", libc().timer_settime(this.#timer!, 0, spec, null));
+    this.#armed = false;
+  }
+
+  #createTimer(): bigint {
+    const ev = new Uint8Array(64); // struct sigevent
+    const v = new DataView(ev.buffer);
+    v.setInt32(8, SIGUSR2, true); // sigev_signo
+    v.setInt32(12, SIGEV_THREAD_ID, true); // sigev_notify
+    v.setInt32(16, this.tid, true); // sigev_notify_thread_id
+    const id = new BigUint64Array(1);
+    check("timer_create", libc().timer_create(CLOCK_MONOTONIC, ev, new Uint8Array(id.buffer)));
+    return id[0];
+  }
+}
+
+let instance: ThreadSignals | undefined;
