@@ -48,7 +48,7 @@ import { ByteWriter } from "./_writer.ts";
 export type { HeaderFieldName, RawSnapshotHeader, SnapshotHeader } from "./header.ts";
 export { HEADER_FIELDS } from "./header.ts";
 export type { DescriptorTable, Segment, Sregs } from "./sregs.ts";
-export { decodeSregs, emptySregs, encodeSregs, KVM_SREGS_SIZE, sregsFromKvm, sregsToKvm } from "./sregs.ts";
+export { decodeSregs, emptySregs, encodeSregs, SEGMENT_FLAGS, SEGMENT_NAMES } from "./sregs.ts";
 export type { HostFunction } from "./host_functions.ts";
 export {
   decodeHostFunctions,

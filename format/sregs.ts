@@ -1,6 +1,6 @@
 /**
  * The x86-64 special registers saved in a snapshot: their type, their 952-byte form in an `.hls` file, and
- * the 312-byte kernel `struct kvm_sregs` that `KVM_GET_SREGS` / `KVM_SET_SREGS` exchange.
+ * in any hypervisor's terms (each backend converts to its own registers).
  *
  * @module
  */
@@ -133,19 +133,16 @@ export interface Sregs {
 export const SEGMENT_NAMES = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"] as const;
 
 /**
- * Size of the kernel's `struct kvm_sregs` on x86-64.
+ * The flag fields of a segment, in file order, with the largest value their architectural range allows.
  *
  * @example
  * ```ts
- * import { KVM_SREGS_SIZE } from "./sregs.ts";
+ * import { SEGMENT_FLAGS } from "./sregs.ts";
  *
- * console.log(KVM_SREGS_SIZE); // 312
+ * console.log(SEGMENT_FLAGS.map(([name]) => name).join(",")); // type,present,dpl,db,s,l,g,avl,unusable
  * ```
  */
-export const KVM_SREGS_SIZE = 312;
-
-/** The flag fields of a segment, in file order, with the largest value their architectural range allows. */
-const SEGMENT_FLAGS = [
+export const SEGMENT_FLAGS = [
   ["type", 15],
   ["present", 1],
   ["dpl", 3],
@@ -156,13 +153,6 @@ const SEGMENT_FLAGS = [
   ["avl", 1],
   ["unusable", 1],
 ] as const;
-
-// Offsets inside struct kvm_sregs (linux/kvm.h, x86): 8 × 24-byte kvm_segment, then two 16-byte kvm_dtable.
-const KVM_SEGMENT_SIZE = 24;
-const KVM_GDT = 192;
-const KVM_IDT = 208;
-const KVM_CR0 = 224;
-const KVM_INTERRUPT_BITMAP = 280;
 
 function emptySegment(): Segment {
   return {
@@ -212,111 +202,6 @@ export function emptySregs(): Sregs {
     apicBase: 0n,
     interruptBitmap: [0n, 0n, 0n, 0n],
   };
-}
-
-/**
- * Reads a `struct kvm_sregs` as filled by `KVM_GET_SREGS`. The kernel's padding bytes are ignored.
- *
- * @param bytes At least {@linkcode KVM_SREGS_SIZE} bytes.
- * @returns The registers.
- *
- * @example
- * ```ts
- * import { KVM_SREGS_SIZE, sregsFromKvm } from "./sregs.ts";
- *
- * const raw = new Uint8Array(KVM_SREGS_SIZE);
- * new DataView(raw.buffer).setBigUint64(240, 0x5000n, true); // cr3
- * console.log(sregsFromKvm(raw).cr3); // 20480n
- * ```
- */
-export function sregsFromKvm(bytes: Uint8Array): Sregs {
-  if (bytes.byteLength < KVM_SREGS_SIZE) {
-    throw new RangeError(`struct kvm_sregs needs ${KVM_SREGS_SIZE} bytes, got ${bytes.byteLength}`);
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, KVM_SREGS_SIZE);
-  const segment = (at: number): Segment => ({
-    base: view.getBigUint64(at, true),
-    limit: view.getUint32(at + 8, true),
-    selector: view.getUint16(at + 12, true),
-    type: view.getUint8(at + 14),
-    present: view.getUint8(at + 15),
-    dpl: view.getUint8(at + 16),
-    db: view.getUint8(at + 17),
-    s: view.getUint8(at + 18),
-    l: view.getUint8(at + 19),
-    g: view.getUint8(at + 20),
-    avl: view.getUint8(at + 21),
-    unusable: view.getUint8(at + 22),
-  });
-  const u64 = (at: number) => view.getBigUint64(at, true);
-  return {
-    cs: segment(0 * KVM_SEGMENT_SIZE),
-    ds: segment(1 * KVM_SEGMENT_SIZE),
-    es: segment(2 * KVM_SEGMENT_SIZE),
-    fs: segment(3 * KVM_SEGMENT_SIZE),
-    gs: segment(4 * KVM_SEGMENT_SIZE),
-    ss: segment(5 * KVM_SEGMENT_SIZE),
-    tr: segment(6 * KVM_SEGMENT_SIZE),
-    ldt: segment(7 * KVM_SEGMENT_SIZE),
-    gdt: { base: u64(KVM_GDT), limit: view.getUint16(KVM_GDT + 8, true) },
-    idt: { base: u64(KVM_IDT), limit: view.getUint16(KVM_IDT + 8, true) },
-    cr0: u64(KVM_CR0),
-    cr2: u64(KVM_CR0 + 8),
-    cr3: u64(KVM_CR0 + 16),
-    cr4: u64(KVM_CR0 + 24),
-    cr8: u64(KVM_CR0 + 32),
-    efer: u64(KVM_CR0 + 40),
-    apicBase: u64(KVM_CR0 + 48),
-    interruptBitmap: [
-      u64(KVM_INTERRUPT_BITMAP),
-      u64(KVM_INTERRUPT_BITMAP + 8),
-      u64(KVM_INTERRUPT_BITMAP + 16),
-      u64(KVM_INTERRUPT_BITMAP + 24),
-    ],
-  };
-}
-
-/**
- * Writes registers as a `struct kvm_sregs` for `KVM_SET_SREGS`. Padding bytes are written as zero.
- *
- * @param sregs The registers; each field must fit its kernel width (`RangeError` otherwise).
- * @param target Where to write (at least {@linkcode KVM_SREGS_SIZE} bytes); a new buffer if omitted.
- * @returns `target`, or the new buffer.
- *
- * @example
- * ```ts
- * import { emptySregs, sregsFromKvm, sregsToKvm } from "./sregs.ts";
- *
- * const sregs = emptySregs();
- * sregs.efer = 0xd01n;
- * console.log(sregsFromKvm(sregsToKvm(sregs)).efer); // 3329n
- * ```
- */
-export function sregsToKvm(sregs: Sregs, target: Uint8Array = new Uint8Array(KVM_SREGS_SIZE)): Uint8Array {
-  if (target.byteLength < KVM_SREGS_SIZE) {
-    throw new RangeError(`struct kvm_sregs needs ${KVM_SREGS_SIZE} bytes, got ${target.byteLength}`);
-  }
-  // Zero first: the kernel structure has padding that must not carry stale bytes from a reused buffer.
-  target.fill(0, 0, KVM_SREGS_SIZE);
-  const writer = new ByteWriter(target.subarray(0, KVM_SREGS_SIZE));
-  for (const name of SEGMENT_NAMES) {
-    const segment = sregs[name];
-    writer.u64(segment.base);
-    writer.u32(segment.limit);
-    writer.u16(segment.selector);
-    for (const [flag] of SEGMENT_FLAGS) writer.u8(segment[flag]);
-    writer.skip(1);
-  }
-  for (const table of [sregs.gdt, sregs.idt]) {
-    writer.u64(table.base);
-    writer.u16(table.limit);
-    writer.skip(6);
-  }
-  for (const value of [sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.cr8, sregs.efer, sregs.apicBase]) {
-    writer.u64(value);
-  }
-  for (const word of sregs.interruptBitmap) writer.u64(word);
-  return target;
 }
 
 /**

@@ -209,9 +209,11 @@ export class ExecutionCanceledError extends Error {
   /** Creates the error. */
   constructor(functionName: string, reason: "timeout" | "interrupted", limitMs?: number) {
     super(
-      reason === "timeout"
-        ? `Guest function ${functionName} canceled: exceeded maxExecutionTimeMs (${limitMs} ms)`
-        : `Guest function ${functionName} canceled by an interrupt handle`,
+      reason === "interrupted"
+        ? `Guest function ${functionName} canceled by an interrupt handle`
+        : limitMs === undefined
+        ? `Guest function ${functionName} canceled: the enclosing call's maxExecutionTimeMs ran out`
+        : `Guest function ${functionName} canceled: exceeded maxExecutionTimeMs (${limitMs} ms)`,
     );
     this.name = "ExecutionCanceledError";
     this.reason = reason;
@@ -242,24 +244,28 @@ export class PoisonedSandboxError extends Error {
 }
 
 /**
- * KVM cannot be used: `/dev/kvm` is missing or not accessible. The message says what to do.
+ * The hypervisor cannot be used. `backend` names the one snapvm tried (`"kvm"` on Linux, `"whp"` on
+ * Windows); the message says what went wrong and what to do.
  *
  * @example
  * ```ts
  * import { HypervisorUnavailableError } from "./errors.ts";
- * console.log(new HypervisorUnavailableError("ENOENT").message);
+ * const e = new HypervisorUnavailableError("kvm", "/dev/kvm does not exist", "load kvm_intel or kvm_amd");
+ * console.log(e.backend, e.message);
  * ```
  */
 export class HypervisorUnavailableError extends Error {
-  /** Creates the error from the errno name of the failed open (or a reason). */
-  constructor(reason: string) {
-    const hint = reason === "ENOENT"
-      ? "/dev/kvm does not exist: enable virtualization (load kvm_intel or kvm_amd, or turn on nested virtualization)"
-      : reason === "EACCES" || reason === "EPERM"
-      ? "no permission to open /dev/kvm: add the user to the 'kvm' group (or run as root)"
-      : reason;
-    super(`Hypervisor unavailable: ${hint}`);
+  /** The backend that could not be used. */
+  readonly backend: string;
+  /** What went wrong, without the hint. */
+  readonly reason: string;
+  /** Creates the error: which backend, what went wrong, and (optionally) what to do about it. */
+  constructor(backend: string, reason: string, hint?: string) {
+    const label = backend === "kvm" ? "KVM" : backend === "whp" ? "Windows Hypervisor Platform" : backend;
+    super(`Hypervisor unavailable (${label}): ${reason}${hint ? `; ${hint}` : ""}`);
     this.name = "HypervisorUnavailableError";
+    this.backend = backend;
+    this.reason = reason;
   }
 }
 

@@ -1,56 +1,64 @@
 /**
- * Interrupt handles: stop a running guest call from any thread.
+ * Interrupt handles: stop a running guest call from any thread of this process.
  *
  * @module
  */
-import { libc } from "../ffi/linux/libc.ts";
-import { SIGUSR2 } from "./kvm/signals.ts";
+import type { InterruptTarget } from "./backend/backend.ts";
+import { backend } from "./backend/select.ts";
 
 const STATE = 0, CALL_SEQ = 1, KILL_SEQ = 2;
 
 /**
- * Stops a running guest call from any thread (a Worker, too): `kill()` ends the call in progress with
- * `ExecutionCanceledError` and poisons the sandbox. A kill when no call is running does nothing.
+ * Stops a running guest call from any thread of this process (a Worker, too): `kill()` ends the call in
+ * progress with `ExecutionCanceledError` and poisons the sandbox. A kill when no call is running does
+ * nothing.
  *
  * To use it in a Worker, post the handle (it is structured-cloneable data) and rebuild it there with
- * `InterruptHandle.from(data)`.
+ * `InterruptHandle.from(data)`. A handle only ever reaches threads of the process that made it.
  *
  * @example
  * ```ts
  * import { InterruptHandle } from "./interrupt_handle.ts";
  * // const handle = sbx.interruptHandle();
  * // worker.postMessage(handle);  // in the worker: InterruptHandle.from(e.data).kill()
+ * console.log(typeof InterruptHandle.from);
  * ```
  */
 export class InterruptHandle {
   /** Shared state: [running, call sequence, killed sequence]. */
   readonly shared: SharedArrayBuffer;
-  /** Process id. */
-  readonly pid: number;
-  /** Kernel thread id of the thread that runs the sandbox. */
-  readonly tid: number;
+  /** What the backend needs to interrupt the VM (for KVM: the thread that runs it). */
+  readonly target: InterruptTarget;
 
   /** Use `sbx.interruptHandle()` or `InterruptHandle.from()`. */
-  constructor(shared: SharedArrayBuffer, pid: number, tid: number) {
+  constructor(shared: SharedArrayBuffer, target: InterruptTarget) {
     this.shared = shared;
-    this.pid = pid;
-    this.tid = tid;
+    this.target = target;
   }
 
   /**
-   * Rebuilds a handle from its structured clone (as received by a Worker).
+   * Rebuilds a handle from its structured clone (as received by a Worker). Throws a TypeError for anything
+   * that is not the data of an interrupt handle.
    *
    * @example
    * ```ts
    * import { InterruptHandle } from "./interrupt_handle.ts";
    * // self.onmessage = (e) => InterruptHandle.from(e.data).kill();
+   * try {
+   *   InterruptHandle.from({});
+   * } catch (e) {
+   *   console.log((e as Error).name); // TypeError
+   * }
    * ```
    */
-  static from(data: { shared: SharedArrayBuffer; pid: number; tid: number }): InterruptHandle {
-    if (!(data?.shared instanceof SharedArrayBuffer) || data.shared.byteLength < 12) {
-      throw new TypeError("InterruptHandle.from() needs the data of an InterruptHandle");
-    }
-    return new InterruptHandle(data.shared, data.pid, data.tid);
+  static from(data: { shared: SharedArrayBuffer; target: InterruptTarget }): InterruptHandle {
+    const t = data?.target;
+    const valid = data?.shared instanceof SharedArrayBuffer && data.shared.byteLength >= 12 &&
+      typeof t === "object" && t !== null &&
+      ((t.backend === "kvm" && Number.isInteger(t.tid) && (t.tid as number) > 0) ||
+        (t.backend === "whp" && typeof t.partition === "bigint"));
+    if (!valid) throw new TypeError("InterruptHandle.from() needs the data of an InterruptHandle");
+    return new InterruptHandle(data.shared, { ...t });
   }
 
   /**
@@ -66,7 +74,7 @@ export class InterruptHandle {
     const a = new Int32Array(this.shared);
     if (Atomics.load(a, STATE) !== 1) return false;
     Atomics.store(a, KILL_SEQ, Atomics.load(a, CALL_SEQ));
-    libc().tgkill(this.pid, this.tid, SIGUSR2);
+    backend().interrupt(this.target);
     return true;
   }
 }
@@ -77,7 +85,7 @@ export class CallState {
   readonly shared: SharedArrayBuffer = new SharedArrayBuffer(12);
   readonly #a = new Int32Array(this.shared);
 
-  /** Marks a call as running; returns its sequence number. */
+  /** Marks a call as running. */
   begin(): void {
     Atomics.add(this.#a, CALL_SEQ, 1);
     Atomics.store(this.#a, STATE, 1);

@@ -15,11 +15,12 @@ import {
 import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
-import { MADV_RANDOM } from "../ffi/linux/libc.ts";
 import { initialise } from "./machine/init.ts";
 import { prefaultImage } from "./machine/system_area.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
+import type { Blob } from "./memory/blob.ts";
+import type { Mapping } from "./memory/mapping.ts";
 import {
   live,
   recordHostFunction,
@@ -28,7 +29,6 @@ import {
   type SnapshotData,
   snapshotFromMemory,
 } from "./snapshot.ts";
-import { ThreadSignals } from "./kvm/signals.ts";
 import { InterruptHandle } from "./interrupt_handle.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
 import {
@@ -188,12 +188,7 @@ export class MultiUseSandbox {
     checkHostFunctions(data, fns);
     const resolved = resolveConfiguration(config);
     warnAboutLayout(config, data.layout);
-    const vm = GuestVm.create(data.layout, (persistent) => {
-      persistent.remapPrivateFile(blob.fd, blob.offset);
-      // No read-around: a fault would otherwise read 8 MiB of the file (read-ahead) for one page.
-      persistent.advise(0, blob.size, MADV_RANDOM);
-      prefaultImage(persistent, data.layout);
-    }, data.sregs ?? undefined);
+    const vm = GuestVm.create(data.layout, (persistent) => mapSnapshot(persistent, blob, data.layout));
     try {
       let dispatch = data.entryAddr;
       let functions = data.functions;
@@ -231,7 +226,6 @@ export class MultiUseSandbox {
       layout: vm.layout,
       entrypoint: "Call",
       entryAddr: s.dispatch,
-      sregs: vm.getSregs(),
       hostFunctions: recordHostFunctions(s.hostFunctions),
       family: s.family,
       functions: s.functions,
@@ -279,15 +273,12 @@ export class MultiUseSandbox {
         if (!set && bits[page >>> 5] === 0 && (page & 31) === 0) page += 31; // skip clean words
       }
     } else {
-      vm.persistent.remapPrivateFile(blob.fd, blob.offset);
-      vm.persistent.advise(0, blob.size, MADV_RANDOM);
-      prefaultImage(vm.persistent, data.layout);
+      mapSnapshot(vm.persistent, blob, data.layout);
       vm.synced();
     }
     vm.resetScratch();
     this.#poison = undefined;
     try {
-      vm.setSregs(data.sregs);
       if (data.entrypoint === "Call") {
         vm.enterAt(data.entryAddr);
         this.#state = {
@@ -342,8 +333,7 @@ export class MultiUseSandbox {
   interruptHandle(): InterruptHandle {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
-    const s = ThreadSignals.get();
-    return new InterruptHandle(vm.callState.shared, s.pid, s.tid);
+    return new InterruptHandle(vm.callState.shared, vm.interruptTarget);
   }
 
   /**
@@ -366,6 +356,16 @@ export class MultiUseSandbox {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * Maps a snapshot's blob copy-on-write over a sandbox's persistent region, without read-around (a fault
+ * would otherwise read 8 MiB of the file for one page), and prefaults the image.
+ */
+function mapSnapshot(persistent: Mapping, blob: Blob, layout: Layout): void {
+  persistent.mapCopyOnWrite(blob.backing);
+  persistent.adviseRandom(0, blob.size);
+  prefaultImage(persistent, layout);
 }
 
 function isPoisoning(e: unknown): boolean {

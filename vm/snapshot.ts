@@ -4,45 +4,36 @@
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../ffi/linux/errno.ts";
-import {
-  F_ADD_SEALS,
-  F_SEAL_GROW,
-  F_SEAL_SEAL,
-  F_SEAL_SHRINK,
-  F_SEAL_WRITE,
-  libc,
-  MFD_ALLOW_SEALING,
-  MFD_CLOEXEC,
-} from "../ffi/linux/libc.ts";
 import {
   Arch,
   blake3,
   EntrypointTag,
   type HostFunction as RecordedHostFunction,
   type HostIdentity,
-  Hypervisor,
   inspectSnapshot,
+  type ParsedSnapshot,
   parseSnapshotHeader,
   SnapshotFormatError,
   type SnapshotInspection,
-  SREGS_OFFSET,
-  SREGS_SIZE,
-  sregsFromKvm,
   verifyBlobHash,
 } from "../format/mod.ts";
 import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./machine/abi.ts";
 import { tagOf, typeOfTag } from "./machine/codec.ts";
-import { openFile, readHeaderHash, readPrefix, statPath, writeSnapshotFile } from "./snapshot/file.ts";
-import { checkAbiSregs, kvmSregsFromFile, layoutOf, readFunctionTable } from "./snapshot/checks.ts";
+import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
+import { openSnapshotFile, readHeaderHash, readPrefix, writeSnapshotFile } from "./snapshot/file.ts";
+import { layoutOf, readFunctionTable } from "./snapshot/checks.ts";
+import { hypervisorTag } from "./backend/select.ts";
 import type { HostFunctions } from "./host_functions.ts";
 import type { Layout } from "./machine/layout.ts";
-import { Mapping } from "./memory/mapping.ts";
+import { Blob } from "./memory/blob.ts";
+import type { Mapping } from "./memory/mapping.ts";
+import type { OpenedFile } from "./memory/os_memory.ts";
 import type { GuestFunctionInfo, ReturnType, Signature, ValueType } from "./types.ts";
 
 /** The host this process is, as snapshot files name it. */
-export const HOST: HostIdentity = { arch: Arch.X86_64, hypervisor: Hypervisor.KVM, abiVersion: ABI_VERSION };
-
+export function hostIdentity(): HostIdentity {
+  return { arch: Arch.X86_64, hypervisor: hypervisorTag(), abiVersion: ABI_VERSION };
+}
 let lastFamily = 0;
 /** A new restore-compatibility family (process-local, never persisted). */
 export function newFamily(): number {
@@ -57,8 +48,6 @@ export interface SnapshotData {
   readonly entrypoint: "Initialise" | "Call";
   /** Init entry point or dispatch loop. */
   readonly entryAddr: bigint;
-  /** `struct kvm_sregs` (312 B), or null for Initialise snapshots. */
-  readonly sregs: Uint8Array | null;
   /** Host functions registered when the snapshot was taken. */
   readonly hostFunctions: readonly RecordedHostFunction[];
   /** Restore-compatibility family. */
@@ -67,43 +56,6 @@ export interface SnapshotData {
   readonly functions?: ReadonlyMap<string, GuestFunctionInfo>;
   /** BLAKE3 of the blob, once known. */
   blobHash?: Uint8Array;
-}
-
-/** The memory blob: an fd to map copy-on-write from, and a read-only reference view. */
-export class Blob {
-  #fd: number;
-  /** File offset of the blob. */
-  readonly offset: number;
-  /** Blob length. */
-  readonly size: number;
-  /** Read-only mapping of the blob (restore copies pages back from it, toFile writes it). */
-  readonly ref: Mapping;
-
-  /** Takes ownership of `fd`; maps the reference view. */
-  constructor(fd: number, offset: number, size: number) {
-    this.#fd = fd;
-    this.offset = offset;
-    this.size = size;
-    try {
-      this.ref = Mapping.readOnly(fd, size, offset);
-    } catch (e) {
-      libc().close(fd);
-      throw e;
-    }
-  }
-
-  /** The fd, or -1 once closed. */
-  get fd(): number {
-    return this.#fd;
-  }
-
-  /** Unmaps the reference view and closes the fd. */
-  close(): void {
-    if (this.#fd < 0) return;
-    this.ref.close();
-    libc().close(this.#fd);
-    this.#fd = -1;
-  }
 }
 
 const registry = new FinalizationRegistry<Blob>((blob) => blob.close());
@@ -172,32 +124,34 @@ export class Snapshot {
    * ```
    */
   static fromFileCached(path: string | URL): Snapshot {
-    const st = statPath(path);
-    const key = `${st.dev}:${st.ino}`;
-    const hit = cache.get(key);
-    const snap = hit?.ref.deref();
-    if (
-      snap !== undefined && hit!.size === st.size && hit!.mtime === st.mtime &&
-      internals.get(snap)?.blob.fd! >= 0
-    ) {
-      const hash = readHeaderHash(path);
-      if (hash !== undefined && equalBytes(hash, hit!.headerHash)) return snap;
+    const file = openSnapshotFile(path);
+    try {
+      const key = file.identity;
+      const hash = readHeaderHash(file);
+      const hit = cache.get(key);
+      const snap = hit?.ref.deref();
+      if (
+        snap !== undefined && hit!.size === file.size && !internals.get(snap)!.blob.closed &&
+        hash !== undefined && equalBytes(hash, hit!.headerHash)
+      ) return snap;
+      const fresh = Snapshot.#loadOpened(file, true);
+      if (hash !== undefined) {
+        const ref = new WeakRef(fresh);
+        cache.set(key, { ref, size: file.size, headerHash: hash });
+        cacheCleanup.register(fresh, { key, ref });
+      }
+      return fresh;
+    } finally {
+      file.close();
     }
-    const fresh = Snapshot.#load(path, true);
-    const hash = readHeaderHash(path);
-    if (hash !== undefined) {
-      const ref = new WeakRef(fresh);
-      cache.set(key, { ref, size: st.size, mtime: st.mtime, headerHash: hash });
-      cacheCleanup.register(fresh, { key, ref });
-    }
-    return fresh;
   }
 
   /**
    * Reads only the header and host-function section of a snapshot file, maps nothing, and describes it:
    * every header field, versions, arch and hypervisor names, compatibility with this host (and why not),
-   * the host functions, and both hashes as hex. Throws `SnapshotFormatError` only when the file cannot be
-   * read as a snapshot at all.
+   * the host functions, and both hashes as hex. `compatible` is the loader's verdict: it runs every check
+   * the loader runs before mapping the blob. Throws `SnapshotFormatError` only when the file cannot be read
+   * as a snapshot at all.
    *
    * @example
    * ```ts ignore
@@ -205,18 +159,14 @@ export class Snapshot {
    * ```
    */
   static inspectFile(path: string | URL): SnapshotInspection {
-    const f = openFile(path);
+    const file = openSnapshotFile(path);
     try {
-      const prefix = readPrefix(f.fd, f.size);
-      const info = inspectSnapshot(prefix, f.size, HOST);
+      const prefix = readPrefix(file);
+      const host = hostIdentity();
+      const info = inspectSnapshot(prefix, file.size, host);
       if (info.compatible) {
-        // The loader's own checks on top of the codec's: exact layout and ABI registers.
         try {
-          const parsed = parseSnapshotHeader(prefix, f.size, HOST);
-          layoutOf(parsed);
-          if (parsed.header.entrypointTag === EntrypointTag.Call) {
-            checkAbiSregs(kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)));
-          }
+          checkLoadable(parseSnapshotHeader(prefix, file.size, host));
         } catch (e) {
           if (!(e instanceof SnapshotFormatError)) throw e;
           info.compatible = false;
@@ -225,41 +175,39 @@ export class Snapshot {
       }
       return info;
     } finally {
-      libc().close(f.fd);
+      file.close();
     }
   }
 
   static #load(path: string | URL, verify: boolean): Snapshot {
-    const f = openFile(path);
-    let fd = f.fd;
+    const file = openSnapshotFile(path);
     try {
-      const prefix = readPrefix(fd, f.size);
-      const parsed = parseSnapshotHeader(prefix, f.size, HOST);
-      const layout = layoutOf(parsed);
-      const blob = new Blob(fd, parsed.header.memoryOffset, parsed.header.memorySize);
-      fd = -1; // owned by blob now
-      try {
-        if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
-        const call = parsed.header.entrypointTag === EntrypointTag.Call;
-        const data: SnapshotData = {
-          layout,
-          entrypoint: call ? "Call" : "Initialise",
-          entryAddr: BigInt(parsed.header.entrypointAddr),
-          sregs: call
-            ? checkAbiSregs(kvmSregsFromFile(prefix.subarray(SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE)))
-            : null,
-          hostFunctions: parsed.hostFunctions,
-          family: newFamily(),
-          functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
-          blobHash: parsed.blobHash,
-        };
-        return new Snapshot(blob, data);
-      } catch (e) {
-        blob.close();
-        throw e;
-      }
+      return Snapshot.#loadOpened(file, verify);
     } finally {
-      if (fd >= 0) libc().close(fd);
+      file.close();
+    }
+  }
+
+  /** Loads from an open file; the blob takes the file over (closing `file` afterwards is harmless). */
+  static #loadOpened(file: OpenedFile, verify: boolean): Snapshot {
+    const parsed = parseSnapshotHeader(readPrefix(file), file.size, hostIdentity());
+    const layout = checkLoadable(parsed);
+    const blob = new Blob(file.toBacking(parsed.header.memoryOffset, parsed.header.memorySize));
+    try {
+      if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
+      const call = parsed.header.entrypointTag === EntrypointTag.Call;
+      return new Snapshot(blob, {
+        layout,
+        entrypoint: call ? "Call" : "Initialise",
+        entryAddr: BigInt(parsed.header.entrypointAddr),
+        hostFunctions: parsed.hostFunctions,
+        family: newFamily(),
+        functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
+        blobHash: parsed.blobHash,
+      });
+    } catch (e) {
+      blob.close();
+      throw e;
     }
   }
 
@@ -297,9 +245,9 @@ export class Snapshot {
     d.blobHash ??= blake3(blob.ref.bytes);
     await writeSnapshotFile(path, {
       header: {
-        arch: HOST.arch,
+        arch: Arch.X86_64,
         abiVersion: ABI_VERSION,
-        hypervisor: HOST.hypervisor,
+        hypervisor: hypervisorTag(),
         entrypointTag: d.entrypoint === "Call" ? EntrypointTag.Call : EntrypointTag.Initialise,
         entrypointAddr: Number(d.entryAddr),
         stackTopGva: d.layout.stackTop,
@@ -314,7 +262,8 @@ export class Snapshot {
         ptSize: d.layout.ptPages * PAGE,
         memorySize: d.layout.persistentSize,
       },
-      sregs: d.sregs ? sregsFromKvm(d.sregs) : null,
+      // Sandboxes always enter with the ABI's registers, so that is what the file records.
+      sregs: d.entrypoint === "Call" ? ABI_SREGS : null,
       hostFunctions: d.hostFunctions,
       blobHash: d.blobHash,
     }, blob.ref.bytes);
@@ -355,37 +304,23 @@ function data(s: Snapshot): SnapshotData {
 export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
   const i = internals.get(s);
   if (i === undefined) throw new TypeError("Not a Snapshot");
-  if (i.blob.fd < 0) throw new TypeError("Snapshot is closed");
+  if (i.blob.closed) throw new TypeError("Snapshot is closed");
   return i;
 }
 
-/**
- * Copies `mem` (a persistent region) into a sealed memfd and wraps it as a snapshot.
- */
+/** Copies `mem` (a persistent region) into a sealed backing and wraps it as a snapshot. */
 export function snapshotFromMemory(mem: Mapping, d: SnapshotData): Snapshot {
-  const c = libc();
-  const fd = check(
-    "memfd_create",
-    c.memfd_create(new TextEncoder().encode("snapvm-snapshot\0"), MFD_CLOEXEC | MFD_ALLOW_SEALING),
-  );
-  try {
-    check("ftruncate", c.ftruncate(fd, BigInt(mem.size)));
-    for (let done = 0; done < mem.size;) {
-      const n = Number(
-        c.pwrite(fd, Deno.UnsafePointer.offset(mem.pointer, done), BigInt(mem.size - done), BigInt(done)),
-      );
-      if (n <= 0) throw new OsCallError("pwrite(memfd)", lastErrno());
-      done += n;
-    }
-    check(
-      "fcntl(F_ADD_SEALS)",
-      c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL),
-    );
-  } catch (e) {
-    c.close(fd);
-    throw e;
-  }
-  return Snapshot.create(new Blob(fd, 0, mem.size), d);
+  return Snapshot.create(Blob.copyOf(mem), d);
+}
+
+/**
+ * The loader's checks on top of the codec's: the exact layout, and for Call snapshots the special registers
+ * against the ABI. Returns the layout.
+ */
+function checkLoadable(parsed: ParsedSnapshot): Layout {
+  const layout = layoutOf(parsed);
+  if (parsed.sregs !== null) checkAbiSregs(parsed.sregs);
+  return layout;
 }
 
 /** The host functions of a set, in the snapshot's record form. */
@@ -408,7 +343,7 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 
 const cache = new Map<
   string,
-  { ref: WeakRef<Snapshot>; size: number; mtime: string; headerHash: Uint8Array }
+  { ref: WeakRef<Snapshot>; size: number; headerHash: Uint8Array }
 >();
 const cacheCleanup = new FinalizationRegistry<{ key: string; ref: WeakRef<Snapshot> }>(({ key, ref }) => {
   if (cache.get(key)?.ref === ref) cache.delete(key);

@@ -6,7 +6,6 @@
 import { IMAGE_BASE } from "./machine/abi.ts";
 import { initialise } from "./machine/init.ts";
 import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } from "./snapshot.ts";
-import { MADV_POPULATE_WRITE } from "../ffi/linux/libc.ts";
 import { GuestVm } from "./machine/guest_vm.ts";
 import { writeSystemArea } from "./machine/system_area.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
@@ -145,13 +144,12 @@ export class UninitializedSandbox {
    * ```
    */
   snapshot(): Snapshot {
-    using mem = Mapping.anonymous(this.#layout.persistentSize);
+    using mem = Mapping.reserve(this.#layout.persistentSize);
     this.#fill(mem);
     return snapshotFromMemory(mem, {
       layout: this.#layout,
       entrypoint: "Initialise",
       entryAddr: BigInt(this.#elf.entry),
-      sregs: null,
       hostFunctions: recordHostFunctions(this.#hostFunctions),
       family: newFamily(),
     });
@@ -166,6 +164,6 @@ export class UninitializedSandbox {
     // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
     // allocating them now saves a host page fault inside each guest fault.
     const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
-    mem.advise(IMAGE_BASE, hot, MADV_POPULATE_WRITE);
+    mem.prefault(IMAGE_BASE, hot);
   }
 }

@@ -33,8 +33,6 @@ export const KVM = {
   RUN: 0xae80n,
   /** vCPU fd: `struct kvm_regs` (144 B) out. */
   GET_REGS: 0x8090ae81n,
-  /** vCPU fd: `struct kvm_regs` in. */
-  SET_REGS: 0x4090ae82n,
   /** vCPU fd: `struct kvm_sregs` (312 B) out. */
   GET_SREGS: 0x8138ae83n,
   /** vCPU fd: `struct kvm_sregs` in. */
@@ -44,6 +42,25 @@ export const KVM = {
    * area first (FCW u16 @0, MXCSR u32 @24), XSTATE_BV u64 @512.
    */
   SET_XSAVE: 0x5000aea5n,
+  /**
+   * vCPU fd: `struct kvm_debugregs` (128 B: db[4] u64 @0, dr6 @32, dr7 @40, flags u64 @48, reserved[9]).
+   */
+  SET_DEBUGREGS: 0x4080aea2n,
+  /** vCPU fd: `struct kvm_debugregs` out. */
+  GET_DEBUGREGS: 0x8080aea1n,
+  /**
+   * vCPU fd: `struct kvm_msrs` (8 B header: nmsrs u32 @0, pad) followed by `struct kvm_msr_entry` (16 B:
+   * index u32 @0, reserved u32, data u64 @8); returns how many entries were set.
+   */
+  SET_MSRS: 0x4008ae89n,
+  /** vCPU fd: `struct kvm_msrs` in/out; returns how many entries were read. */
+  GET_MSRS: 0xc008ae88n,
+  /** vCPU fd: `struct kvm_xcrs` (392 B: nr_xcrs u32 @0, flags u32 @4, xcrs[16] {xcr u32, pad, value u64} @8). */
+  SET_XCRS: 0x4188aea7n,
+  /** vCPU fd: `struct kvm_vcpu_events` (64 B: exception @0, interrupt @8, nmi @12, sipi @16, flags u32 @20). */
+  SET_VCPU_EVENTS: 0x4040aea0n,
+  /** vCPU fd: `struct kvm_regs` in (see {@linkcode REGS}). */
+  SET_REGS: 0x4090ae82n,
   /** vCPU fd: `struct kvm_signal_mask` {u32 len = 8, u8 sigset[8]}: the signal mask while in KVM_RUN. */
   SET_SIGNAL_MASK: 0x4004ae8bn,
 } as const;
@@ -103,6 +120,27 @@ export const RUN = {
 /** `KVM_SYNC_X86_REGS`: the general-purpose register set of `kvm_run.s`. */
 export const KVM_SYNC_X86_REGS = 1n;
 
+/**
+ * MSRs a guest at CPL0 could change, with the values a vCPU has after `KVM_CREATE_VCPU` (Intel SDM vol. 3,
+ * "Initialization"): restored on a full vCPU reset so none of them outlives a tenant. FS/GS bases are part
+ * of the segment registers (`KVM_SET_SREGS`).
+ */
+export const RESET_MSRS: readonly (readonly [index: number, value: bigint])[] = [
+  [0x174, 0n], // IA32_SYSENTER_CS
+  [0x175, 0n], // IA32_SYSENTER_ESP
+  [0x176, 0n], // IA32_SYSENTER_EIP
+  [0x277, 0x0007040600070406n], // IA32_PAT
+  [0xc0000081, 0n], // STAR
+  [0xc0000082, 0n], // LSTAR
+  [0xc0000083, 0n], // CSTAR
+  [0xc0000084, 0n], // SFMASK
+  [0xc0000102, 0n], // KERNEL_GS_BASE
+  [0xc0000103, 0n], // TSC_AUX
+];
+
+/** `struct kvm_debugregs` values after reset: DR0–DR3 0, DR6 0xFFFF0FF0, DR7 0x400. */
+export const RESET_DR6 = 0xffff0ff0n, RESET_DR7 = 0x400n;
+
 /** Byte offsets in `struct kvm_regs` (144 B, 18 × u64). */
 export const REGS = {
   SIZE: 144,
@@ -144,6 +182,22 @@ export const SREGS = {
   APIC_BASE: 272,
   INTERRUPT_BITMAP: 280,
 } as const;
+
+/**
+ * Byte offsets in `struct kvm_segment` (24 B): base u64, limit u32, selector u16, then one u8 per flag in
+ * this order, then one padding byte.
+ */
+export const SEGMENT = {
+  SIZE: 24,
+  BASE: 0,
+  LIMIT: 8,
+  SELECTOR: 12,
+  /** type, present, dpl, db, s, l, g, avl, unusable: one byte each from here. */
+  FLAGS: 14,
+} as const;
+
+/** Byte offsets in `struct kvm_dtable` (16 B): base u64, limit u16, 6 padding bytes. */
+export const DTABLE = { BASE: 0, LIMIT: 8 } as const;
 
 /** `struct kvm_userspace_memory_region` flag: log dirty pages. */
 export const KVM_MEM_LOG_DIRTY_PAGES = 1;

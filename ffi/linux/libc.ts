@@ -22,6 +22,7 @@ const SYMBOLS = {
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+  pwrite_buf: { name: "pwrite", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
@@ -78,3 +79,17 @@ export const MFD_CLOEXEC = 1,
   F_SEAL_SHRINK = 2,
   F_SEAL_GROW = 4,
   F_SEAL_WRITE = 8;
+
+/**
+ * Byte offsets in glibc's x86-64 `struct stat` (144 B), as `fstat` fills it: `st_dev` u64 @0, `st_ino` @8,
+ * `st_mode` u32 @24, `st_size` i64 @48, `st_mtim` {sec @88, nsec @96}.
+ */
+export const STAT = {
+  SIZE: 144,
+  DEV: 0,
+  INO: 8,
+  MODE: 24,
+  SIZE_FIELD: 48,
+  MTIME_SEC: 88,
+  MTIME_NSEC: 96,
+} as const;

@@ -18,7 +18,6 @@ Deno.test("byte layout constants (hls-v1.md)", () => {
   assert.equal(format.HOST_FUNCS_OFFSET, 1176);
   assert.equal(format.FILE_PAGE_SIZE, 4096);
   assert.equal(format.TRAILING_GUARD_SIZE, 4096);
-  assert.equal(format.KVM_SREGS_SIZE, 312);
 });
 
 Deno.test("header fields are in spec order", () => {

@@ -30,7 +30,7 @@ import {
   TRAILING_GUARD_SIZE,
 } from "../../format/mod.ts";
 import { computeHeaderHash } from "../../format/_check.ts";
-import { HOST } from "../../vm/snapshot.ts";
+import { hostIdentity } from "../../vm/snapshot.ts";
 import { caseRng, type Rng } from "./_rng.ts";
 import {
   interestingValues,
@@ -153,7 +153,7 @@ export async function makeSnapshotSeeds(dir: string): Promise<SnapshotSeed[]> {
   {
     // The same Call snapshot re-encoded with an empty host-functions section (host_funcs_size 0).
     const plain = seeds.find((s) => s.name === "call-plain")!;
-    const parsed = parseSnapshotHeader(plain.bytes, plain.bytes.length, HOST);
+    const parsed = parseSnapshotHeader(plain.bytes, plain.bytes.length, hostIdentity());
     const { hasSregs: _h, hostFuncsSize: _s, memoryOffset: _o, ...header } = parsed.header;
     const prefix = encodeSnapshotPrefix({
       header,

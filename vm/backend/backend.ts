@@ -246,13 +246,15 @@ export interface VirtualMachine {
   resetVcpu(full: boolean): void;
 
   /**
-   * Stops `run()` with an `interrupted` exit once `ms` milliseconds have passed (while the thread is inside
-   * `run()`, or at the next `run()`). Nested arms on one thread keep a stack: disarming restores the outer
-   * deadline.
+   * Pushes a time limit of `ms` milliseconds (0: none of its own) for the runs of this thread: `run()`
+   * returns an `interrupted` exit once the effective deadline passes (or at the next `run()` after it has).
+   * Limits nest on one thread (a host function may call another sandbox): the effective deadline is the
+   * earlier of this one and the enclosing call's, and is returned in `performance.now()` time (Infinity
+   * for none).
    */
-  armTimeout(ms: number): void;
+  armTimeout(ms: number): number;
 
-  /** Undoes the innermost {@linkcode armTimeout}. */
+  /** Pops the innermost {@linkcode armTimeout}, going back to the enclosing deadline. */
   disarmTimeout(): void;
 
   /** Consumes a pending interrupt (after an `interrupted` exit) so that the next `run()` runs. */

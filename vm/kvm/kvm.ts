@@ -40,12 +40,16 @@ export class Kvm {
     const api = libc().ioctl(fd, KVM.GET_API_VERSION, 0n);
     if (api !== KVM_API_VERSION) {
       libc().close(fd);
-      throw new HypervisorUnavailableError(`KVM API version is ${api}, expected ${KVM_API_VERSION}`);
+      throw new HypervisorUnavailableError("kvm", `KVM API version is ${api}, expected ${KVM_API_VERSION}`);
     }
     this.vcpuMmapSize = check("ioctl(KVM_GET_VCPU_MMAP_SIZE)", libc().ioctl(fd, KVM.GET_VCPU_MMAP_SIZE, 0n));
     if (this.checkExtension(KVM_CAP.SYNC_REGS) <= 0) {
       libc().close(fd);
-      throw new HypervisorUnavailableError("KVM lacks KVM_CAP_SYNC_REGS, which snapvm's call path needs");
+      throw new HypervisorUnavailableError(
+        "kvm",
+        "KVM lacks KVM_CAP_SYNC_REGS, which snapvm's call path needs",
+        "use Linux 4.16 or later",
+      );
     }
     this.xsaveSize = Math.max(4096, this.checkExtension(KVM_CAP.XSAVE2));
   }
@@ -63,7 +67,7 @@ export class Kvm {
   static get(): Kvm {
     if (instance === undefined) {
       const fd = libc().open(encoder.encode("/dev/kvm\0"), O_RDWR | O_CLOEXEC, 0);
-      if (fd < 0) throw new HypervisorUnavailableError(errnoName(lastErrno()));
+      if (fd < 0) throw unavailable(lastErrno());
       instance = new Kvm(fd);
     }
     return instance;
@@ -99,9 +103,49 @@ export class Kvm {
     return this.#rawCreateVm();
   }
 
+  /**
+   * Closes the keeper VM and `/dev/kvm` for this thread (a Worker that is done with VMs). Any later use
+   * opens them again.
+   *
+   * @example
+   * ```ts
+   * import { Kvm } from "./kvm.ts";
+   * Kvm.shutdown();
+   * ```
+   */
+  static shutdown(): void {
+    const k = instance;
+    if (k === undefined) return;
+    instance = undefined;
+    k.#keeper?.vcpu.close();
+    k.#keeper?.vm.close();
+    k.#keeper = undefined;
+    libc().close(k.fd);
+  }
+
   #rawCreateVm(): VmFd {
     return new VmFd(check("ioctl(KVM_CREATE_VM)", libc().ioctl(this.fd, KVM.CREATE_VM, 0n)), this);
   }
 }
 
 let instance: Kvm | undefined;
+
+/** The error for a failed open of `/dev/kvm`, with what to do about it. */
+function unavailable(errno: number): HypervisorUnavailableError {
+  const name = errnoName(errno);
+  if (name === "ENOENT") {
+    return new HypervisorUnavailableError(
+      "kvm",
+      "/dev/kvm does not exist",
+      "enable virtualization (load kvm_intel or kvm_amd, or turn on nested virtualization)",
+    );
+  }
+  if (name === "EACCES" || name === "EPERM") {
+    return new HypervisorUnavailableError(
+      "kvm",
+      `no permission to open /dev/kvm (${name})`,
+      "add the user to the 'kvm' group (or run as root)",
+    );
+  }
+  return new HypervisorUnavailableError("kvm", `cannot open /dev/kvm (${name})`);
+}

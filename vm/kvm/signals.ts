@@ -41,6 +41,8 @@ export class ThreadSignals {
   readonly #timerSpec = new BigInt64Array(4);
   #timer: bigint | undefined;
   #armed = false;
+  /** Effective deadlines of the calls running on this thread, outermost first. */
+  #deadlines: number[] = [];
 
   private constructor() {
     const c = libc();
@@ -62,28 +64,62 @@ export class ThreadSignals {
     return (instance ??= new ThreadSignals());
   }
 
+  /** Deletes this thread's timer, if it has one (the thread is done with VMs). */
+  static shutdown(): void {
+    instance?.close();
+  }
+
   /** Consumes a pending SIGUSR2 of this thread, if any. */
   consume(): void {
     libc().sigtimedwait(this.#usr2, null, this.#zeroTimeout);
   }
 
-  /** Arms this thread's timer to signal it after `ms` milliseconds. */
-  arm(ms: number): void {
-    if (this.#timer === undefined) this.#timer = this.#createTimer();
-    const spec = this.#timerSpec;
-    spec[2] = BigInt(Math.floor(ms / 1000));
-    spec[3] = BigInt((ms % 1000) * 1_000_000);
-    check("timer_settime", libc().timer_settime(this.#timer, 0, spec, null));
-    this.#armed = true;
+  /**
+   * Pushes a time limit of `ms` milliseconds (0: none of its own) and returns the effective deadline, in
+   * `performance.now()` time: the earlier of its own and the enclosing call's. Limits nest because a host
+   * function of one sandbox may call another sandbox on the same thread; the inner call must neither
+   * outlive the outer call's limit nor cancel it. The timer is programmed for the innermost deadline, which
+   * is the earliest; a call with no limit anywhere costs no system call.
+   */
+  arm(ms: number): number {
+    const outer = this.#deadlines.length > 0 ? this.#deadlines[this.#deadlines.length - 1] : Infinity;
+    const deadline = Math.min(ms > 0 ? performance.now() + ms : Infinity, outer);
+    this.#deadlines.push(deadline);
+    if (deadline !== outer) this.#program(deadline);
+    return deadline;
   }
 
-  /** Disarms the timer if armed. */
+  /** Pops the innermost time limit; the timer goes back to the enclosing deadline, or off. */
   disarm(): void {
-    if (!this.#armed) return;
+    const inner = this.#deadlines.pop();
+    const outer = this.#deadlines.length > 0 ? this.#deadlines[this.#deadlines.length - 1] : Infinity;
+    if (inner !== outer) this.#program(outer);
+  }
+
+  /** Programs the timer to fire at `deadline` (now, if it has passed), or turns it off for Infinity. */
+  #program(deadline: number): void {
+    if (deadline === Infinity && !this.#armed) return;
+    if (this.#timer === undefined) this.#timer = this.#createTimer();
     const spec = this.#timerSpec;
-    spec.fill(0n);
-    check("timer_settime", libc().timer_settime(this.#timer!, 0, spec, null));
+    if (deadline === Infinity) {
+      spec.fill(0n);
+      this.#armed = false;
+    } else {
+      // At least 1 µs: a zero it_value would disarm the timer instead of firing it.
+      const us = Math.max(1, Math.ceil((deadline - performance.now()) * 1000));
+      spec[2] = BigInt(Math.floor(us / 1_000_000));
+      spec[3] = BigInt((us % 1_000_000) * 1000);
+      this.#armed = true;
+    }
+    check("timer_settime", libc().timer_settime(this.#timer, 0, spec, null));
+  }
+
+  /** Deletes the timer (the thread is done with VMs). */
+  close(): void {
+    if (this.#timer !== undefined) libc().timer_delete(this.#timer);
+    this.#timer = undefined;
     this.#armed = false;
+    this.#deadlines = [];
   }
 
   #createTimer(): bigint {

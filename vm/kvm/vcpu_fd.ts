@@ -5,8 +5,18 @@
  */
 import { check, lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
-import { KVM, KVM_SYNC_X86_REGS, REGS, RUN, SREGS } from "../../ffi/linux/kvm.ts";
-import { Mapping } from "../memory/mapping.ts";
+import {
+  KVM,
+  KVM_SYNC_X86_REGS,
+  REGS,
+  RESET_DR6,
+  RESET_DR7,
+  RESET_MSRS,
+  RUN,
+  SREGS,
+} from "../../ffi/linux/kvm.ts";
+import { Mapping, osMemory } from "../memory/mapping.ts";
+import { mapShared } from "../memory/posix/os_memory.ts";
 
 /** `KVM_RUN` returned -1 with EINTR: a signal interrupted it (reported like `KVM_EXIT_INTR`). */
 export const RUN_INTERRUPTED = -1;
@@ -32,7 +42,7 @@ export class VcpuFd {
   /** Wraps an open vCPU fd; maps `mmapSize` bytes of its `kvm_run` area. The object owns both. */
   constructor(fd: number, mmapSize: number) {
     this.#fd = fd;
-    this.run = Mapping.shared(fd, mmapSize);
+    this.run = Mapping.adopt(mapShared(fd, mmapSize), mmapSize, osMemory.unmapView);
   }
 
   /** The fd, or -1 once closed. */
@@ -132,6 +142,52 @@ export class VcpuFd {
     v.setUint16(0, 0x37f, true);
     v.setUint32(24, 0x1f80, true);
     check("ioctl(KVM_SET_XSAVE)", libc().ioctl_buf(this.#fd, KVM.SET_XSAVE, area));
+  }
+
+  /**
+   * `KVM_SET_REGS` from a 144-byte `struct kvm_regs`.
+   *
+   * @example
+   * ```ts
+   * // vcpu.setRegs(new Uint8Array(144));
+   * ```
+   */
+  setRegs(regs: Uint8Array): void {
+    check("ioctl(KVM_SET_REGS)", libc().ioctl_buf(this.#fd, KVM.SET_REGS, regs));
+  }
+
+  /**
+   * Puts every piece of vCPU state that only privileged guest code can change back to its reset value:
+   * debug registers (`KVM_SET_DEBUGREGS`), the MSRs of {@linkcode RESET_MSRS} (`KVM_SET_MSRS`), XCR0
+   * (`KVM_SET_XCRS`) and pending events (`KVM_SET_VCPU_EVENTS`). Returns false when KVM refused part of it.
+   *
+   * @example
+   * ```ts
+   * // if (!vcpu.resetPrivilegedState()) closeInsteadOfPooling();
+   * ```
+   */
+  resetPrivilegedState(): boolean {
+    const c = libc();
+    const dr = new Uint8Array(128);
+    const drv = new DataView(dr.buffer);
+    drv.setBigUint64(32, RESET_DR6, true);
+    drv.setBigUint64(40, RESET_DR7, true);
+    let ok = c.ioctl_buf(this.#fd, KVM.SET_DEBUGREGS, dr) === 0;
+    const msrs = new Uint8Array(8 + 16 * RESET_MSRS.length);
+    const mv = new DataView(msrs.buffer);
+    mv.setUint32(0, RESET_MSRS.length, true);
+    RESET_MSRS.forEach(([index, value], i) => {
+      mv.setUint32(8 + i * 16, index, true);
+      mv.setBigUint64(16 + i * 16, value, true);
+    });
+    ok = c.ioctl_buf(this.#fd, KVM.SET_MSRS, msrs) === RESET_MSRS.length && ok;
+    const xcrs = new Uint8Array(392);
+    const xv = new DataView(xcrs.buffer);
+    xv.setUint32(0, 1, true); // one XCR: XCR0 = 1 (x87 only), its reset value
+    xv.setBigUint64(16, 1n, true);
+    ok = c.ioctl_buf(this.#fd, KVM.SET_XCRS, xcrs) === 0 && ok;
+    ok = c.ioctl_buf(this.#fd, KVM.SET_VCPU_EVENTS, new Uint8Array(64)) === 0 && ok;
+    return ok;
   }
 
   /**

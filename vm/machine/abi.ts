@@ -46,6 +46,12 @@ export const TSS_LIMIT = 0x67 + 33;
 /** IDT gates for the 32 architectural exception vectors. */
 export const IDT_VECTORS = 32;
 
+/**
+ * Exception vectors for which the CPU pushes an error code (Intel SDM vol. 3, table 6-1): the IDT stubs
+ * push a zero for every other vector so the frame is uniform, and the host reports the code only for these.
+ */
+export const ERROR_CODE_VECTORS: ReadonlySet<number> = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+
 /** Control registers for long mode with paging; CPL3 guests. */
 export const CR0 = 0x80050033n, CR4 = 0x620n, EFER = 0xd00n;
 /** RFLAGS at entry: bit 1 only (IOPL 0, interrupts off). */

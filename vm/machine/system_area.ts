@@ -8,6 +8,7 @@ import {
   CR0,
   CR4,
   EFER,
+  ERROR_CODE_VECTORS,
   EXC_STACK_ADDR,
   EXC_STACK_TOP,
   GDT_ADDR,
@@ -36,14 +37,11 @@ import {
 import { SREGS } from "../../ffi/linux/kvm.ts";
 import type { Layout } from "./layout.ts";
 import type { Mapping } from "../memory/mapping.ts";
-import { MADV_POPULATE_WRITE } from "../../ffi/linux/libc.ts";
 import { type ElfSegment, PF_W, PF_X } from "./elf.ts";
 
 const P = 1, RW = 2, US = 4, ACCESSED = 0x20, DIRTY = 0x40;
 /** NX is bit 63: bit 31 of the entry's high 32-bit word. */
 const NX_HIGH = 0x8000_0000;
-/** Vectors for which the CPU pushes an error code. */
-const HAS_ERROR_CODE = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
 
 interface PageRange {
   start: number;
@@ -159,7 +157,7 @@ function writeIdtAndStubs(mem: Uint8Array, v: DataView): void {
     v.setUint16(g + 6, (handler >>> 16) & 0xffff, true);
     v.setUint32(g + 8, 0, true);
     let i = handler;
-    if (!HAS_ERROR_CODE.has(vec)) {
+    if (!ERROR_CODE_VECTORS.has(vec)) {
       mem[i++] = 0x6a; // push $0: uniform frame with an error code slot
       mem[i++] = 0x00;
     }
@@ -252,5 +250,5 @@ const PREFAULT_IMAGE_MAX = 1024 * 1024;
  * descriptor tables or the page cache read-only gained nothing).
  */
 export function prefaultImage(mem: Mapping, layout: Layout): void {
-  mem.advise(IMAGE_BASE, Math.min(layout.imageEnd - IMAGE_BASE, PREFAULT_IMAGE_MAX), MADV_POPULATE_WRITE);
+  mem.prefault(IMAGE_BASE, Math.min(layout.imageEnd - IMAGE_BASE, PREFAULT_IMAGE_MAX));
 }

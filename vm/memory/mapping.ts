@@ -1,171 +1,211 @@
 /**
- * An owned `mmap` mapping with a zero-copy view that becomes unusable (length 0) before the memory is
- * unmapped, so no JavaScript view can ever touch unmapped memory.
+ * An owned range of host memory (guest memory, a snapshot's read-only view, a vCPU's shared area) with
+ * zero-copy views that become unusable (length 0) before the memory is unmapped, so no JavaScript view can
+ * ever touch unmapped memory. The operating system calls come from `posix/os_memory.ts` or
+ * `windows/os_memory.ts`, picked once here.
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
-import {
-  libc,
-  MAP_ANONYMOUS,
-  MAP_FAILED,
-  MAP_FIXED,
-  MAP_NORESERVE,
-  MAP_PRIVATE,
-  MAP_SHARED,
-  PROT_READ,
-  PROT_WRITE,
-} from "../../ffi/linux/libc.ts";
+import { osMemory as posix } from "./posix/os_memory.ts";
+import type { Backing, OsMemory } from "./os_memory.ts";
 
 /**
- * One mapping. `bytes` and `view` cover it; `close()` detaches their buffer (every view over it drops to
- * length 0) and only then unmaps.
+ * The operating system's memory calls for this platform.
+ *
+ * @example
+ * ```ts
+ * import { osMemory } from "./mapping.ts";
+ * console.log(osMemory.pageSize); // 4096
+ * ```
+ */
+export const osMemory: OsMemory = posix;
+
+/** How a mapping gives its memory back. */
+type Unmap = (pointer: Deno.PointerObject, size: number) => void;
+
+/**
+ * One mapping. `bytes` and `view` cover it; `close()` detaches every buffer handed out (every view over it
+ * drops to length 0) and only then unmaps.
  *
  * @example
  * ```ts
  * import { Mapping } from "./mapping.ts";
- * using m = Mapping.anonymous(4096);
+ * using m = Mapping.reserve(4096);
  * m.bytes[0] = 1;
  * ```
  */
 export class Mapping {
   /** The host address of the mapping. */
   readonly pointer: Deno.PointerObject;
-  /** The host address as a number, for `kvm_userspace_memory_region`. */
+  /** The host address as a number. */
   readonly address: bigint;
   /** The mapping's length in bytes. */
   readonly size: number;
   #closed = false;
-  /** Set for a part of another mapping: closing it only detaches its views; the owner unmaps. */
-  readonly #partOf: Mapping | undefined;
+  /** How to unmap; undefined for a part of another mapping (the owner unmaps). */
+  readonly #unmap: Unmap | undefined;
   #parts: Mapping[] = [];
   #buffer: ArrayBuffer | undefined;
   #bytes: Uint8Array | undefined;
   #view: DataView | undefined;
-  /** Buffers handed out by `window()`, detached at close. */
-  #windows: WeakRef<ArrayBuffer>[] = [];
+  /**
+   * Buffers handed out by `window()`, detached at close. Held strongly: a WeakRef would keep its target
+   * alive until the current job ends anyway, so a synchronous loop would grow the heap either way; windows
+   * are made a bounded number of times per mapping (init, function table, crash frames).
+   */
+  #windows: ArrayBuffer[] = [];
 
-  private constructor(pointer: Deno.PointerObject, size: number, partOf?: Mapping) {
+  private constructor(pointer: Deno.PointerObject, size: number, unmap: Unmap | undefined) {
     this.pointer = pointer;
     this.address = BigInt(Deno.UnsafePointer.value(pointer));
     this.size = size;
-    this.#partOf = partOf;
+    this.#unmap = unmap;
   }
 
   /**
-   * A sub-range of this mapping as a mapping of its own (for views, `advise`, `remapPrivateFile`). The part
-   * is closed, and its views detached, when this mapping closes; closing the part alone unmaps nothing.
+   * Zero-filled private memory, reserved lazily (pages cost nothing until touched).
    *
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * using m = Mapping.anonymous(3 * 4096);
+   * using m = Mapping.reserve(1 << 20);
+   * ```
+   */
+  static reserve(size: number): Mapping {
+    return new Mapping(osMemory.reserve(size), size, osMemory.release);
+  }
+
+  /**
+   * Takes ownership of memory mapped elsewhere: `unmap` runs at close, after every view is detached.
+   *
+   * @example
+   * ```ts
+   * import { Mapping, osMemory } from "./mapping.ts";
+   * const m = Mapping.adopt(osMemory.reserve(4096), 4096, osMemory.release);
+   * m.close();
+   * ```
+   */
+  static adopt(pointer: Deno.PointerObject, size: number, unmap: Unmap): Mapping {
+    return new Mapping(pointer, size, unmap);
+  }
+
+  /**
+   * A read-only view of a snapshot backing's whole blob.
+   *
+   * @example
+   * ```ts
+   * import { Mapping, osMemory } from "./mapping.ts";
+   * using backing = { ...osMemory.sealedBytes(new Uint8Array(4096)), [Symbol.dispose]() {} };
+   * ```
+   */
+  static readOnly(backing: Backing): Mapping {
+    return new Mapping(osMemory.mapReadOnly(backing), backing.size, osMemory.unmapView);
+  }
+
+  /**
+   * A sub-range of this mapping as a mapping of its own (for views and the calls below). The part is
+   * closed, and its views detached, when this mapping closes; closing the part alone unmaps nothing.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.reserve(3 * 4096);
    * const tail = m.part(8192, 4096);
    * tail.bytes[0] = 1;
    * ```
    */
   part(offset: number, size: number): Mapping {
-    if (this.#closed) throw new Error("Mapping is closed");
+    this.#open();
     if (offset < 0 || size <= 0 || offset + size > this.size) {
       throw new RangeError(`part ${offset}+${size} is outside the ${this.size}-byte mapping`);
     }
-    const p = new Mapping(Deno.UnsafePointer.offset(this.pointer, offset)!, size, this);
+    const p = new Mapping(Deno.UnsafePointer.offset(this.pointer, offset)!, size, undefined);
     this.#parts.push(p);
     return p;
   }
 
   /**
-   * `mprotect` of a byte range (page aligned).
+   * Makes a page range inaccessible (a guard page).
    *
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * using m = Mapping.anonymous(8192);
-   * m.protect(4096, 4096, 0); // PROT_NONE
+   * using m = Mapping.reserve(8192);
+   * m.protectNone(4096, 4096);
    * ```
    */
-  protect(offset: number, length: number, prot: number): void {
-    check("mprotect", libc().mprotect(Deno.UnsafePointer.offset(this.pointer, offset), BigInt(length), prot));
+  protectNone(offset: number, size: number): void {
+    this.#range(offset, size);
+    osMemory.protectNone(this.#at(offset), size);
   }
 
   /**
-   * `mmap` with the given arguments; throws {@linkcode OsCallError} naming the call on failure.
+   * Replaces the whole mapping, in place, with a copy-on-write view of `backing`: the address and every
+   * view stay valid, guest writes stay private, and hypervisors pick the new pages up without re-mapping.
    *
    * @example
    * ```ts
-   * import { Mapping } from "./mapping.ts";
-   * const m = Mapping.map(4096, 3, 0x22, -1, 0);
-   * m.close();
+   * import { Mapping, osMemory } from "./mapping.ts";
+   * const backing = osMemory.sealedBytes(new Uint8Array(4096).fill(7));
+   * using m = Mapping.reserve(4096);
+   * m.mapCopyOnWrite(backing);
+   * console.log(m.bytes[0]); // 7
+   * backing.close();
    * ```
    */
-  static map(size: number, prot: number, flags: number, fd: number, offset: number): Mapping {
-    const p = libc().mmap(null, BigInt(size), prot, flags, fd, BigInt(offset));
-    if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
-      throw new OsCallError("mmap", lastErrno());
+  mapCopyOnWrite(backing: Backing): void {
+    this.#open();
+    if (backing.size !== this.size) {
+      throw new RangeError(`backing of ${backing.size} bytes does not fit the ${this.size}-byte mapping`);
     }
-    return new Mapping(p, size);
+    osMemory.mapCopyOnWrite(this.pointer, this.size, backing);
   }
 
   /**
-   * Zero-filled private anonymous memory, reserved lazily (pages cost nothing until touched).
+   * Allocates the host pages of a range now, so that the guest's first touch is cheaper (best effort).
    *
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * using m = Mapping.anonymous(1 << 20);
+   * using m = Mapping.reserve(8192);
+   * m.prefault(0, 8192);
    * ```
    */
-  static anonymous(size: number): Mapping {
-    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  prefault(offset: number, size: number): void {
+    this.#range(offset, size);
+    osMemory.prefault(this.#at(offset), size);
   }
 
   /**
-   * A shared mapping of `size` bytes of `fd` at `offset` (the `kvm_run` area of a vCPU, for example).
+   * Tells the OS that a file-backed range is read at random: no read-ahead (best effort).
    *
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * // const run = Mapping.shared(vcpuFd, 12288);
+   * using m = Mapping.reserve(8192);
+   * m.adviseRandom(0, 8192);
    * ```
    */
-  static shared(fd: number, size: number, offset = 0): Mapping {
-    return Mapping.map(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
+  adviseRandom(offset: number, size: number): void {
+    this.#range(offset, size);
+    osMemory.adviseRandom(this.#at(offset), size);
   }
 
   /**
-   * A read-only shared mapping of a file (a snapshot's reference copy of its blob).
+   * Drops a range's private pages: it reads as zeros again (or as the backing, in a copy-on-write view).
    *
    * @example
    * ```ts
-   * // const ref = Mapping.readOnly(fd, size, 4096);
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.reserve(4096);
+   * m.bytes[0] = 1;
+   * m.discard(0, 4096);
+   * console.log(m.bytes[0]); // 0
    * ```
    */
-  static readOnly(fd: number, size: number, offset: number): Mapping {
-    return Mapping.map(size, PROT_READ, MAP_SHARED, fd, offset);
-  }
-
-  /**
-   * Replaces the whole mapping, in place, with a copy-on-write mapping of `fd` at `offset` (`MAP_FIXED`):
-   * the address and every view stay valid, and KVM picks up the new pages without re-registering a slot.
-   *
-   * @example
-   * ```ts
-   * // persistent.remapPrivateFile(snapshotFd, 4096);
-   * ```
-   */
-  remapPrivateFile(fd: number, offset: number): void {
-    if (this.#closed) throw new Error("Mapping is closed");
-    const p = libc().mmap(
-      this.pointer,
-      BigInt(this.size),
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
-      fd,
-      BigInt(offset),
-    );
-    if (p === null || BigInt(Deno.UnsafePointer.value(p)) !== this.address) {
-      throw new OsCallError("mmap(MAP_FIXED)", lastErrno());
-    }
+  discard(offset: number, size: number): void {
+    this.#range(offset, size);
+    osMemory.discard(this.#at(offset), size);
   }
 
   /**
@@ -199,22 +239,18 @@ export class Mapping {
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * using m = Mapping.anonymous(1 << 20);
+   * using m = Mapping.reserve(1 << 20);
    * m.window(4096, 16).fill(1);
    * ```
    */
   window(offset: number, length: number): Uint8Array {
-    if (this.#closed) throw new Error("Mapping is closed");
+    this.#open();
     if (offset < 0 || length < 0 || offset + length > this.size) {
       throw new RangeError(`window ${offset}+${length} is outside the ${this.size}-byte mapping`);
     }
     if (length === 0) return new Uint8Array(0);
-    const buffer = Deno.UnsafePointerView.getArrayBuffer(
-      Deno.UnsafePointer.offset(this.pointer, offset)!,
-      length,
-    );
-    if (this.#windows.length > 64) this.#windows = this.#windows.filter((w) => w.deref() !== undefined);
-    this.#windows.push(new WeakRef(buffer));
+    const buffer = Deno.UnsafePointerView.getArrayBuffer(this.#at(offset), length);
+    this.#windows.push(buffer);
     return new Uint8Array(buffer);
   }
 
@@ -225,20 +261,17 @@ export class Mapping {
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * using a = Mapping.anonymous(8192), b = Mapping.anonymous(8192);
+   * using a = Mapping.reserve(8192), b = Mapping.reserve(8192);
    * a.copyFrom(b, 4096, 4096);
    * ```
    */
   copyFrom(source: Mapping, offset: number, length: number): void {
-    if (this.#closed || source.#closed) throw new Error("Mapping is closed");
+    this.#open();
+    source.#open();
     if (offset < 0 || length < 0 || offset + length > this.size || offset + length > source.size) {
       throw new RangeError(`copy ${offset}+${length} is outside the mappings`);
     }
-    libc().memcpy(
-      Deno.UnsafePointer.offset(this.pointer, offset),
-      Deno.UnsafePointer.offset(source.pointer, offset),
-      BigInt(length),
-    );
+    osMemory.copy(this.#at(offset), source.#at(offset), length);
   }
 
   /** True once closed. */
@@ -247,27 +280,12 @@ export class Mapping {
   }
 
   /**
-   * `madvise` over a byte range of the mapping.
-   *
-   * @example
-   * ```ts
-   * import { Mapping } from "./mapping.ts";
-   * using m = Mapping.anonymous(8192);
-   * m.advise(0, 8192, 4); // MADV_DONTNEED
-   * ```
-   */
-  advise(offset: number, length: number, advice: number): void {
-    const p = Deno.UnsafePointer.offset(this.pointer, offset);
-    check("madvise", libc().madvise(p, BigInt(length), advice));
-  }
-
-  /**
    * Detaches every view, then unmaps. Safe to call twice.
    *
    * @example
    * ```ts
    * import { Mapping } from "./mapping.ts";
-   * const m = Mapping.anonymous(4096);
+   * const m = Mapping.reserve(4096);
    * m.close();
    * ```
    */
@@ -275,20 +293,33 @@ export class Mapping {
     if (this.#closed) return;
     this.#closed = true;
     // transfer(0) detaches an external buffer: every Uint8Array/DataView over it now has length 0, so a
-    // stale view reads undefined instead of segfaulting the process after munmap.
+    // stale view reads undefined instead of segfaulting the process after the memory is unmapped.
     this.#buffer?.transfer(0);
-    for (const w of this.#windows) w.deref()?.transfer(0);
+    for (const w of this.#windows) w.transfer(0);
     this.#buffer = this.#bytes = this.#view = undefined;
     this.#windows = [];
     for (const part of this.#parts) part.close();
     this.#parts = [];
-    if (this.#partOf === undefined && this.size > 0) {
-      check("munmap", libc().munmap(this.pointer, BigInt(this.size)));
-    }
+    if (this.#unmap !== undefined && this.size > 0) this.#unmap(this.pointer, this.size);
   }
 
   /** Same as `close()`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  #open(): void {
+    if (this.#closed) throw new Error("Mapping is closed");
+  }
+
+  #range(offset: number, size: number): void {
+    this.#open();
+    if (offset < 0 || size < 0 || offset + size > this.size) {
+      throw new RangeError(`range ${offset}+${size} is outside the ${this.size}-byte mapping`);
+    }
+  }
+
+  #at(offset: number): Deno.PointerObject {
+    return Deno.UnsafePointer.offset(this.pointer, offset)!;
   }
 }

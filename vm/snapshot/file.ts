@@ -10,8 +10,8 @@ import { encodeSnapshotPrefix, type SnapshotPrefixInput, TRAILING_GUARD_SIZE } f
 import { HEADER_HASH_OFFSET, HOST_FUNCS_OFFSET } from "../../format/constants.ts";
 import { SnapshotFormatError } from "../../format/errors.ts";
 import { snapshotPrefixLength } from "../../format/hls.ts";
-import { lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
-import { libc, O_CLOEXEC, O_NONBLOCK, O_RDONLY } from "../../ffi/linux/libc.ts";
+import { osMemory } from "../memory/mapping.ts";
+import type { OpenedFile } from "../memory/os_memory.ts";
 
 const TMP_MARK = ".snapvm-tmp-";
 
@@ -37,6 +37,32 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Refuses to replace anything but a regular file (or nothing): renaming over a FIFO, socket or device node
+ * would silently replace it (as root, `toFile("/dev/zero")` would replace the device).
+ */
+function refuseSpecialTarget(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  if (info.isSymlink) {
+    try {
+      info = Deno.statSync(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return; // a dangling link is replaced like a missing file
+      throw e;
+    }
+  }
+  if (info.isDirectory) {
+    throw new Deno.errors.IsADirectory(`Is a directory (os error 21): rename to '${path}'`);
+  }
+  if (!info.isFile) throw notRegular(path, "save")();
+}
+
 /** Writes prefix ‖ blob ‖ 4096-byte zero guard to `path`, atomically. */
 // deno-lint-ignore require-await
 export async function writeSnapshotFile(
@@ -44,9 +70,10 @@ export async function writeSnapshotFile(
   input: SnapshotPrefixInput,
   blob: Uint8Array,
 ): Promise<void> {
-  const path = target instanceof URL ? decodeURIComponent(target.pathname) : target;
+  const path = pathString(target);
   const prefix = encodeSnapshotPrefix(input);
   const { dir, base } = split(path);
+  refuseSpecialTarget(path);
   const tmp = `${dir}/.${base}${TMP_MARK}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   const file = Deno.openSync(tmp, { write: true, createNew: true, mode: 0o644 });
   try {
@@ -79,88 +106,43 @@ export async function writeSnapshotFile(
   }
 }
 
-/** An open snapshot file. */
-export interface OpenFile {
-  fd: number;
-  size: number;
+const notRegular = (name: string, action: "load" | "save") => () =>
+  new SnapshotFormatError("InvalidField", {
+    field: "file type",
+    found: name,
+    expected: "a regular file",
+    action,
+  });
+
+/** A path or `file:` URL as a path string. */
+export function pathString(path: string | URL): string {
+  if (path instanceof URL) {
+    if (path.protocol !== "file:") throw new TypeError(`Must be a file URL, got ${path.protocol}`);
+    return decodeURIComponent(path.pathname);
+  }
+  return path;
 }
 
-const encoder = new TextEncoder();
-
-function pathString(path: string | URL): string {
-  return path instanceof URL ? decodeURIComponent(path.pathname) : path;
-}
-
-/** Opens a snapshot file read-only; Deno's own errors for a missing path or a directory. */
-export function openFile(path: string | URL): OpenFile {
-  // Deno's own errors for a missing, unreadable or wrong kind of path, as users of Deno.readFile expect.
-  const info = Deno.statSync(path);
+/**
+ * Opens a snapshot file read-only: Deno's own `NotFound` / `IsADirectory` / `PermissionDenied` for such
+ * paths, a `SnapshotFormatError` for anything that is not a regular file (FIFOs, devices, sockets), which
+ * is never read or blocked on.
+ */
+export function openSnapshotFile(path: string | URL): OpenedFile {
   const name = pathString(path);
-  if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${name}'`);
-  if (!info.isFile) {
-    throw new SnapshotFormatError("InvalidField", {
-      field: "file type",
-      found: name,
-      expected: "a regular file",
-    });
-  }
-  // O_NONBLOCK: a path swapped for a FIFO after the check must not block the open.
-  const fd = libc().open(encoder.encode(name + "\0"), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
-  if (fd < 0) throw new OsCallError(`open(${name})`, lastErrno());
-  const st = new BigUint64Array(18); // struct stat, 144 B: st_mode u32 at 24, st_size at 48
-  const statOk = libc().fstat(fd, new Uint8Array(st.buffer)) >= 0;
-  const errno = statOk ? 0 : lastErrno();
-  if (!statOk || (st[3] & 0xf000n) !== 0x8000n) {
-    libc().close(fd);
-    if (!statOk) throw new OsCallError("fstat", errno);
-    throw new SnapshotFormatError("InvalidField", {
-      field: "file type",
-      found: name,
-      expected: "a regular file",
-    });
-  }
-  return { fd, size: Number(st[6]) };
-}
-
-function pread(fd: number, length: number, offset: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let done = 0;
-  while (done < length) {
-    const n = Number(libc().pread(fd, out.subarray(done), BigInt(length - done), BigInt(offset + done)));
-    if (n < 0) throw new OsCallError("pread", lastErrno());
-    if (n === 0) break;
-    done += n;
-  }
-  return out.subarray(0, done);
+  return osMemory.openFile(name, notRegular(name, "load"));
 }
 
 /** Reads exactly the prefix the parser needs (bounded by the file length and the format's limits). */
-export function readPrefix(fd: number, fileSize: number): Uint8Array {
-  const first = pread(fd, Math.min(fileSize, HOST_FUNCS_OFFSET), 0);
+export function readPrefix(file: OpenedFile): Uint8Array {
+  const first = file.read(0, Math.min(file.size, HOST_FUNCS_OFFSET));
   if (first.length < HOST_FUNCS_OFFSET) return first; // the parser reports Truncated
   const need = snapshotPrefixLength(first);
-  return need <= first.length ? first : pread(fd, Math.min(need, fileSize), 0);
+  return need <= first.length ? first : file.read(0, Math.min(need, file.size));
 }
 
-/** Device, inode, size and mtime (ns) of a path, for the load cache. */
-export function statPath(path: string | URL): { dev: bigint; ino: bigint; size: number; mtime: string } {
-  const f = openFile(path);
-  try {
-    const st = new BigUint64Array(18);
-    libc().fstat(f.fd, new Uint8Array(st.buffer));
-    return { dev: st[0], ino: st[1], size: Number(st[6]), mtime: `${st[11]}.${st[12]}` };
-  } finally {
-    libc().close(f.fd);
-  }
-}
-
-/** The 32 header-hash bytes of a file, or undefined when it is too short. */
-export function readHeaderHash(path: string | URL): Uint8Array | undefined {
-  const f = openFile(path);
-  try {
-    const h = pread(f.fd, 32, HEADER_HASH_OFFSET);
-    return h.length === 32 ? h : undefined;
-  } finally {
-    libc().close(f.fd);
-  }
+/** The 32 header-hash bytes of an open file, or undefined when it is too short. */
+export function readHeaderHash(file: OpenedFile): Uint8Array | undefined {
+  const h = file.read(HEADER_HASH_OFFSET, 32);
+  return h.length === 32 ? h : undefined;
 }

@@ -1,0 +1,309 @@
+/**
+ * Guest memory and snapshot backing on Linux: anonymous `mmap` reservations, `MAP_PRIVATE | MAP_FIXED`
+ * copy-on-write views of a file or a sealed memfd, `madvise` hints.
+ *
+ * @module
+ */
+import { check, lastErrno, OsCallError } from "../../../ffi/linux/errno.ts";
+import {
+  F_ADD_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  libc,
+  MADV_DONTNEED,
+  MADV_POPULATE_WRITE,
+  MADV_RANDOM,
+  MAP_ANONYMOUS,
+  MAP_FAILED,
+  MAP_FIXED,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDONLY,
+  PROT_READ,
+  PROT_WRITE,
+  STAT,
+} from "../../../ffi/linux/libc.ts";
+import type { Backing, OpenedFile, OsMemory } from "../os_memory.ts";
+
+const encoder = new TextEncoder();
+
+function mapOrThrow(
+  call: string,
+  at: Deno.PointerObject | null,
+  size: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+): Deno.PointerObject {
+  const p = libc().mmap(at, BigInt(size), prot, flags, fd, BigInt(offset));
+  if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
+    throw new OsCallError(call, lastErrno());
+  }
+  if (at !== null && Deno.UnsafePointer.value(p) !== Deno.UnsafePointer.value(at)) {
+    throw new OsCallError(call, lastErrno());
+  }
+  return p;
+}
+
+/** A file descriptor with the blob's place in it. */
+class FdBacking implements Backing {
+  #fd: number;
+  readonly offset: number;
+  readonly size: number;
+
+  constructor(fd: number, offset: number, size: number) {
+    this.#fd = fd;
+    this.offset = offset;
+    this.size = size;
+  }
+
+  get fd(): number {
+    if (this.#fd < 0) throw new Error("Backing is closed");
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    libc().close(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+function fdOf(backing: Backing): FdBacking {
+  if (!(backing instanceof FdBacking)) throw new TypeError("Not a backing of this platform");
+  return backing;
+}
+
+function sealed(name: string, size: number, fill: (fd: number) => void): Backing {
+  const c = libc();
+  const fd = check(
+    "memfd_create",
+    c.memfd_create(encoder.encode(`${name}\0`), MFD_CLOEXEC | MFD_ALLOW_SEALING),
+  );
+  try {
+    check("ftruncate", c.ftruncate(fd, BigInt(size)));
+    fill(fd);
+    check(
+      "fcntl(F_ADD_SEALS)",
+      c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL),
+    );
+  } catch (e) {
+    c.close(fd);
+    throw e;
+  }
+  return new FdBacking(fd, 0, size);
+}
+
+function pwriteAll(fd: number, from: Deno.PointerObject, size: number): void {
+  for (let done = 0; done < size;) {
+    const n = Number(
+      libc().pwrite(fd, Deno.UnsafePointer.offset(from, done), BigInt(size - done), BigInt(done)),
+    );
+    if (n <= 0) throw new OsCallError("pwrite(memfd)", lastErrno());
+    done += n;
+  }
+}
+
+function notFound(path: string): Error {
+  return new Deno.errors.NotFound(`No such file or directory (os error 2): open '${path}'`);
+}
+
+class PosixFile implements OpenedFile {
+  #fd: number;
+  readonly size: number;
+  readonly identity: string;
+
+  constructor(fd: number, size: number, identity: string) {
+    this.#fd = fd;
+    this.size = size;
+    this.identity = identity;
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const n = Number(
+        libc().pread(this.#fd, out.subarray(done), BigInt(length - done), BigInt(offset + done)),
+      );
+      if (n < 0) throw new OsCallError("pread", lastErrno());
+      if (n === 0) break;
+      done += n;
+    }
+    return out.subarray(0, done);
+  }
+
+  toBacking(offset: number, size: number): Backing {
+    if (this.#fd < 0) throw new Error("File is closed");
+    const b = new FdBacking(this.#fd, offset, size);
+    this.#fd = -1;
+    return b;
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    libc().close(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+/**
+ * The Linux implementation of {@linkcode OsMemory}.
+ *
+ * @example
+ * ```ts
+ * import { osMemory } from "./os_memory.ts";
+ * const p = osMemory.reserve(8192);
+ * osMemory.release(p, 8192);
+ * ```
+ */
+export const osMemory: OsMemory = {
+  pageSize: 4096,
+
+  reserve(size) {
+    return mapOrThrow(
+      "mmap",
+      null,
+      size,
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+      -1,
+      0,
+    );
+  },
+
+  release(pointer, size) {
+    check("munmap", libc().munmap(pointer, BigInt(size)));
+  },
+
+  protectNone(pointer, size) {
+    check("mprotect", libc().mprotect(pointer, BigInt(size), 0));
+  },
+
+  mapCopyOnWrite(pointer, size, backing) {
+    const b = fdOf(backing);
+    mapOrThrow(
+      "mmap(MAP_FIXED)",
+      pointer,
+      size,
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+      b.fd,
+      b.offset,
+    );
+  },
+
+  mapReadOnly(backing) {
+    const b = fdOf(backing);
+    return mapOrThrow("mmap", null, b.size, PROT_READ, MAP_SHARED, b.fd, b.offset);
+  },
+
+  unmapView(pointer, size) {
+    check("munmap", libc().munmap(pointer, BigInt(size)));
+  },
+
+  prefault(pointer, size) {
+    // Best effort: MADV_POPULATE_WRITE exists since Linux 5.14; older kernels just fault later.
+    if (size > 0) libc().madvise(pointer, BigInt(size), MADV_POPULATE_WRITE);
+  },
+
+  adviseRandom(pointer, size) {
+    if (size > 0) libc().madvise(pointer, BigInt(size), MADV_RANDOM);
+  },
+
+  discard(pointer, size) {
+    check("madvise(MADV_DONTNEED)", libc().madvise(pointer, BigInt(size), MADV_DONTNEED));
+  },
+
+  copy(to, from, size) {
+    libc().memcpy(to, from, BigInt(size));
+  },
+
+  sealedCopy(pointer, size) {
+    return sealed("snapvm-snapshot", size, (fd) => pwriteAll(fd, pointer, size));
+  },
+
+  sealedBytes(bytes) {
+    return sealed("snapvm-snapshot", bytes.byteLength, (fd) => {
+      for (let done = 0; done < bytes.byteLength;) {
+        const n = Number(
+          libc().pwrite_buf(fd, bytes.subarray(done), BigInt(bytes.byteLength - done), BigInt(done)),
+        );
+        if (n <= 0) throw new OsCallError("pwrite(memfd)", lastErrno());
+        done += n;
+      }
+    });
+  },
+
+  openFile(path, notRegular) {
+    // O_NONBLOCK: a FIFO must not block the open; it is refused below as not a regular file.
+    const fd = libc().open(encoder.encode(`${path}\0`), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) {
+      const errno = lastErrno();
+      if (errno === 2) throw notFound(path);
+      if (errno === 13 || errno === 1) {
+        throw new Deno.errors.PermissionDenied(`Permission denied (os error ${errno}): open '${path}'`);
+      }
+      throw new OsCallError(`open(${path})`, errno);
+    }
+    const st = new BigUint64Array(STAT.SIZE / 8);
+    if (libc().fstat(fd, new Uint8Array(st.buffer)) < 0) {
+      const errno = lastErrno();
+      libc().close(fd);
+      throw new OsCallError("fstat", errno);
+    }
+    const mode = Number(new DataView(st.buffer).getUint32(STAT.MODE, true)) & 0o170000;
+    if (mode === 0o040000) {
+      libc().close(fd);
+      throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${path}'`);
+    }
+    if (mode !== 0o100000) {
+      libc().close(fd);
+      throw notRegular();
+    }
+    const v = new DataView(st.buffer);
+    const identity = `${v.getBigUint64(STAT.DEV, true)}:${v.getBigUint64(STAT.INO, true)}:` +
+      `${v.getBigUint64(STAT.MTIME_SEC, true)}.${v.getBigUint64(STAT.MTIME_NSEC, true)}`;
+    return new PosixFile(fd, Number(v.getBigInt64(STAT.SIZE_FIELD, true)), identity);
+  },
+};
+
+/**
+ * A shared mapping of `size` bytes of `fd` (the `kvm_run` area of a vCPU): returns its address.
+ *
+ * @example
+ * ```ts ignore
+ * import { mapShared } from "./os_memory.ts";
+ * const p = mapShared(vcpuFd, 12288);
+ * ```
+ */
+export function mapShared(fd: number, size: number): Deno.PointerObject {
+  return mapOrThrow("mmap", null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+}
+
+/**
+ * The file descriptor of a backing made on Linux (tests and diagnostics).
+ *
+ * @example
+ * ```ts
+ * import { backingFd, osMemory } from "./os_memory.ts";
+ * const b = osMemory.sealedBytes(new Uint8Array(4096));
+ * console.log(backingFd(b) >= 0);
+ * b.close();
+ * ```
+ */
+export function backingFd(backing: Backing): number {
+  return fdOf(backing).fd;
+}
