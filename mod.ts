@@ -25,6 +25,7 @@ export type { Blake3Backend } from "./format/blake3.ts";
 export { HostFunctions } from "./vm/host_functions.ts";
 export type { HostFunction, HostFunctionEntry } from "./vm/host_functions.ts";
 export { InterruptHandle } from "./vm/interrupt_handle.ts";
+export type { BackendName, InterruptTarget } from "./vm/backend/backend.ts";
 export { CONFIG_LIMITS } from "./vm/config.ts";
 export type { LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm/config.ts";
 export { setLogger } from "./vm/logger.ts";

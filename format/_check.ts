@@ -14,16 +14,13 @@ import {
   HLS_FORMAT_VERSION,
   HLS_MAGIC,
   HOST_FUNCS_OFFSET,
-  IMAGE_BASE,
-  MAX_GUEST_MEMORY,
   MAX_HOST_FUNCS_SIZE,
   MAX_IO_BUFFER_SIZE,
   MAX_MEMORY_OFFSET,
+  MAX_MEMORY_SIZE,
   MIN_INPUT_DATA_SIZE,
   MIN_OUTPUT_DATA_SIZE,
   MIN_PT_SIZE,
-  PAGE_TABLES_BASE,
-  PAGE_TABLES_END,
   SREGS_OFFSET,
   SREGS_SIZE,
   STACK_ALIGNMENT,
@@ -34,7 +31,7 @@ import { type SnapshotAction, SnapshotFormatError, type SnapshotFormatErrorKind 
 import { HEADER_FIELDS, type HeaderFieldName, type RawSnapshotHeader } from "./header.ts";
 import { decodeHostFunctions, type HostFunction } from "./host_functions.ts";
 import { decodeSregs, type Sregs } from "./sregs.ts";
-import { ARCH_NAMES, ENTRYPOINT_NAMES, type HostIdentity, HYPERVISOR_NAMES } from "./tags.ts";
+import { ARCH_NAMES, ENTRYPOINT_NAMES, type HostIdentity, HYPERVISOR_NAMES, type MemoryMap } from "./tags.ts";
 import { blake3 } from "./blake3.ts";
 import { hexAddress, toHex } from "./_hex.ts";
 import { ByteReader } from "./_reader.ts";
@@ -62,7 +59,7 @@ export interface CheckedPrefix {
   blobHash: Uint8Array;
   /** Host-compatibility errors, when collected instead of thrown. */
   incompatibilities: SnapshotFormatError[];
-  /** Whether the snapvm layout checks ran (they are skipped for an incompatible file being inspected). */
+  /** Whether the layout checks ran (they need the host's memory map and a compatible file). */
   layoutChecked: boolean;
 }
 
@@ -261,8 +258,9 @@ export function checkPrefix(
   if (raw.memory_size === 0n || raw.memory_size % PAGE !== 0n) {
     fail("InvalidField", "memory_size", raw.memory_size, `a non-zero multiple of ${PAGE}`);
   }
-  if (raw.memory_size > BigInt(MAX_GUEST_MEMORY)) {
-    fail("InvalidField", "memory_size", raw.memory_size, `at most ${MAX_GUEST_MEMORY}`);
+  const maxMemory = host.memoryMap?.maxGuestMemory ?? MAX_MEMORY_SIZE;
+  if (raw.memory_size > BigInt(maxMemory)) {
+    fail("InvalidField", "memory_size", raw.memory_size, `at most ${maxMemory}`);
   }
   const fileNeeded = raw.memory_offset + raw.memory_size + BigInt(TRAILING_GUARD_SIZE);
   if (length < fileNeeded) {
@@ -280,9 +278,8 @@ export function checkPrefix(
     );
   }
 
-  // ---- Sizes and offsets: snapvm's memory layout (docs/ABI.md) ----
-  const layoutChecked = incompatibilities.length === 0;
-  if (layoutChecked) checkLayout(raw, fail);
+  // ---- Sizes and offsets: the host ABI's memory layout, when the caller names it ----
+  if (incompatibilities.length === 0 && host.memoryMap !== undefined) checkLayout(raw, fail, host.memoryMap);
 
   // ---- Entry point and special registers agree ----
   const isCall = raw.entrypoint_tag === 1n;
@@ -334,6 +331,7 @@ export function checkPrefix(
     },
   );
 
+  const layoutChecked = incompatibilities.length === 0 && host.memoryMap !== undefined;
   return { formatVersion, raw, sregs, hostFunctions, headerHash, blobHash, incompatibilities, layoutChecked };
 }
 
@@ -404,7 +402,7 @@ type Fail = (
  * of the heap; page tables at 0x5000; the image at 0x200000; the heap right after the image's last page; then
  * an unmapped guard page and the scratch region (stack, input buffer, output buffer).
  */
-function checkLayout(raw: RawSnapshotHeader, fail: Fail): void {
+function checkLayout(raw: RawSnapshotHeader, fail: Fail, map: MemoryMap): void {
   const field = (name: HeaderFieldName) => raw[name];
   const within = (name: HeaderFieldName, min: bigint, max: bigint) => {
     if (field(name) < min || field(name) > max) {
@@ -414,8 +412,8 @@ function checkLayout(raw: RawSnapshotHeader, fail: Fail): void {
   const pageMultiple = (name: HeaderFieldName) => {
     if (field(name) % PAGE !== 0n) fail("InvalidField", name, field(name), `a multiple of ${PAGE}`);
   };
-  const maxMemory = BigInt(MAX_GUEST_MEMORY);
-  const imageBase = BigInt(IMAGE_BASE);
+  const maxMemory = BigInt(map.maxGuestMemory);
+  const imageBase = BigInt(map.imageBase);
 
   if (raw.snapshot_size !== raw.memory_size) {
     fail("InvalidField", "snapshot_size", raw.snapshot_size, `${raw.memory_size}, equal to memory_size`);
@@ -450,9 +448,9 @@ function checkLayout(raw: RawSnapshotHeader, fail: Fail): void {
     );
   }
 
-  // Page tables: from PAGE_TABLES_BASE, never into the image.
+  // Page tables: from the map's base, never into the image.
   pageMultiple("pt_size");
-  within("pt_size", BigInt(MIN_PT_SIZE), BigInt(PAGE_TABLES_END) - BigInt(PAGE_TABLES_BASE));
+  within("pt_size", BigInt(MIN_PT_SIZE), BigInt(map.pageTablesEnd) - BigInt(map.pageTablesBase));
 
   // Scratch region: after the blob and the stack guard, inside the guest memory limit.
   pageMultiple("scratch_size");
@@ -467,7 +465,7 @@ function checkLayout(raw: RawSnapshotHeader, fail: Fail): void {
       `at most ${
         maxMemory - scratchBase < 0n ? 0n : maxMemory - scratchBase
       } (guest memory, blob + ${STACK_GUARD_SIZE}-byte ` +
-        `stack guard + scratch, is at most ${MAX_GUEST_MEMORY} bytes)`,
+        `stack guard + scratch, is at most ${map.maxGuestMemory} bytes)`,
     );
   }
   within("input_data_size", BigInt(MIN_INPUT_DATA_SIZE), BigInt(MAX_IO_BUFFER_SIZE));

@@ -7,12 +7,6 @@
  *
  * @module
  */
-import {
-  FUNC_TABLE_ADDR,
-  IMAGE_BASE as ABI_IMAGE_BASE,
-  MAX_GUEST_MEMORY as ABI_MAX_GUEST_MEMORY,
-  PML4_ADDR,
-} from "../vm/machine/abi.ts";
 
 // ---- Byte layout (shared/format/hls-v1.md) ------------------------------------------------------------------
 
@@ -164,6 +158,18 @@ export const TRAILING_GUARD_SIZE = 4096;
 // ---- Limits enforced on load (and on save) ------------------------------------------------------------------
 
 /**
+ * Largest memory blob the format allows (1 GiB); a layout (see `MemoryMap`) may allow less.
+ *
+ * @example
+ * ```ts
+ * import { MAX_MEMORY_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_MEMORY_SIZE); // 1073741824
+ * ```
+ */
+export const MAX_MEMORY_SIZE = 1024 * 1024 * 1024;
+
+/**
  * Largest host-functions section, in bytes (the spec's limit).
  *
  * @example
@@ -227,19 +233,6 @@ export const MAX_MEMORY_OFFSET: number =
   FILE_PAGE_SIZE;
 
 /**
- * Most guest memory, persistent plus stack guard plus scratch (docs/ABI.md: "Total guest memory is at most
- * 944 MiB", what the page tables can map). Also bounds `memory_size`.
- *
- * @example
- * ```ts
- * import { MAX_GUEST_MEMORY } from "./constants.ts";
- *
- * console.log(MAX_GUEST_MEMORY); // 989855744 (944 MiB)
- * ```
- */
-export const MAX_GUEST_MEMORY: number = ABI_MAX_GUEST_MEMORY;
-
-/**
  * Largest input or output buffer.
  *
  * @example
@@ -290,30 +283,6 @@ export const MIN_OUTPUT_DATA_SIZE = 12;
 export const GUEST_PAGE_SIZE = 4096;
 
 /**
- * Guest-physical address of the PML4, where the page tables start.
- *
- * @example
- * ```ts
- * import { PAGE_TABLES_BASE } from "./constants.ts";
- *
- * console.log(PAGE_TABLES_BASE.toString(16)); // 5000
- * ```
- */
-export const PAGE_TABLES_BASE: number = PML4_ADDR;
-
-/**
- * Guest-physical address where the page tables must end (the host-only function table follows).
- *
- * @example
- * ```ts
- * import { PAGE_TABLES_END } from "./constants.ts";
- *
- * console.log(PAGE_TABLES_END.toString(16)); // 1e0000
- * ```
- */
-export const PAGE_TABLES_END: number = FUNC_TABLE_ADDR;
-
-/**
  * Fewest page-table bytes: PML4, PDPT, PD and at least one page table.
  *
  * @example
@@ -324,18 +293,6 @@ export const PAGE_TABLES_END: number = FUNC_TABLE_ADDR;
  * ```
  */
 export const MIN_PT_SIZE = 4 * GUEST_PAGE_SIZE;
-
-/**
- * Guest address where the image (ELF `PT_LOAD` segments) starts; the page tables end at or before it.
- *
- * @example
- * ```ts
- * import { IMAGE_BASE } from "./constants.ts";
- *
- * console.log(IMAGE_BASE.toString(16)); // 200000
- * ```
- */
-export const IMAGE_BASE: number = ABI_IMAGE_BASE;
 
 /**
  * The unmapped stack guard between the persistent region (the blob) and the scratch region.

@@ -38,7 +38,7 @@ import { SnapshotFormatError } from "./errors.ts";
 import { HEADER_FIELDS, type SnapshotHeader } from "./header.ts";
 import { encodeHostFunctions, type HostFunction } from "./host_functions.ts";
 import { encodeSregs, type Sregs } from "./sregs.ts";
-import type { HostIdentity } from "./tags.ts";
+import type { HostIdentity, MemoryMap } from "./tags.ts";
 import { blake3 } from "./blake3.ts";
 import { checkedPrefixLength, checkPrefix, computeHeaderHash } from "./_check.ts";
 import { toHex } from "./_hex.ts";
@@ -94,6 +94,8 @@ export interface SnapshotPrefixInput {
   hostFunctions: readonly HostFunction[];
   /** BLAKE3-256 of the memory blob. */
   blobHash: Uint8Array;
+  /** The writer's memory layout: when given, the header is checked against it before anything is written. */
+  memoryMap?: MemoryMap;
 }
 
 /**
@@ -195,6 +197,7 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
     arch: header.arch,
     hypervisor: header.hypervisor,
     abiVersion: header.abiVersion,
+    memoryMap: input.memoryMap,
   };
   checkPrefix(bytes, fileLength, { host: self, action: "save" });
   return bytes;
@@ -234,7 +237,8 @@ export function snapshotPrefixLength(bytes: Uint8Array): number {
  * 4. Sizes and offsets, in bigint arithmetic: `host_funcs_size` ≤ 1 MiB (`HostFunctionsTooLarge`);
  *    `memory_offset` a multiple of 4096, ≥ 1176 + `host_funcs_size`, ≤ `MAX_MEMORY_OFFSET`; `memory_size` a
  *    non-zero multiple of 4096, ≤ 1 GiB; the file at least `memory_offset + memory_size + 4096` bytes long
- *    (`Truncated`). Then snapvm's layout (docs/ABI.md; all `InvalidField`): `snapshot_size` = `memory_size`;
+ *    (`Truncated`). Then, when `host.memoryMap` is given, the layout it describes (all `InvalidField`):
+ *    `snapshot_size` = `memory_size`;
  *    `init_data_size` = `init_data_permissions` = 0; `code_size` ≥ 1; `heap_size` a multiple of 4096;
  *    `memory_size` = align4096(`IMAGE_BASE` + `code_size`) + `heap_size`; `pt_size` a multiple of 4096 in
  *    [`MIN_PT_SIZE`, `IMAGE_BASE` − `PAGE_TABLES_BASE`]; `scratch_size` a non-zero multiple of 4096 with

@@ -63,7 +63,7 @@ export interface SnapshotInspection {
   compatible: boolean;
   /** Why it does not (empty when compatible). */
   incompatibilities: Incompatibility[];
-  /** Whether snapvm's layout rules were checked (not for a snapshot of another arch/ABI/hypervisor). */
+  /** Whether the host ABI's layout rules were checked (not for a snapshot of another arch/ABI/hypervisor). */
   layoutChecked: boolean;
   /** Every header field by spec name. */
   header: Record<HeaderFieldName, number | string>;

@@ -142,6 +142,35 @@ export interface HostIdentity {
   arch: Arch;
   /** The hypervisor the host runs guests with. */
   hypervisor: Hypervisor;
-  /** The host's snapvm ABI version (`ABI_VERSION` in `vm/_abi.ts`). */
+  /** The host's ABI version (the version of the guest memory layout and call protocol). */
   abiVersion: number;
+  /**
+   * Where that ABI puts things in guest memory. When given, the loader also checks that the header
+   * describes exactly that layout; without it only the file's own structure is checked.
+   */
+  memoryMap?: MemoryMap;
+}
+
+/**
+ * The fixed places of a guest memory layout that header fields are checked against: page tables start at
+ * `pageTablesBase` and must end before `pageTablesEnd`, the image is linked at `imageBase`, and guest memory
+ * (blob, stack guard, scratch) is at most `maxGuestMemory` bytes.
+ *
+ * @example
+ * ```ts
+ * import type { MemoryMap } from "./tags.ts";
+ *
+ * const map: MemoryMap = { pageTablesBase: 0x5000, pageTablesEnd: 0x1e0000, imageBase: 0x200000, maxGuestMemory: 944 << 20 };
+ * console.log(map.imageBase);
+ * ```
+ */
+export interface MemoryMap {
+  /** Guest-physical address of the first page-table page. */
+  readonly pageTablesBase: number;
+  /** Page tables end at or before this address. */
+  readonly pageTablesEnd: number;
+  /** Guest-physical address the image is linked at. */
+  readonly imageBase: number;
+  /** Most guest memory a layout may use, in bytes. */
+  readonly maxGuestMemory: number;
 }

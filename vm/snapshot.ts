@@ -17,7 +17,14 @@ import {
   type SnapshotInspection,
   verifyBlobHash,
 } from "../format/mod.ts";
-import { ABI_VERSION, FUNC_TABLE_ADDR, FUNC_TABLE_SIZE, IMAGE_BASE, PAGE } from "./machine/abi.ts";
+import {
+  ABI_VERSION,
+  FUNC_TABLE_ADDR,
+  FUNC_TABLE_SIZE,
+  IMAGE_BASE,
+  MEMORY_MAP,
+  PAGE,
+} from "./machine/abi.ts";
 import { tagOf, typeOfTag } from "./machine/codec.ts";
 import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
 import { openSnapshotFile, readHeaderHash, readPrefix, writeSnapshotFile } from "./snapshot/file.ts";
@@ -32,7 +39,7 @@ import type { GuestFunctionInfo, ReturnType, Signature, ValueType } from "./type
 
 /** The host this process is, as snapshot files name it. */
 export function hostIdentity(): HostIdentity {
-  return { arch: Arch.X86_64, hypervisor: hypervisorTag(), abiVersion: ABI_VERSION };
+  return { arch: Arch.X86_64, hypervisor: hypervisorTag(), abiVersion: ABI_VERSION, memoryMap: MEMORY_MAP };
 }
 let lastFamily = 0;
 /** A new restore-compatibility family (process-local, never persisted). */
@@ -266,6 +273,7 @@ export class Snapshot {
       sregs: d.entrypoint === "Call" ? ABI_SREGS : null,
       hostFunctions: d.hostFunctions,
       blobHash: d.blobHash,
+      memoryMap: MEMORY_MAP,
     }, blob.ref.bytes);
   }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { MEMORY_MAP } from "../../vm/machine/abi.ts";
 import {
   Arch,
   blake3,
@@ -25,7 +26,12 @@ import {
 // Image 0x200000..0x205432 (code_size 0x5432), heap 0x206000..0x216000: blob = guest memory 0..0x216000.
 // Stack guard 0x216000..0x217000; scratch 0x217000..0x221000 = stack 0x8000, input 0x1000, output 0x1000.
 
-const HOST: HostIdentity = { arch: Arch.X86_64, hypervisor: Hypervisor.KVM, abiVersion: 1 };
+const HOST: HostIdentity = {
+  arch: Arch.X86_64,
+  hypervisor: Hypervisor.KVM,
+  abiVersion: 1,
+  memoryMap: MEMORY_MAP,
+};
 const MEMORY_SIZE = 0x216000;
 
 function fields(overrides: Partial<SnapshotHeaderFields> = {}): SnapshotHeaderFields {
@@ -129,6 +135,7 @@ function fixture(
     sregs: call ? abiSregs() : null,
     hostFunctions: options.hostFunctions ?? [],
     blobHash: blake3(blob),
+    memoryMap: MEMORY_MAP,
   });
   return { prefix, blob, fileLength: prefix.length + blob.length + 4096 };
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { MEMORY_MAP } from "../../vm/machine/abi.ts";
 import {
   Arch,
   blake3,
@@ -16,7 +17,12 @@ import {
   ValueTag,
 } from "../../format/mod.ts";
 
-const HOST: HostIdentity = { arch: Arch.X86_64, hypervisor: Hypervisor.KVM, abiVersion: 1 };
+const HOST: HostIdentity = {
+  arch: Arch.X86_64,
+  hypervisor: Hypervisor.KVM,
+  abiVersion: 1,
+  memoryMap: MEMORY_MAP,
+};
 const MEMORY_SIZE = 0x201000; // one-page image at 0x200000, no heap
 
 function snapshot() {

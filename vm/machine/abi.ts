@@ -4,6 +4,9 @@
  *
  * @module
  */
+import type { MemoryMap } from "../../format/tags.ts";
+import { VALUE_TAG_NAMES } from "../../format/host_functions.ts";
+import type { ReturnType } from "../types.ts";
 
 /** Version of the memory layout, call protocol and register conventions. */
 export const ABI_VERSION = 2;
@@ -32,6 +35,14 @@ export const IMAGE_BASE = 0x200000;
 export const FUNC_TABLE_ADDR = 0x1e0000, FUNC_TABLE_SIZE = 0x20000;
 /** Page tables fit between PT_ADDR and FUNC_TABLE_ADDR: one per 2 MiB, so at most this much guest memory. */
 export const MAX_GUEST_MEMORY = ((FUNC_TABLE_ADDR - PT_ADDR) / PAGE) * 0x200000;
+
+/** The fixed places of the memory map, as the snapshot codec checks header fields against them. */
+export const MEMORY_MAP: MemoryMap = Object.freeze({
+  pageTablesBase: PML4_ADDR,
+  pageTablesEnd: FUNC_TABLE_ADDR,
+  imageBase: IMAGE_BASE,
+  maxGuestMemory: MAX_GUEST_MEMORY,
+});
 
 /** GDT selectors. */
 export const SEL_KERNEL_CODE = 0x08,
@@ -77,19 +88,16 @@ export const ERR_GUEST = 1,
   ERR_OUT_OF_MEMORY = 4,
   ERR_OUTPUT_TOO_LARGE = 5;
 
-/** Value type tags. */
-export const TAGS = {
-  void: 0,
-  i32: 1,
-  u32: 2,
-  i64: 3,
-  u64: 4,
-  f32: 5,
-  f64: 6,
-  bool: 7,
-  string: 8,
-  bytes: 9,
-} as const;
+/**
+ * Value type tags by type name. The tags are the snapshot format's (`ValueTag`): host functions recorded in
+ * a file use the same bytes as values on the wire, so one table serves both.
+ */
+export const TAGS: Readonly<Record<ReturnType, number>> = Object.freeze(
+  Object.fromEntries(Object.entries(VALUE_TAG_NAMES).map(([tag, name]) => [name, Number(tag)])) as Record<
+    ReturnType,
+    number
+  >,
+);
 
 /** Log levels as the guest numbers them. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "off"] as const;
