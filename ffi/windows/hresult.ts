@@ -196,7 +196,8 @@ export class HresultError extends Error {
     this.name = "HresultError";
     this.call = call;
     this.hresult = hr >>> 0;
-    this.code = HRESULT_NAMES[this.hresult] ?? `0x${this.hresult.toString(16).toUpperCase().padStart(8, "0")}`;
+    this.code = HRESULT_NAMES[this.hresult] ??
+      `0x${this.hresult.toString(16).toUpperCase().padStart(8, "0")}`;
   }
 }
 

@@ -18,7 +18,10 @@ const KERNEL32 = {
     parameters: ["buffer", "u32", "u32", "pointer", "u32", "u32", "pointer"],
     result: "pointer",
   },
-  CreateFileMappingW: { parameters: ["pointer", "pointer", "u32", "u32", "u32", "pointer"], result: "pointer" },
+  CreateFileMappingW: {
+    parameters: ["pointer", "pointer", "u32", "u32", "u32", "pointer"],
+    result: "pointer",
+  },
   MapViewOfFile: { parameters: ["pointer", "u32", "u32", "u32", "usize"], result: "pointer" },
   UnmapViewOfFile: { parameters: ["pointer"], result: "i32" },
   CloseHandle: { parameters: ["pointer"], result: "i32" },

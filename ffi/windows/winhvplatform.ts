@@ -33,9 +33,18 @@ const SYMBOLS = {
   WHvCreateVirtualProcessor: { parameters: ["pointer", "u32", "u32"], result: "i32" },
   WHvRunVirtualProcessor: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   WHvCancelRunVirtualProcessor: { parameters: ["pointer", "u32", "u32"], result: "i32" },
-  WHvGetVirtualProcessorRegisters: { parameters: ["pointer", "u32", "buffer", "u32", "buffer"], result: "i32" },
-  WHvSetVirtualProcessorRegisters: { parameters: ["pointer", "u32", "buffer", "u32", "buffer"], result: "i32" },
-  WHvGetVirtualProcessorXsaveState: { parameters: ["pointer", "u32", "buffer", "u32", "buffer"], result: "i32" },
+  WHvGetVirtualProcessorRegisters: {
+    parameters: ["pointer", "u32", "buffer", "u32", "buffer"],
+    result: "i32",
+  },
+  WHvSetVirtualProcessorRegisters: {
+    parameters: ["pointer", "u32", "buffer", "u32", "buffer"],
+    result: "i32",
+  },
+  WHvGetVirtualProcessorXsaveState: {
+    parameters: ["pointer", "u32", "buffer", "u32", "buffer"],
+    result: "i32",
+  },
   WHvSetVirtualProcessorXsaveState: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   WHvQueryGpaRangeDirtyBitmap: { parameters: ["pointer", "u64", "u64", "buffer", "u32"], result: "i32" },
 } as const;
@@ -98,7 +107,12 @@ export const WHV_CAPABILITY_CODE = {
  * console.log(WHV_CAPABILITY_FEATURE_BIT.DirtyPageTracking); // 3
  * ```
  */
-export const WHV_CAPABILITY_FEATURE_BIT = { PartialUnmap: 0, LocalApicEmulation: 1, Xsave: 2, DirtyPageTracking: 3 };
+export const WHV_CAPABILITY_FEATURE_BIT = {
+  PartialUnmap: 0,
+  LocalApicEmulation: 1,
+  Xsave: 2,
+  DirtyPageTracking: 3,
+};
 
 /**
  * `WHV_PARTITION_PROPERTY_CODE` values snapvm sets.

@@ -26,11 +26,11 @@ import {
   CANCEL_SYMBOL,
   EXIT_CONTEXT,
   REGISTER_VALUE,
+  whp,
   WHP_DLL,
   WHV_CAPABILITY_FEATURE_BIT,
   WHV_MAP_GPA_RANGE_FLAGS as MAP,
   WHV_REGISTER_NAME,
-  whp,
 } from "../../ffi/windows/winhvplatform.ts";
 import { alignedBytes } from "./aligned.ts";
 import { CONTROL, requestCancel, VmControl } from "./_control.ts";

@@ -84,7 +84,11 @@ export function decodeExit(ctx: DataView): WhpExit {
       return {
         ...base,
         access,
-        exit: { kind: "mmio", gpa: ctx.getBigUint64(EXIT_CONTEXT.MEMORY_GPA, true), write: access === "write" },
+        exit: {
+          kind: "mmio",
+          gpa: ctx.getBigUint64(EXIT_CONTEXT.MEMORY_GPA, true),
+          write: access === "write",
+        },
       };
     }
     case REASON.Canceled:

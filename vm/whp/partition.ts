@@ -8,9 +8,9 @@
 import { checkHresult, HresultError } from "../../ffi/windows/hresult.ts";
 import {
   EXIT_CONTEXT,
+  whp,
   WHV_CAPABILITY_CODE,
   WHV_PARTITION_PROPERTY_CODE,
-  whp,
 } from "../../ffi/windows/winhvplatform.ts";
 import { WhpUnsupportedWindowsError } from "./errors.ts";
 
@@ -26,7 +26,12 @@ import { WhpUnsupportedWindowsError } from "./errors.ts";
 export function hypervisorPresent(): boolean {
   const out = new Uint8Array(8);
   const written = new Uint32Array(1);
-  const hr = whp().WHvGetCapability(WHV_CAPABILITY_CODE.HypervisorPresent, out, 8, new Uint8Array(written.buffer));
+  const hr = whp().WHvGetCapability(
+    WHV_CAPABILITY_CODE.HypervisorPresent,
+    out,
+    8,
+    new Uint8Array(written.buffer),
+  );
   return hr >= 0 && new DataView(out.buffer).getUint32(0, true) !== 0;
 }
 
@@ -138,7 +143,13 @@ export class Partition {
    * `WHvMapGpaRange2`: like {@linkcode mapGpaRange}, with memory of another process (a surrogate).
    * Throws {@linkcode WhpUnsupportedWindowsError} before Windows 11 / Server 2022.
    */
-  mapGpaRange2(process: Deno.PointerObject, host: Deno.PointerObject, gpa: bigint, size: number, flags: number): void {
+  mapGpaRange2(
+    process: Deno.PointerObject,
+    host: Deno.PointerObject,
+    gpa: bigint,
+    size: number,
+    flags: number,
+  ): void {
     const fn = whp().WHvMapGpaRange2;
     if (fn === null) throw new WhpUnsupportedWindowsError("WHvMapGpaRange2");
     checkHresult("WHvMapGpaRange2", fn(this.#h(), process, host, gpa, BigInt(size), flags));
@@ -206,7 +217,9 @@ export class Partition {
    * bitmap only clears.
    */
   queryDirtyBitmap(gpa: bigint, size: number, bitmap: BigUint64Array | null): void {
-    const bytes = bitmap === null ? new Uint8Array(0) : new Uint8Array(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength);
+    const bytes = bitmap === null
+      ? new Uint8Array(0)
+      : new Uint8Array(bitmap.buffer, bitmap.byteOffset, bitmap.byteLength);
     checkHresult(
       "WHvQueryGpaRangeDirtyBitmap",
       whp().WHvQueryGpaRangeDirtyBitmap(this.#h(), gpa, BigInt(size), bytes, bytes.byteLength),

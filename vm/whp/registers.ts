@@ -5,12 +5,7 @@
  *
  * @module
  */
-import {
-  REGISTER_VALUE,
-  SEGMENT,
-  TABLE,
-  WHV_REGISTER_NAME as R,
-} from "../../ffi/windows/winhvplatform.ts";
+import { REGISTER_VALUE, SEGMENT, TABLE, WHV_REGISTER_NAME as R } from "../../ffi/windows/winhvplatform.ts";
 import { REGISTER_NAMES, type Registers } from "../backend/backend.ts";
 import type { DescriptorTable, Segment, Sregs } from "../../format/sregs.ts";
 
@@ -146,7 +141,8 @@ export function nameArray(names: readonly number[]): Uint32Array {
 export function segmentAttributes(s: Segment): number {
   const present = s.unusable ? 0 : s.present & 1;
   return ((s.type & 0xf) << SEGMENT.TYPE_SHIFT) | ((s.s & 1) << SEGMENT.S_SHIFT) |
-    ((s.dpl & 3) << SEGMENT.DPL_SHIFT) | (present << SEGMENT.PRESENT_SHIFT) | ((s.avl & 1) << SEGMENT.AVL_SHIFT) |
+    ((s.dpl & 3) << SEGMENT.DPL_SHIFT) | (present << SEGMENT.PRESENT_SHIFT) |
+    ((s.avl & 1) << SEGMENT.AVL_SHIFT) |
     ((s.l & 1) << SEGMENT.L_SHIFT) | ((s.db & 1) << SEGMENT.DB_SHIFT) | ((s.g & 1) << SEGMENT.G_SHIFT);
 }
 
@@ -235,7 +231,9 @@ export function encodeSregs(s: Sregs, out: Uint8Array): void {
   segments.forEach((seg, i) => encodeSegment(v, at(i), seg));
   encodeTable(v, at(8), s.gdt);
   encodeTable(v, at(9), s.idt);
-  [s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apicBase].forEach((x, i) => v.setBigUint64(at(10 + i), x, true));
+  [s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apicBase].forEach((x, i) =>
+    v.setBigUint64(at(10 + i), x, true)
+  );
 }
 
 /**
