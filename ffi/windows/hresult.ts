@@ -154,7 +154,7 @@ export function describeHresult(hr: number): string {
   const name = HRESULT_NAMES[u];
   if (name !== undefined) return `${name} (${hex}): ${HRESULT_TEXT[u] ?? "failure"}`;
   // HRESULT_FROM_WIN32: severity 1, facility 7 (FACILITY_WIN32), code in the low 16 bits.
-  if ((u & 0xffff0000) === 0x80070000) return `HRESULT ${hex}, ${describeWin32Error(u & 0xffff)}`;
+  if (((u & 0xffff0000) >>> 0) === 0x80070000) return `HRESULT ${hex}, ${describeWin32Error(u & 0xffff)}`;
   return `HRESULT ${hex}`;
 }
 

@@ -56,9 +56,9 @@ export function layout(body: string): { offsets: Record<string, number>; size: n
   return { offsets, size: Math.ceil(at / maxAlign) * maxAlign };
 }
 
-/** The number a quoted `NAME = 0x...,` or `#define NAME value` line gives its name. */
+/** The number a quoted `NAME = 0x...,` or `#define NAME value` line gives its name (its last number). */
 export function valueOf(line: string): number {
-  const m = line.match(/(?:=|define\s+\w+)\s*(?:\(?\s*__MSABI_LONG\(|_HRESULT_TYPEDEF_\(|_NDIS_ERROR_TYPEDEF_\()?\s*\(?(0x[0-9a-fA-F]+|\d+)/);
-  if (!m) throw new Error(`no value in: ${line}`);
-  return Number(m[1]);
+  const all = line.match(/0x[0-9a-fA-F]+|\b\d+\b/g);
+  if (all === null) throw new Error(`no value in: ${line}`);
+  return Number(all[all.length - 1]);
 }
