@@ -26,7 +26,8 @@ Deno.test("HRESULT values match winerror.h", () => {
     WHV_E_UNKNOWN_CAPABILITY: "#define WHV_E_UNKNOWN_CAPABILITY _HRESULT_TYPEDEF_(0x80370300)",
     WHV_E_INSUFFICIENT_BUFFER: "#define WHV_E_INSUFFICIENT_BUFFER _HRESULT_TYPEDEF_(0x80370301)",
     WHV_E_UNKNOWN_PROPERTY: "#define WHV_E_UNKNOWN_PROPERTY _HRESULT_TYPEDEF_(0x80370302)",
-    WHV_E_UNSUPPORTED_HYPERVISOR_CONFIG: "#define WHV_E_UNSUPPORTED_HYPERVISOR_CONFIG _HRESULT_TYPEDEF_(0x80370303)",
+    WHV_E_UNSUPPORTED_HYPERVISOR_CONFIG:
+      "#define WHV_E_UNSUPPORTED_HYPERVISOR_CONFIG _HRESULT_TYPEDEF_(0x80370303)",
     WHV_E_INVALID_PARTITION_CONFIG: "#define WHV_E_INVALID_PARTITION_CONFIG _HRESULT_TYPEDEF_(0x80370304)",
     WHV_E_GPA_RANGE_NOT_FOUND: "#define WHV_E_GPA_RANGE_NOT_FOUND _HRESULT_TYPEDEF_(0x80370305)",
     WHV_E_VP_ALREADY_EXISTS: "#define WHV_E_VP_ALREADY_EXISTS _HRESULT_TYPEDEF_(0x80370306)",
@@ -88,7 +89,10 @@ Deno.test("failed HRESULTs become typed errors naming the call, the code and its
   assert.equal(vid.hresult, 0xc0370008);
   assert.match(vid.message, /ERROR_VID_PARTITION_ALREADY_EXISTS \(0xC0370008\)/);
   // An HRESULT wrapping a Win32 error (FACILITY_WIN32) names the Win32 error.
-  assert.equal(describeHresult(0x800705af), "HRESULT 0x800705AF, ERROR_COMMITMENT_LIMIT (1455): the commit limit is reached (enlarge the paging file or run fewer sandboxes at once)");
+  assert.equal(
+    describeHresult(0x800705af),
+    "HRESULT 0x800705AF, ERROR_COMMITMENT_LIMIT (1455): the commit limit is reached (enlarge the paging file or run fewer sandboxes at once)",
+  );
   assert.equal(describeHresult(0x80371234), "HRESULT 0x80371234");
 });
 

@@ -15,7 +15,9 @@ import {
 } from "../../../ffi/windows/kernel32.ts";
 
 function pins(table: Record<string, number>, quoted: Record<string, string>): void {
-  for (const [name, line] of Object.entries(quoted)) assert.equal(table[name], valueOf(line), `${name}: ${line}`);
+  for (const [name, line] of Object.entries(quoted)) {
+    assert.equal(table[name], valueOf(line), `${name}: ${line}`);
+  }
 }
 
 Deno.test("page protections and allocation types match winnt.h", () => {

@@ -114,7 +114,9 @@ Deno.test("exit reasons, map flags, capability and property codes match winhvpla
     HypervisorPresent: "WHvCapabilityCodeHypervisorPresent = 0x00000000",
     Features: ",WHvCapabilityCodeFeatures = 0x00000001",
   });
-  pins(WHV_PARTITION_PROPERTY_CODE, { ProcessorCount: "WHvPartitionPropertyCodeProcessorCount = 0x00001fff" });
+  pins(WHV_PARTITION_PROPERTY_CODE, {
+    ProcessorCount: "WHvPartitionPropertyCodeProcessorCount = 0x00001fff",
+  });
   pins(WHV_MEMORY_ACCESS_TYPE, {
     Read: "WHvMemoryAccessRead = 0,",
     Write: "WHvMemoryAccessWrite = 1,",
