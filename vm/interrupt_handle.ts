@@ -56,7 +56,7 @@ export class InterruptHandle {
     const valid = data?.shared instanceof SharedArrayBuffer && data.shared.byteLength >= 12 &&
       typeof t === "object" && t !== null &&
       ((t.backend === "kvm" && Number.isInteger(t.tid) && (t.tid as number) > 0) ||
-        (t.backend === "whp" && typeof t.partition === "bigint"));
+        (t.backend === "whp" && typeof t.partition === "bigint" && t.control instanceof SharedArrayBuffer));
     if (!valid) throw new TypeError("InterruptHandle.from() needs the data of an InterruptHandle");
     return new InterruptHandle(data.shared, { ...t });
   }

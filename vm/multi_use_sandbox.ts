@@ -274,6 +274,7 @@ export class MultiUseSandbox {
       }
     } else {
       mapSnapshot(vm.persistent, blob, data.layout);
+      vm.persistentReplaced();
       vm.synced();
     }
     vm.resetScratch();

@@ -156,6 +156,8 @@ export interface InterruptTarget {
   readonly tid?: number;
   /** WHP: the partition handle, as a number. */
   readonly partition?: bigint;
+  /** WHP: the VM's control block, which makes a cancel from another thread safe against deletion. */
+  readonly control?: SharedArrayBuffer;
 }
 
 /**
@@ -199,6 +201,13 @@ export interface VirtualMachine {
 
   /** Maps `memory` at guest-physical 0, replacing any earlier mapping; dirty tracking starts off. */
   mapMemory(memory: GuestMemoryRange): void;
+
+  /**
+   * The host pages behind `[offset, offset + size)` of the mapped memory were replaced in place (a new
+   * copy-on-write view of another snapshot). KVM follows host mappings by itself; backends that pin host
+   * pages map the range again. Dirty tracking keeps its state.
+   */
+  memoryReplaced(offset: number, size: number): void;
 
   /**
    * Starts recording which of the first `memory.trackedPages` pages the guest writes. Idempotent: when

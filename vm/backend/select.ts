@@ -1,11 +1,12 @@
 /**
- * Picks the hypervisor backend for this platform: KVM on Linux. Every part of snapvm that needs a VM gets it
+ * Picks the hypervisor backend for this platform: KVM on Linux, the Windows Hypervisor Platform on Windows. Every part of snapvm that needs a VM gets it
  * from here, so this is the one place that knows which backends exist.
  *
  * @module
  */
 import { HypervisorUnavailableError } from "../errors.ts";
 import { kvmBackend } from "../kvm/backend.ts";
+import { whpBackend } from "../whp/backend.ts";
 import { Hypervisor } from "../../format/mod.ts";
 import type { Backend } from "./backend.ts";
 
@@ -20,11 +21,14 @@ import type { Backend } from "./backend.ts";
  * ```
  */
 export function backend(): Backend {
-  if (Deno.build.os === "linux" && Deno.build.arch === "x86_64") return kvmBackend;
+  if (Deno.build.arch === "x86_64") {
+    if (Deno.build.os === "linux") return kvmBackend;
+    if (Deno.build.os === "windows") return whpBackend;
+  }
   throw new HypervisorUnavailableError(
     `${Deno.build.os}/${Deno.build.arch}`,
     "no hypervisor backend for this platform",
-    "snapvm runs on x86-64 Linux (KVM)",
+    "snapvm runs on x86-64 Linux (KVM) and x86-64 Windows (Windows Hypervisor Platform)",
   );
 }
 

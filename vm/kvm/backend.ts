@@ -87,6 +87,10 @@ export class KvmVm implements VirtualMachine {
     this.#vm.setUserMemoryRegion(SLOT, 0, 0n, memory.size, memory.address);
   }
 
+  memoryReplaced(): void {
+    // KVM follows changes of the host mapping through MMU notifiers: nothing to do.
+  }
+
   startDirtyTracking(): void {
     const m = this.#mapped();
     if (this.#tracking) {

@@ -97,7 +97,10 @@ export class GuestVm {
   static create(layout: Layout, fill: (persistent: Mapping) => void): GuestVm {
     const owned: { close(): void }[] = [];
     try {
-      const guest = Mapping.reserve(layout.scratchBase + layout.scratchSize);
+      const guest = Mapping.reserve(layout.scratchBase + layout.scratchSize, [
+        layout.persistentSize,
+        layout.scratchBase,
+      ]);
       owned.push(guest);
       // The guard page is never mapped in the guest's page tables; no access for the host either.
       guest.protectNone(layout.persistentSize, PAGE);
@@ -392,6 +395,11 @@ export class GuestVm {
     const table = this.persistent.window(FUNC_TABLE_ADDR, 4 + list.length);
     new DataView(table.buffer, table.byteOffset).setUint32(0, list.length, true);
     table.set(list, 4);
+  }
+
+  /** The persistent region now maps other host pages (another snapshot's view): tell the hypervisor. */
+  persistentReplaced(): void {
+    this.#vm.memoryReplaced(0, this.layout.persistentSize);
   }
 
   /** The interrupt target of the VM (see `InterruptHandle`). */

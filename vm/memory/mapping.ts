@@ -7,6 +7,7 @@
  * @module
  */
 import { osMemory as posix } from "./posix/os_memory.ts";
+import { osMemory as windows } from "./windows/os_memory.ts";
 import type { Backing, OsMemory } from "./os_memory.ts";
 
 /**
@@ -18,7 +19,7 @@ import type { Backing, OsMemory } from "./os_memory.ts";
  * console.log(osMemory.pageSize); // 4096
  * ```
  */
-export const osMemory: OsMemory = posix;
+export const osMemory: OsMemory = Deno.build.os === "windows" ? windows : posix;
 
 /** How a mapping gives its memory back. */
 type Unmap = (pointer: Deno.PointerObject, size: number) => void;
@@ -63,7 +64,8 @@ export class Mapping {
   }
 
   /**
-   * Zero-filled private memory, reserved lazily (pages cost nothing until touched).
+   * Zero-filled private memory, reserved lazily (pages cost nothing until touched). `splits` are offsets
+   * where parts will be treated separately later (see `OsMemory.reserve`).
    *
    * @example
    * ```ts
@@ -71,8 +73,8 @@ export class Mapping {
    * using m = Mapping.reserve(1 << 20);
    * ```
    */
-  static reserve(size: number): Mapping {
-    return new Mapping(osMemory.reserve(size), size, osMemory.release);
+  static reserve(size: number, splits?: readonly number[]): Mapping {
+    return new Mapping(osMemory.reserve(size, splits), size, osMemory.release);
   }
 
   /**

@@ -68,8 +68,12 @@ export interface OpenedFile {
 export interface OsMemory {
   /** Page size of the host (4096 on every supported platform). */
   readonly pageSize: number;
-  /** Reserves and commits lazily `size` bytes of zero-filled private read/write memory. */
-  reserve(size: number): Deno.PointerObject;
+  /**
+   * Reserves and commits lazily `size` bytes of zero-filled private read/write memory. `splits` are offsets
+   * where later calls will treat the range in separate pieces (a copy-on-write view, the guard page): Windows
+   * must carve its reservation there up front; Linux ignores them.
+   */
+  reserve(size: number, splits?: readonly number[]): Deno.PointerObject;
   /** Releases memory from {@linkcode reserve} (with everything mapped into it). */
   release(pointer: Deno.PointerObject, size: number): void;
   /** Makes a page range inaccessible to the host (the guard page). */
@@ -87,7 +91,10 @@ export interface OsMemory {
   prefault(pointer: Deno.PointerObject, size: number): void;
   /** Tells the OS that a file-backed range is read at random (no read-ahead); best effort. */
   adviseRandom(pointer: Deno.PointerObject, size: number): void;
-  /** Drops a range's private pages: it reads as zeros (or as the backing, for a copy-on-write view). */
+  /**
+   * Drops a range's private pages: it reads as zeros again. Only for private memory from `reserve` (Linux
+   * also allows it on a copy-on-write view; Windows does not).
+   */
   discard(pointer: Deno.PointerObject, size: number): void;
   /** Copies `size` bytes (non-overlapping). */
   copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void;

@@ -225,6 +225,8 @@ const registry = new FinalizationRegistry<VpCore>((core) => {
 
 /** Idle VMs of this thread. */
 const pool: VpCore[] = [];
+/** Effective deadlines of the calls running on this thread, outermost first. */
+const deadlines: number[] = [];
 let watchdog: Watchdog | undefined;
 
 function threadWatchdog(): Watchdog {
@@ -318,6 +320,16 @@ class WhpVm implements VirtualMachine {
     this.#pieces = [];
     this.#memory = undefined;
     this.#tracking = false;
+  }
+
+  memoryReplaced(offset: number, size: number): void {
+    const c = this.#c();
+    // WHP resolves host pages when a range is mapped: map every piece the new view overlaps again.
+    for (const piece of this.#pieces) {
+      if (piece.gpa >= offset + size || piece.gpa + piece.size <= offset) continue;
+      c.partition.unmapGpaRange(BigInt(piece.gpa), piece.size);
+      this.#map(c, piece, piece.tracked && this.#tracking);
+    }
   }
 
   startDirtyTracking(): void {
@@ -440,12 +452,20 @@ class WhpVm implements VirtualMachine {
     this.#clean = true;
   }
 
-  armTimeout(ms: number): void {
-    threadWatchdog().arm(this.#c().target, ms);
+  armTimeout(ms: number): number {
+    // Effective deadlines nest per thread (see VirtualMachine.armTimeout); the watchdog is armed only for
+    // finite ones, so a call without any limit costs nothing.
+    const outer = deadlines.length > 0 ? deadlines[deadlines.length - 1] : Infinity;
+    const deadline = Math.min(ms > 0 ? performance.now() + ms : Infinity, outer);
+    deadlines.push(deadline);
+    if (deadline !== Infinity) {
+      threadWatchdog().arm(this.#c().target, Math.max(0, deadline - performance.now()));
+    }
+    return deadline;
   }
 
   disarmTimeout(): void {
-    threadWatchdog().disarm();
+    if (deadlines.pop() !== Infinity) threadWatchdog().disarm();
   }
 
   acknowledgeInterrupt(): void {

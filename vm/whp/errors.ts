@@ -1,9 +1,9 @@
 /**
- * The typed errors of the WHP backend. `WhpUnavailableError` plays the part of `HypervisorUnavailableError`
- * until that class takes a backend name and a hint; its `reason` and `hint` say which.
+ * The typed errors of the WHP backend.
  *
  * @module
  */
+import { HypervisorUnavailableError } from "../errors.ts";
 
 /** Why the Windows Hypervisor Platform cannot be used. */
 export type WhpUnavailableReason =
@@ -34,26 +34,26 @@ const UNAVAILABLE: Record<WhpUnavailableReason, { message: string; hint: string 
 };
 
 /**
- * The Windows Hypervisor Platform cannot be used on this machine. `reason` says why, `hint` what to do.
+ * The Windows Hypervisor Platform cannot be used on this machine: a {@linkcode HypervisorUnavailableError}
+ * (that is its `name`, and what users catch) whose `code` says which of the known causes it was.
  *
  * @example
  * ```ts
  * import { WhpUnavailableError } from "./errors.ts";
  * const e = new WhpUnavailableError("dll-missing");
- * console.log(e.hint);
+ * console.log(e.backend, e.code, e.message);
  * ```
  */
-export class WhpUnavailableError extends Error {
-  /** Why. */
-  readonly reason: WhpUnavailableReason;
+export class WhpUnavailableError extends HypervisorUnavailableError {
+  /** Which known cause. */
+  readonly code: WhpUnavailableReason;
   /** What the user can do about it. */
   readonly hint: string;
-  /** Creates the error; `detail` (an OS message) is appended when given. */
-  constructor(reason: WhpUnavailableReason, detail?: string) {
-    const { message, hint } = UNAVAILABLE[reason];
-    super(`Hypervisor unavailable: ${message}${detail ? ` (${detail})` : ""}; ${hint}`);
-    this.name = "WhpUnavailableError";
-    this.reason = reason;
+  /** Creates the error; `detail` (an OS message) is appended to the reason when given. */
+  constructor(code: WhpUnavailableReason, detail?: string) {
+    const { message, hint } = UNAVAILABLE[code];
+    super("whp", `${message}${detail ? ` (${detail})` : ""}`, hint);
+    this.code = code;
     this.hint = hint;
   }
 }

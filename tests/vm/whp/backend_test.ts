@@ -28,7 +28,9 @@ Deno.test({
     assert.equal(whpBackend.hypervisor, 3);
     assert.throws(
       () => whpBackend.createVm(),
-      (e: unknown) => e instanceof WhpUnavailableError && e.reason === "not-windows",
+      (e: unknown) =>
+        e instanceof WhpUnavailableError && e.code === "not-windows" &&
+        e.name === "HypervisorUnavailableError",
     );
     assert.equal(whpBackend.interrupt({ backend: "kvm", tid: 1 }), false);
     whpBackend.shutdownThread();

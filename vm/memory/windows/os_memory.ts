@@ -316,189 +316,188 @@ class WindowsFile implements OpenedFile {
  * osMemory.release(p, 3 * 4096);
  * ```
  */
-export const osMemory: OsMemory & { reserve(size: number, splits?: readonly number[]): Deno.PointerObject } =
-  {
-    pageSize: PAGE_SIZE,
+export const osMemory: OsMemory = {
+  pageSize: PAGE_SIZE,
 
-    reserve(size: number, splits: readonly number[] = []): Deno.PointerObject {
-      if (size <= 0 || size % PAGE_SIZE !== 0) {
-        throw new RangeError(`size ${size} is not a positive page multiple`);
-      }
-      if (splits.some((s) => s % PAGE_SIZE !== 0)) {
-        throw new RangeError("split offsets must be page multiples");
-      }
-      const base = checkPointer(
-        "VirtualAlloc2(MEM_RESERVE_PLACEHOLDER)",
-        kernelbase().VirtualAlloc2(
-          null,
-          null,
-          BigInt(size),
-          MEM.RESERVE | MEM.RESERVE_PLACEHOLDER,
-          PROT.NOACCESS,
-          null,
-          0,
-        ),
-      );
-      const r: Reservation = { base: addr(base), size, segments: initialSegments(size, splits) };
-      try {
-        for (const s of r.segments.slice(0, -1)) splitFront(r.base + BigInt(s.offset), s.size);
-        for (const s of r.segments) commitPlaceholder(r.base + BigInt(s.offset), s.size);
-      } catch (e) {
-        releaseSegments(r);
-        throw e;
-      }
-      reservations.set(r.base, r);
-      return base;
-    },
-
-    release(pointer: Deno.PointerObject, size: number): void {
-      const r = reservations.get(addr(pointer));
-      if (r === undefined || r.size !== size) {
-        throw new RangeError("release() of memory reserve() did not return");
-      }
-      reservations.delete(r.base);
+  reserve(size: number, splits: readonly number[] = []): Deno.PointerObject {
+    if (size <= 0 || size % PAGE_SIZE !== 0) {
+      throw new RangeError(`size ${size} is not a positive page multiple`);
+    }
+    if (splits.some((s) => s % PAGE_SIZE !== 0)) {
+      throw new RangeError("split offsets must be page multiples");
+    }
+    const base = checkPointer(
+      "VirtualAlloc2(MEM_RESERVE_PLACEHOLDER)",
+      kernelbase().VirtualAlloc2(
+        null,
+        null,
+        BigInt(size),
+        MEM.RESERVE | MEM.RESERVE_PLACEHOLDER,
+        PROT.NOACCESS,
+        null,
+        0,
+      ),
+    );
+    const r: Reservation = { base: addr(base), size, segments: initialSegments(size, splits) };
+    try {
+      for (const s of r.segments.slice(0, -1)) splitFront(r.base + BigInt(s.offset), s.size);
+      for (const s of r.segments) commitPlaceholder(r.base + BigInt(s.offset), s.size);
+    } catch (e) {
       releaseSegments(r);
-    },
+      throw e;
+    }
+    reservations.set(r.base, r);
+    return base;
+  },
 
-    protectNone(pointer: Deno.PointerObject, size: number): void {
-      const old = new Uint32Array(1);
-      checkBool(
-        "VirtualProtect(PAGE_NOACCESS)",
-        kernel32().VirtualProtect(pointer, BigInt(size), PROT.NOACCESS, new Uint8Array(old.buffer)),
-      );
-    },
+  release(pointer: Deno.PointerObject, size: number): void {
+    const r = reservations.get(addr(pointer));
+    if (r === undefined || r.size !== size) {
+      throw new RangeError("release() of memory reserve() did not return");
+    }
+    reservations.delete(r.base);
+    releaseSegments(r);
+  },
 
-    mapCopyOnWrite(pointer: Deno.PointerObject, size: number, backing: Backing): void {
-      const b = sectionOf(backing);
-      if (size > b.size) {
-        throw new RangeError(`copy-on-write view of ${size} bytes over a ${b.size}-byte blob`);
+  protectNone(pointer: Deno.PointerObject, size: number): void {
+    const old = new Uint32Array(1);
+    checkBool(
+      "VirtualProtect(PAGE_NOACCESS)",
+      kernel32().VirtualProtect(pointer, BigInt(size), PROT.NOACCESS, new Uint8Array(old.buffer)),
+    );
+  },
+
+  mapCopyOnWrite(pointer: Deno.PointerObject, size: number, backing: Backing): void {
+    const b = sectionOf(backing);
+    if (size > b.size) {
+      throw new RangeError(`copy-on-write view of ${size} bytes over a ${b.size}-byte blob`);
+    }
+    const { r, offset } = reservationOf(pointer, size);
+    carve(r, offset, size);
+    mapView(b.section, r.base + BigInt(offset), b.offset, size, PROT.WRITECOPY);
+    r.segments = applyReplace(r.segments, offset, size, "view");
+  },
+
+  mapReadOnly(backing: Backing): Deno.PointerObject {
+    const b = sectionOf(backing);
+    const aligned = Math.floor(b.offset / ALLOCATION_GRANULARITY) * ALLOCATION_GRANULARITY;
+    const delta = b.offset - aligned;
+    const view = checkPointer(
+      "MapViewOfFile(FILE_MAP_READ)",
+      kernel32().MapViewOfFile(
+        b.section,
+        FILE_MAP.READ,
+        Math.floor(aligned / 2 ** 32),
+        aligned % 2 ** 32,
+        BigInt(b.size + delta),
+      ),
+    );
+    const out = addr(view) + BigInt(delta);
+    readOnlyViews.set(out, addr(view));
+    return ptr(out);
+  },
+
+  unmapView(pointer: Deno.PointerObject, _size: number): void {
+    const a = addr(pointer);
+    const base = readOnlyViews.get(a);
+    if (base === undefined) throw new RangeError("unmapView() of a view mapReadOnly() did not return");
+    readOnlyViews.delete(a);
+    checkBool("UnmapViewOfFile", kernel32().UnmapViewOfFile(ptr(base)));
+  },
+
+  prefault(pointer: Deno.PointerObject, size: number): void {
+    // Write-touch every page (a copy-on-write page becomes private, as MADV_POPULATE_WRITE does on Linux).
+    try {
+      const buf = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+      const bytes = new Uint8Array(buf);
+      for (let i = 0; i < size; i += PAGE_SIZE) bytes[i] |= 0;
+      buf.transfer(0);
+    } catch {
+      // best effort
+    }
+  },
+
+  adviseRandom(_pointer: Deno.PointerObject, _size: number): void {
+    // Windows has no per-range read-ahead advice for mapped views; page faults on a view read clusters
+    // chosen by the memory manager. Nothing to do.
+  },
+
+  discard(pointer: Deno.PointerObject, size: number): void {
+    const { r, offset } = reservationOf(pointer, size);
+    for (const part of clip(r.segments, offset, size)) {
+      const at = ptr(r.base + BigInt(part.offset));
+      if (part.segment.kind === "private") {
+        // Decommit and commit again: the pages read as zeros and no longer use physical memory.
+        checkBool("VirtualFree(MEM_DECOMMIT)", kernel32().VirtualFree(at, BigInt(part.size), MEM.DECOMMIT));
+        checkPointer(
+          "VirtualAlloc2(MEM_COMMIT)",
+          kernelbase().VirtualAlloc2(null, at, BigInt(part.size), MEM.COMMIT, PROT.READWRITE, null, 0),
+        );
+      } else if (part.segment.kind === "view") {
+        throw new RangeError("discard() of a copy-on-write view: map the snapshot again instead");
       }
-      const { r, offset } = reservationOf(pointer, size);
-      carve(r, offset, size);
-      mapView(b.section, r.base + BigInt(offset), b.offset, size, PROT.WRITECOPY);
-      r.segments = applyReplace(r.segments, offset, size, "view");
-    },
+    }
+  },
 
-    mapReadOnly(backing: Backing): Deno.PointerObject {
-      const b = sectionOf(backing);
-      const aligned = Math.floor(b.offset / ALLOCATION_GRANULARITY) * ALLOCATION_GRANULARITY;
-      const delta = b.offset - aligned;
-      const view = checkPointer(
-        "MapViewOfFile(FILE_MAP_READ)",
-        kernel32().MapViewOfFile(
-          b.section,
-          FILE_MAP.READ,
-          Math.floor(aligned / 2 ** 32),
-          aligned % 2 ** 32,
-          BigInt(b.size + delta),
-        ),
-      );
-      const out = addr(view) + BigInt(delta);
-      readOnlyViews.set(out, addr(view));
-      return ptr(out);
-    },
+  copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void {
+    kernel32().RtlMoveMemory(to, from, BigInt(size));
+  },
 
-    unmapView(pointer: Deno.PointerObject, _size: number): void {
-      const a = addr(pointer);
-      const base = readOnlyViews.get(a);
-      if (base === undefined) throw new RangeError("unmapView() of a view mapReadOnly() did not return");
-      readOnlyViews.delete(a);
-      checkBool("UnmapViewOfFile", kernel32().UnmapViewOfFile(ptr(base)));
-    },
+  sealedCopy(pointer: Deno.PointerObject, size: number): Backing {
+    return sealedSection(size, (view) => kernel32().RtlMoveMemory(view, pointer, BigInt(size)));
+  },
 
-    prefault(pointer: Deno.PointerObject, size: number): void {
-      // Write-touch every page (a copy-on-write page becomes private, as MADV_POPULATE_WRITE does on Linux).
-      try {
-        const buf = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
-        const bytes = new Uint8Array(buf);
-        for (let i = 0; i < size; i += PAGE_SIZE) bytes[i] |= 0;
-        buf.transfer(0);
-      } catch {
-        // best effort
+  sealedBytes(bytes: Uint8Array): Backing {
+    return sealedSection(bytes.length, (view) => {
+      const buf = Deno.UnsafePointerView.getArrayBuffer(view, bytes.length);
+      new Uint8Array(buf).set(bytes);
+      buf.transfer(0);
+    });
+  },
+
+  openFile(path: string, notRegular: () => Error): OpenedFile {
+    // Deno's own errors for a missing path or a directory, as the POSIX implementation gives.
+    const info = Deno.statSync(path);
+    if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory: open '${path}'`);
+    if (!info.isFile) throw notRegular();
+    const k = kernel32();
+    // FILE_SHARE_DELETE: the file may be renamed over or deleted while loaded; no FILE_SHARE_WRITE: nobody
+    // may modify it in place meanwhile.
+    const h = checkPointer(
+      `CreateFileW(${path})`,
+      k.CreateFileW(
+        wide(path),
+        FILE.GENERIC_READ,
+        FILE.SHARE_READ | FILE.SHARE_DELETE,
+        null,
+        FILE.OPEN_EXISTING,
+        FILE.ATTRIBUTE_NORMAL,
+        null,
+      ),
+      true,
+    );
+    try {
+      if (k.GetFileType(h) !== FILE.TYPE_DISK) throw notRegular();
+      const fi = new Uint8Array(FILE_INFO.SIZE);
+      checkBool("GetFileInformationByHandle", k.GetFileInformationByHandle(h, fi));
+      const v = new DataView(fi.buffer);
+      if ((v.getUint32(FILE_INFO.ATTRIBUTES, true) & FILE.ATTRIBUTE_DIRECTORY) !== 0) {
+        throw new Deno.errors.IsADirectory(`Is a directory: open '${path}'`);
       }
-    },
-
-    adviseRandom(_pointer: Deno.PointerObject, _size: number): void {
-      // Windows has no per-range read-ahead advice for mapped views; page faults on a view read clusters
-      // chosen by the memory manager. Nothing to do.
-    },
-
-    discard(pointer: Deno.PointerObject, size: number): void {
-      const { r, offset } = reservationOf(pointer, size);
-      for (const part of clip(r.segments, offset, size)) {
-        const at = ptr(r.base + BigInt(part.offset));
-        if (part.segment.kind === "private") {
-          // Decommit and commit again: the pages read as zeros and no longer use physical memory.
-          checkBool("VirtualFree(MEM_DECOMMIT)", kernel32().VirtualFree(at, BigInt(part.size), MEM.DECOMMIT));
-          checkPointer(
-            "VirtualAlloc2(MEM_COMMIT)",
-            kernelbase().VirtualAlloc2(null, at, BigInt(part.size), MEM.COMMIT, PROT.READWRITE, null, 0),
-          );
-        } else if (part.segment.kind === "view") {
-          throw new RangeError("discard() of a copy-on-write view: map the snapshot again instead");
-        }
-      }
-    },
-
-    copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void {
-      kernel32().RtlMoveMemory(to, from, BigInt(size));
-    },
-
-    sealedCopy(pointer: Deno.PointerObject, size: number): Backing {
-      return sealedSection(size, (view) => kernel32().RtlMoveMemory(view, pointer, BigInt(size)));
-    },
-
-    sealedBytes(bytes: Uint8Array): Backing {
-      return sealedSection(bytes.length, (view) => {
-        const buf = Deno.UnsafePointerView.getArrayBuffer(view, bytes.length);
-        new Uint8Array(buf).set(bytes);
-        buf.transfer(0);
-      });
-    },
-
-    openFile(path: string, notRegular: () => Error): OpenedFile {
-      // Deno's own errors for a missing path or a directory, as the POSIX implementation gives.
-      const info = Deno.statSync(path);
-      if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory: open '${path}'`);
-      if (!info.isFile) throw notRegular();
-      const k = kernel32();
-      // FILE_SHARE_DELETE: the file may be renamed over or deleted while loaded; no FILE_SHARE_WRITE: nobody
-      // may modify it in place meanwhile.
-      const h = checkPointer(
-        `CreateFileW(${path})`,
-        k.CreateFileW(
-          wide(path),
-          FILE.GENERIC_READ,
-          FILE.SHARE_READ | FILE.SHARE_DELETE,
-          null,
-          FILE.OPEN_EXISTING,
-          FILE.ATTRIBUTE_NORMAL,
-          null,
-        ),
-        true,
-      );
-      try {
-        if (k.GetFileType(h) !== FILE.TYPE_DISK) throw notRegular();
-        const fi = new Uint8Array(FILE_INFO.SIZE);
-        checkBool("GetFileInformationByHandle", k.GetFileInformationByHandle(h, fi));
-        const v = new DataView(fi.buffer);
-        if ((v.getUint32(FILE_INFO.ATTRIBUTES, true) & FILE.ATTRIBUTE_DIRECTORY) !== 0) {
-          throw new Deno.errors.IsADirectory(`Is a directory: open '${path}'`);
-        }
-        const size = v.getUint32(FILE_INFO.SIZE_HIGH, true) * 2 ** 32 + v.getUint32(FILE_INFO.SIZE_LOW, true);
-        const identity = [
-          v.getUint32(FILE_INFO.VOLUME_SERIAL, true),
-          v.getUint32(FILE_INFO.INDEX_HIGH, true),
-          v.getUint32(FILE_INFO.INDEX_LOW, true),
-          v.getBigUint64(FILE_INFO.LAST_WRITE_TIME, true),
-        ].join(":");
-        return new WindowsFile(h, size, identity);
-      } catch (e) {
-        k.CloseHandle(h);
-        throw e;
-      }
-    },
-  };
+      const size = v.getUint32(FILE_INFO.SIZE_HIGH, true) * 2 ** 32 + v.getUint32(FILE_INFO.SIZE_LOW, true);
+      const identity = [
+        v.getUint32(FILE_INFO.VOLUME_SERIAL, true),
+        v.getUint32(FILE_INFO.INDEX_HIGH, true),
+        v.getUint32(FILE_INFO.INDEX_LOW, true),
+        v.getBigUint64(FILE_INFO.LAST_WRITE_TIME, true),
+      ].join(":");
+      return new WindowsFile(h, size, identity);
+    } catch (e) {
+      k.CloseHandle(h);
+      throw e;
+    }
+  },
+};
 
 function releaseSegments(r: Reservation): void {
   const k = kernel32();
