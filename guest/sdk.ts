@@ -112,7 +112,11 @@ export class GccNotFoundError extends Error {
   /** The command that was looked for. */
   readonly command: string;
 
-  /** @param command The gcc command that could not be started. */
+  /**
+   * Creates the error; the message includes the install command for this distribution.
+   *
+   * @param command The gcc command that could not be started.
+   */
   constructor(command: string, options?: ErrorOptions) {
     super(`${command} not found: install it (${gccInstallHint()}) or put it on PATH`, options);
     this.name = "GccNotFoundError";
@@ -137,6 +141,8 @@ export class GuestBuildError extends Error {
   readonly log: string;
 
   /**
+   * Creates the error; the message quotes gcc's first error line.
+   *
    * @param command The gcc command line.
    * @param log gcc's output.
    */
@@ -164,6 +170,8 @@ export class PackageFileError extends Error {
   readonly url: string;
 
   /**
+   * Creates the error: `Cannot read <url>: <reason>`.
+   *
    * @param url The URL or path.
    * @param reason What went wrong.
    */
@@ -222,7 +230,7 @@ function readOsRelease(): string | undefined {
  * @returns `true` when `gcc --version` succeeds.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { haveGcc } from "./sdk.ts";
  * console.log(await haveGcc());
  * ```
