@@ -95,6 +95,9 @@ import { exampleGuestUrl, loadGuest } from "${base}/guest/sdk.ts";
 const [mode, a, b] = Deno.args;
 if (mode === "evolve") {
   using sbx = new UninitializedSandbox(a).evolve();
+  using snap = sbx.snapshot();
+  sbx.call("Greet", "forgotten");
+  sbx.restore(snap);
   console.log(sbx.call("Greet", "evolve"));
 } else if (mode === "toFile") {
   using sbx = new UninitializedSandbox(a).evolve();
@@ -102,9 +105,12 @@ if (mode === "evolve") {
   await sbx.snapshot().toFile(b);
   console.log("saved");
 } else if (mode === "fromFile") {
-  using snap = Snapshot.fromFile(a);
-  using sbx = MultiUseSandbox.fromSnapshot(snap);
-  console.log(sbx.call("Greet", "fromFile"));
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    using snap = load(a);
+    using sbx = MultiUseSandbox.fromSnapshot(snap);
+    console.log(sbx.call("Greet", "fromFile"));
+  }
+  console.log(Snapshot.inspectFile(a).entrypoint);
   console.log(blake3Backend());
 } else if (mode === "example") {
   using sbx = new UninitializedSandbox(await loadGuest(exampleGuestUrl("hello"))).evolve();
@@ -194,6 +200,30 @@ needsTest(
       assert.match((await step("verify", [...readOnly, "verify", "guest.hls"])).stdout, /^ok: guest\.hls/);
       const ran = await step("run", [...readOnly, "run", "guest.hls", "Greet", "consumer"]);
       assert.equal(ran.stdout, "Hello, consumer! (greeting 2)\n");
+      const bench = await step("bench", [
+        ...readOnly,
+        "bench",
+        "guest.hls",
+        "-n",
+        "3",
+        "--call",
+        "Add",
+        "1",
+        "2",
+      ]);
+      assert.match(bench.stdout, /3 cold starts/);
+      const exampleRun = [
+        "run",
+        imp,
+        `--allow-net=${host}`,
+        "--allow-ffi",
+        cli,
+        "run",
+        "example:hello",
+        "Hello",
+        "x",
+      ];
+      assert.equal((await step("run example:hello", exampleRun)).stdout, "Hello, x!\n");
 
       // The library, imported from the server by a consumer's own script.
       await Deno.writeTextFile(`${work}/proj/consumer.ts`, consumerScript(base));
@@ -228,9 +258,9 @@ needsTest(
         "fromFile",
         "out/copy.hls",
       ]);
-      const [greeting, backend] = loaded.stdout.trim().split("\n");
-      assert.equal(greeting, "Hello, fromFile! (greeting 2)");
-      assert.equal(backend, EXPECTED_CONSUMER_BLAKE3_BACKEND);
+      const lines = loaded.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(0, 4), [...Array(3).fill("Hello, fromFile! (greeting 2)"), "Call"]);
+      assert.equal(lines[4], EXPECTED_CONSUMER_BLAKE3_BACKEND);
       const example = await step("example", [
         "run",
         imp,
