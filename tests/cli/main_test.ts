@@ -30,7 +30,7 @@ Deno.test("help, version, usage errors and planned commands", async () => {
   try {
     const help = await runCli(["--help"], dir);
     assert.equal(help.code, 0);
-    const names = [...help.stdout.matchAll(/^  (\w+) {2,}/gm)].map((m) => m[1]);
+    const names = [...help.stdout.matchAll(/^ {2}(\w+) {2,}/gm)].map((m) => m[1]);
     assert.deepEqual(names.slice(0, 7), ["new", "build", "snapshot", "inspect", "verify", "run", "bench"]);
     assert.match(help.stdout, /Exit codes: 0 ok, 1 .*\n.*2 usage error.*3 missing KVM, gcc/);
 

@@ -299,6 +299,7 @@ needsTest(
       assert.deepEqual([...refused], []);
     } finally {
       await Deno.remove(tmp, { recursive: true });
+      await forgetCachedModules(server.addr.port);
     }
   },
 );
