@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { MAX_IMAGE_SIZE } from "../vm/elf.ts";
+import { MAX_IMAGE_SIZE } from "../vm/machine/elf.ts";
 
 /**
  * The SDK's files, relative to this module's directory: everything gcc needs besides the guest's own

@@ -16,7 +16,10 @@ function assertOneLine(stderr: string, pattern: RegExp): void {
 Deno.test("describeError maps error kinds to exit codes", () => {
   assert.equal(describeError(new UsageError("x"), "run").code, EXIT.usage);
   assert.match(describeError(new UsageError("x"), "run").line, /see 'snapvm run --help'/);
-  assert.equal(describeError(new HypervisorUnavailableError("ENOENT")).code, EXIT.environment);
+  assert.equal(
+    describeError(new HypervisorUnavailableError("kvm", "/dev/kvm does not exist")).code,
+    EXIT.environment,
+  );
   assert.equal(describeError(new GccNotFoundError("gcc")).code, EXIT.environment);
   assert.equal(describeError(new Deno.errors.NotCapable("Requires read access")).code, EXIT.environment);
   const bad = new SnapshotFormatError("BadMagic", { field: "magic", found: "x", expected: "HLS\\0" });

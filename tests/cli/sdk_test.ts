@@ -10,7 +10,7 @@ import {
   SDK_FILES,
   writeSdk,
 } from "../../guest/sdk.ts";
-import { MAX_IMAGE_SIZE } from "../../vm/elf.ts";
+import { MAX_IMAGE_SIZE } from "../../vm/machine/elf.ts";
 import { needsTest, ROOT } from "./_cli.ts";
 
 Deno.test("SDK_FILES lists exactly the header, runtime and linker script of guest/", () => {
