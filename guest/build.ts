@@ -1,10 +1,14 @@
 /**
  * Builds the C guests under `guest/` (every directory except `include`, `runtime` and `bin` that holds `.c`
- * files) with the machine's gcc. Run as a script it builds into `guest/bin/`; without gcc it says so and
- * leaves the committed binaries in place. The recipe is the one documented in guest/README.md.
+ * files) with the machine's gcc and the SDK's flags ({@linkcode guestCflags} in `sdk.ts`). Run as a script it
+ * builds into `guest/bin/`; without gcc it says so and leaves the committed binaries in place. The recipe is
+ * the one documented in guest/README.md. This is the repository's build; packages use `sdk.ts`.
  *
  * @module
  */
+import { guestCflags, haveGcc, RUNTIME_SOURCES, SDK_FILES } from "./sdk.ts";
+
+export { haveGcc };
 
 /** Directory of this file, i.e. `guest/`. */
 const GUEST_DIR = decodeURIComponent(new URL(".", import.meta.url).pathname).replace(/\/$/, "");
@@ -13,37 +17,9 @@ const GUEST_DIR = decodeURIComponent(new URL(".", import.meta.url).pathname).rep
 const NOT_GUESTS = new Set(["include", "runtime", "bin"]);
 
 /**
- * gcc flags for a guest; sources and `-o` follow. Paths are relative to `guest/`, where gcc runs, and
- * `-ffile-prefix-map` keeps any absolute path out of the output, so the bytes depend only on the sources
- * and the gcc version.
+ * gcc flags for a guest built in this checkout; sources and `-o` follow, and gcc runs in `guest/`.
  */
-export const GUEST_CFLAGS: readonly string[] = [
-  "-std=gnu11",
-  "-O2",
-  "-g0",
-  "-Wall",
-  "-Wextra",
-  "-ffreestanding",
-  "-nostdlib",
-  "-static",
-  "-fno-pie",
-  "-no-pie",
-  "-fno-stack-protector",
-  "-fstack-clash-protection",
-  "-fcf-protection=none",
-  "-mno-red-zone",
-  "-fno-asynchronous-unwind-tables",
-  "-fno-unwind-tables",
-  "-fno-tree-loop-distribute-patterns",
-  `-ffile-prefix-map=${GUEST_DIR}=.`,
-  "-Wl,--build-id=none",
-  "-Wl,-z,max-page-size=4096",
-  "-Wl,-z,noexecstack",
-  "-Wl,--orphan-handling=warn",
-  "-Wl,-T,link.ld",
-  "-I",
-  "include",
-];
+export const GUEST_CFLAGS: readonly string[] = guestCflags(GUEST_DIR);
 
 async function cFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -53,6 +29,20 @@ async function cFiles(dir: string): Promise<string[]> {
   return out.sort(); // readDir order is arbitrary; link order must not be
 }
 
+/**
+ * Throws unless every file in `include/` and `runtime/` is listed in `SDK_FILES`: the package ships only the
+ * listed files, so a guest built from the package would otherwise differ from one built here.
+ */
+async function checkSdkList(): Promise<void> {
+  for (const dir of ["include", "runtime"]) {
+    for await (const e of Deno.readDir(`${GUEST_DIR}/${dir}`)) {
+      if (e.isFile && !SDK_FILES.includes(`${dir}/${e.name}`)) {
+        throw new Error(`guest/${dir}/${e.name} is not listed in SDK_FILES in guest/sdk.ts`);
+      }
+    }
+  }
+}
+
 /** Names of the guests (directories under `guest/` with C sources), sorted. */
 export async function guestNames(): Promise<string[]> {
   const names: string[] = [];
@@ -60,16 +50,6 @@ export async function guestNames(): Promise<string[]> {
     if (e.isDirectory && !NOT_GUESTS.has(e.name) && (await cFiles(e.name)).length > 0) names.push(e.name);
   }
   return names.sort();
-}
-
-/** True if `gcc` can be run. */
-export async function haveGcc(): Promise<boolean> {
-  try {
-    const r = await new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" }).output();
-    return r.success;
-  } catch {
-    return false;
-  }
 }
 
 async function sameBytes(a: string, b: string): Promise<boolean> {
@@ -82,7 +62,7 @@ async function sameBytes(a: string, b: string): Promise<boolean> {
 }
 
 async function buildOne(name: string, outDir: string): Promise<string> {
-  const sources = [...await cFiles("runtime"), ...await cFiles(name)];
+  const sources = [...RUNTIME_SOURCES, ...await cFiles(name)];
   const target = `${outDir}/${name}`;
   const tmp = `${target}.tmp${Deno.pid}`;
   const args = [...GUEST_CFLAGS, ...sources, "-lgcc", "-o", tmp];
@@ -113,6 +93,7 @@ async function buildOne(name: string, outDir: string): Promise<string> {
  */
 export async function buildGuests(outDir: string): Promise<string[]> {
   if (!(await haveGcc())) throw new Error("gcc not found: cannot build the guests");
+  await checkSdkList();
   const abs = outDir.startsWith("/") ? outDir : `${Deno.cwd()}/${outDir}`;
   await Deno.mkdir(abs, { recursive: true });
   const names = await guestNames();

@@ -1,0 +1,305 @@
+/**
+ * The package as a consumer gets it: exactly the files `deno publish` would upload, served over real HTTP on
+ * 127.0.0.1, used from a folder that has no access to this checkout. The served CLI creates, builds,
+ * snapshots, inspects, verifies and runs a guest, each step with the minimal Deno permissions the README
+ * documents; then consumer scripts import the served `mod.ts` and `guest/sdk.ts` with their documented
+ * permissions, and one step with a permission left out must fail.
+ *
+ * Needs KVM and gcc (skipped loudly without them, failing in CI).
+ */
+import assert from "node:assert/strict";
+import { needsTest, ROOT } from "../cli/_cli.ts";
+
+/**
+ * What `blake3Backend()` returns for a consumer of the published package on this machine.
+ * LEAD: flip to "native" once the native backend for consumers lands.
+ */
+const EXPECTED_CONSUMER_BLAKE3_BACKEND = "wasm";
+
+/** The files of `deno publish --dry-run`, relative to the repository root. */
+async function publishedFiles(): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["publish", "--dry-run", "--allow-dirty"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `deno publish --dry-run failed:\n${text}`);
+  const root = new URL(ROOT, "file:///").href;
+  const files = [...text.matchAll(/^\s+(file:\/\/\S+) \([^)]*\)$/gm)]
+    .map((m) => decodeURIComponent(m[1]).slice(root.length))
+    .filter((f) => f !== ".git"); // a git worktree's .git is a file; JSR ignores it
+  assert.ok(files.includes("mod.ts") && files.includes("cli/main.ts"), text);
+  return files;
+}
+
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  ts: "application/typescript",
+  json: "application/json",
+  md: "text/markdown",
+};
+
+/** Copies `files` from the checkout into `dir`, so the server can only hand out what would be published. */
+async function stage(files: string[], dir: string): Promise<void> {
+  for (const f of files) {
+    await Deno.mkdir(`${dir}/${f}`.replace(/\/[^/]*$/, ""), { recursive: true });
+    await Deno.copyFile(`${ROOT}${f}`, `${dir}/${f}`);
+  }
+}
+
+/**
+ * Removes what the consumer processes put into Deno's module cache for this server (a new port every run,
+ * so the entries would only pile up).
+ */
+async function forgetCachedModules(port: number): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json"],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output();
+  const cache = JSON.parse(new TextDecoder().decode(out.stdout)).modulesCache;
+  if (typeof cache === "string") {
+    await Deno.remove(`${cache}/http/127.0.0.1_PORT${port}`, { recursive: true }).catch(() => {});
+  }
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno <args>` in `cwd` without a terminal (so Deno never prompts for a permission). */
+async function deno(args: string[], cwd: string, env: Record<string, string>): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+/** A consumer's script: each mode is one operation, run under that operation's documented permissions. */
+function consumerScript(base: string): string {
+  return `import { blake3Backend, MultiUseSandbox, Snapshot, UninitializedSandbox } from "${base}/mod.ts";
+import { exampleGuestUrl, loadGuest } from "${base}/guest/sdk.ts";
+
+const [mode, a, b] = Deno.args;
+if (mode === "evolve") {
+  using sbx = new UninitializedSandbox(a).evolve();
+  using snap = sbx.snapshot();
+  sbx.call("Greet", "forgotten");
+  sbx.restore(snap);
+  console.log(sbx.call("Greet", "evolve"));
+} else if (mode === "toFile") {
+  using sbx = new UninitializedSandbox(a).evolve();
+  sbx.call("Greet", "before the snapshot");
+  await sbx.snapshot().toFile(b);
+  console.log("saved");
+} else if (mode === "fromFile") {
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    using snap = load(a);
+    using sbx = MultiUseSandbox.fromSnapshot(snap);
+    console.log(sbx.call("Greet", "fromFile"));
+  }
+  console.log(Snapshot.inspectFile(a).entrypoint);
+  console.log(blake3Backend());
+} else if (mode === "example") {
+  using sbx = new UninitializedSandbox(await loadGuest(exampleGuestUrl("hello"))).evolve();
+  console.log(sbx.call("Hello", "example"));
+}
+`;
+}
+
+needsTest(
+  ["kvm", "gcc"],
+  "consumer: the published file set over HTTP, used with minimal permissions",
+  async () => {
+    const files = await publishedFiles();
+    const tmp = await Deno.makeTempDir({ prefix: "snapvm-consumer-" });
+    const pkg = `${tmp}/package`;
+    const work = `${tmp}/work`;
+    const scratch = `${tmp}/scratch`; // TMPDIR of the consumer processes
+    await Deno.mkdir(work);
+    await Deno.mkdir(scratch);
+    await stage(files, pkg);
+
+    const served = new Set<string>();
+    const refused = new Set<string>();
+    await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname).slice(1);
+      if (!files.includes(path)) {
+        refused.add(path);
+        return new Response("not published", { status: 404 });
+      }
+      served.add(path);
+      const type = CONTENT_TYPES[path.split(".").pop()!] ?? "application/octet-stream";
+      return new Response(await Deno.readFile(`${pkg}/${path}`), { headers: { "content-type": type } });
+    });
+    const host = `127.0.0.1:${server.addr.port}`;
+    const base = `http://${host}`;
+    const cli = `${base}/cli/main.ts`;
+    const env = { TMPDIR: scratch, NO_COLOR: "1" };
+    // Deno asks for import permission for any host outside its default list (jsr.io, deno.land, ...).
+    const imp = `--allow-import=${host}`;
+    const step = async (name: string, args: string[], cwd = `${work}/proj`): Promise<Run> => {
+      const r = await deno(args, cwd, env);
+      assert.equal(r.code, 0, `${name} failed (exit ${r.code}):\n${r.stderr}`);
+      return r;
+    };
+
+    try {
+      // new: read and write on the new directory only.
+      await step("new", ["run", imp, "--allow-read=proj", "--allow-write=proj", cli, "new", "proj"], work);
+      // build: the SDK comes from the server (net), gcc runs in a temporary directory (write).
+      await step("build", [
+        "run",
+        imp,
+        `--allow-net=${host}`,
+        "--allow-read=.",
+        `--allow-write=.,${scratch}`,
+        "--allow-run=gcc",
+        cli,
+        "build",
+        "guest.c",
+        "-o",
+        "guest.elf",
+      ]);
+      assert.ok(served.has("guest/include/snapvm.h") && served.has("guest/runtime/start.S"));
+      // snapshot: read and write on the directory of the snapshot (toFile writes a temporary file there,
+      // reads it back and fsyncs the directory), FFI for KVM.
+      await step("snapshot", [
+        "run",
+        imp,
+        "--allow-read=.",
+        "--allow-write=.",
+        "--allow-ffi",
+        cli,
+        "snapshot",
+        "guest.elf",
+        "-o",
+        "guest.hls",
+        "--call",
+        "Greet",
+        "warm-up",
+      ]);
+      const readOnly = ["run", imp, "--allow-read=guest.hls", "--allow-ffi", cli];
+      const info = JSON.parse(
+        (await step("inspect", [...readOnly, "inspect", "guest.hls", "--json"])).stdout,
+      );
+      assert.equal(info.entrypoint, "Call");
+      assert.equal(info.compatible, true);
+      assert.match((await step("verify", [...readOnly, "verify", "guest.hls"])).stdout, /^ok: guest\.hls/);
+      const ran = await step("run", [...readOnly, "run", "guest.hls", "Greet", "consumer"]);
+      assert.equal(ran.stdout, "Hello, consumer! (greeting 2)\n");
+      const bench = await step("bench", [
+        ...readOnly,
+        "bench",
+        "guest.hls",
+        "-n",
+        "3",
+        "--call",
+        "Add",
+        "1",
+        "2",
+      ]);
+      assert.match(bench.stdout, /3 cold starts/);
+      const exampleRun = [
+        "run",
+        imp,
+        `--allow-net=${host}`,
+        "--allow-ffi",
+        cli,
+        "run",
+        "example:hello",
+        "Hello",
+        "x",
+      ];
+      assert.equal((await step("run example:hello", exampleRun)).stdout, "Hello, x!\n");
+
+      // The library, imported from the server by a consumer's own script.
+      await Deno.writeTextFile(`${work}/proj/consumer.ts`, consumerScript(base));
+      const evolve = await step("evolve", [
+        "run",
+        imp,
+        "--allow-read=guest.elf",
+        "--allow-ffi",
+        "consumer.ts",
+        "evolve",
+        "guest.elf",
+      ]);
+      assert.equal(evolve.stdout, "Hello, evolve! (greeting 1)\n");
+      await Deno.mkdir(`${work}/proj/out`);
+      await step("toFile", [
+        "run",
+        imp,
+        "--allow-read=guest.elf,out",
+        "--allow-write=out",
+        "--allow-ffi",
+        "consumer.ts",
+        "toFile",
+        "guest.elf",
+        "out/copy.hls",
+      ]);
+      const loaded = await step("fromFile", [
+        "run",
+        imp,
+        "--allow-read=out/copy.hls",
+        "--allow-ffi",
+        "consumer.ts",
+        "fromFile",
+        "out/copy.hls",
+      ]);
+      const lines = loaded.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(0, 4), [...Array(3).fill("Hello, fromFile! (greeting 2)"), "Call"]);
+      assert.equal(lines[4], EXPECTED_CONSUMER_BLAKE3_BACKEND);
+      const example = await step("example", [
+        "run",
+        imp,
+        `--allow-net=${host}`,
+        "--allow-ffi",
+        "consumer.ts",
+        "example",
+      ]);
+      assert.equal(example.stdout, "Hello, example!\n");
+
+      // The permissions are minimal: toFile without read access to the directory is refused.
+      const denied = await deno(
+        [
+          "run",
+          imp,
+          "--allow-read=guest.elf",
+          "--allow-write=out",
+          "--allow-ffi",
+          "consumer.ts",
+          "toFile",
+          "guest.elf",
+          "out/x.hls",
+        ],
+        `${work}/proj`,
+        env,
+      );
+      assert.notEqual(denied.code, 0);
+      assert.match(denied.stderr, /NotCapable: Requires read access to ".*out/);
+
+      // The skeleton's own tasks work as generated.
+      for (const task of ["snapshot", "start"]) await step(`deno task ${task}`, ["task", task]);
+      const call = await step("deno task call", ["task", "call", "Add", "2", "40"]);
+      assert.equal(call.stdout.trim().split("\n").pop(), "42");
+
+      // Nothing the consumer asked for was missing from the published set.
+      assert.deepEqual([...refused], []);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+      await forgetCachedModules(server.addr.port);
+    }
+  },
+);
