@@ -1,0 +1,162 @@
+/**
+ * Bringing a snapshot's manifest, config and layers into the content-addressed cache from a source (a
+ * registry or an image-layout directory), verifying every byte on the way. Internal: shared by
+ * `pullSnapshotFile` and `importOciLayout`.
+ *
+ * @module
+ */
+
+import { parseSnapshotConfig, readSnapshotConfig, type SnapshotConfig } from "./config.ts";
+import { OCI_MANIFEST_MEDIA_TYPE } from "./constants.ts";
+import { sha256Digest } from "./digest.ts";
+import { DigestMismatchError, OciContentError } from "./errors.ts";
+import { type OciDescriptor, type OciManifest, parseSnapshotManifest } from "./manifest.ts";
+import type { PulledLayer, PulledSnapshot, PullProgress } from "./pull.ts";
+import { blobPath, findBlob, storeBlob, storeBytes } from "./_store.ts";
+import { readFileLimited, readStreamLimited } from "./_read.ts";
+
+/** Where blobs come from. */
+export interface BlobSource {
+  /** Opens a blob's bytes (unverified: the caller verifies). */
+  open(descriptor: OciDescriptor, what: string): Promise<ReadableStream<Uint8Array>>;
+  /** Maps an error thrown while reading an opened blob to a typed one. */
+  readError?(descriptor: OciDescriptor, error: unknown): unknown;
+}
+
+/** Reads a small cached blob and re-verifies it; `null` when absent or not intact (it is then fetched again). */
+export async function readCachedSmallBlob(
+  cacheDir: string,
+  digest: string,
+  limit: number,
+): Promise<Uint8Array | null> {
+  try {
+    const bytes = await readFileLimited(blobPath(cacheDir, digest), limit, "cached blob");
+    return sha256Digest(bytes) === digest ? bytes : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Keeps a verified manifest (bytes and digest) in the cache and brings its config in.
+ *
+ * @returns The parsed manifest and config, and the bytes received.
+ */
+export async function materializeConfig(
+  source: BlobSource,
+  cacheDir: string,
+  manifestBytes: Uint8Array,
+  digest: string,
+): Promise<{ manifest: OciManifest; config: SnapshotConfig; received: number }> {
+  const manifest = parseSnapshotManifest(manifestBytes);
+  const manifestDescriptor = { mediaType: OCI_MANIFEST_MEDIA_TYPE, digest, size: manifestBytes.byteLength };
+  if (await findBlob(cacheDir, manifestDescriptor) === null) {
+    await storeBytes(cacheDir, manifestDescriptor, manifestBytes, "manifest");
+  }
+  const d = manifest.config;
+  const cached = await readCachedSmallBlob(cacheDir, d.digest, d.size);
+  if (cached !== null) return { manifest, config: parseSnapshotConfig(cached), received: 0 };
+
+  const what = `config ${d.digest}`;
+  const stream = await source.open(d, "config");
+  let bytes: Uint8Array;
+  try {
+    bytes = await readStreamLimited(stream, d.size, what);
+  } catch (error) {
+    if (!(error instanceof OciContentError)) throw source.readError?.(d, error) ?? error;
+    throw new OciContentError(
+      "SizeMismatch",
+      what,
+      "",
+      error.found,
+      `${d.size} bytes (its descriptor's size)`,
+    );
+  }
+  if (bytes.byteLength !== d.size) {
+    throw new OciContentError(
+      "SizeMismatch",
+      what,
+      "",
+      `${bytes.byteLength} bytes`,
+      `${d.size} bytes (its descriptor's size)`,
+    );
+  }
+  const found = sha256Digest(bytes);
+  if (found !== d.digest) throw new DigestMismatchError("config", d.digest, found);
+  const config = parseSnapshotConfig(bytes); // before caching: only valid configs are kept
+  await storeBytes(cacheDir, d, bytes, "config");
+  return { manifest, config, received: bytes.byteLength };
+}
+
+/**
+ * Given a verified manifest (bytes and digest), brings it, its config and its layers into the cache.
+ *
+ * @returns Everything but `reference`; `bytesReceived` counts config and layer bytes.
+ */
+export async function materialize(
+  source: BlobSource,
+  cacheDir: string,
+  manifestBytes: Uint8Array,
+  digest: string,
+  options: { signal?: AbortSignal; onProgress?: (progress: PullProgress) => void },
+): Promise<Omit<PulledSnapshot, "reference">> {
+  const { manifest, config, received: configBytes } = await materializeConfig(
+    source,
+    cacheDir,
+    manifestBytes,
+    digest,
+  );
+  let received = configBytes;
+  const layers: PulledLayer[] = [];
+  for (const [index, descriptor] of manifest.layers.entries()) {
+    // Only single-layer snapshots exist today (parseSnapshotManifest refuses delta layers), so layer 0 is
+    // the whole snapshot the config describes. Delta layers will be checked against their base instead.
+    const validate = index === 0
+      ? (path: string) => checkLayerMatchesConfig(path, descriptor, config)
+      : undefined;
+    const cached = await findBlob(cacheDir, descriptor);
+    if (cached !== null) {
+      await validate?.(cached);
+      layers.push({ descriptor, path: cached, transferred: false });
+      continue;
+    }
+    const stream = await source.open(descriptor, "layer");
+    let done = 0;
+    const path = await storeBlob(cacheDir, descriptor, stream, "layer", {
+      validate,
+      signal: options.signal,
+      readError: source.readError === undefined ? undefined : (error) => source.readError!(descriptor, error),
+      onBytes: (bytes) => {
+        received += bytes;
+        done += bytes;
+        options.onProgress?.({ digest: descriptor.digest, bytes: done, total: descriptor.size });
+      },
+    });
+    layers.push({ descriptor, path, transferred: true });
+  }
+  return { path: layers[layers.length - 1].path, digest, manifest, config, layers, bytesReceived: received };
+}
+
+/**
+ * The layer must be the snapshot the config describes: same length, header hash and blob hash. This reads
+ * only the layer's prefix, and runs every format check on it, so a layer that is not a valid snapshot is
+ * never cached.
+ */
+async function checkLayerMatchesConfig(
+  path: string,
+  descriptor: OciDescriptor,
+  config: SnapshotConfig,
+): Promise<void> {
+  const actual = await readSnapshotConfig(path);
+  for (const field of ["fileSize", "headerHash", "blobHash"] as const) {
+    if (actual[field] !== config[field]) {
+      throw new OciContentError(
+        "InvalidField",
+        "config",
+        field,
+        config[field],
+        `${actual[field]}, the value of layer ${descriptor.digest}`,
+      );
+    }
+  }
+}
