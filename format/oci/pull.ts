@@ -197,6 +197,11 @@ export async function inspectRemoteSnapshot(
   return { reference: `${ref.registry}/${ref.repository}@${digest}`, digest, manifest, config };
 }
 
+const DOCKER_MANIFEST_MEDIA_TYPES = [
+  "application/vnd.docker.distribution.manifest.v2+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
 type ManifestBytes = Uint8Array & { fromNetwork: number };
 
 /** Gets the manifest: from the cache when the reference has a digest and the cache has it, else the registry. */
@@ -214,7 +219,9 @@ async function resolveManifest(
   const response = await client.send({
     method: "GET",
     url,
-    headers: { Accept: `${OCI_MANIFEST_MEDIA_TYPE}, ${OCI_INDEX_MEDIA_TYPE}` },
+    // Other manifest kinds are accepted only to refuse them with a clear error: the CNCF registry answers a
+    // Docker manifest requested without its type with an opaque MANIFEST_INVALID.
+    headers: { Accept: [OCI_MANIFEST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, ...DOCKER_MANIFEST_MEDIA_TYPES].join(", ") },
     expect: [200],
   });
   const type = (response.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
