@@ -221,7 +221,9 @@ async function resolveManifest(
     url,
     // Other manifest kinds are accepted only to refuse them with a clear error: the CNCF registry answers a
     // Docker manifest requested without its type with an opaque MANIFEST_INVALID.
-    headers: { Accept: [OCI_MANIFEST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, ...DOCKER_MANIFEST_MEDIA_TYPES].join(", ") },
+    headers: {
+      Accept: [OCI_MANIFEST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, ...DOCKER_MANIFEST_MEDIA_TYPES].join(", "),
+    },
     expect: [200],
   });
   const type = (response.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();

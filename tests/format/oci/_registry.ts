@@ -58,7 +58,7 @@ export interface Registry extends AsyncDisposable {
   output(): string;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -84,7 +84,7 @@ export async function startRegistry(options: { auth?: RegistryAuth } = {}): Prom
 }
 
 async function launch(dir: string, auth: RegistryAuth | undefined): Promise<Registry> {
-  const port = await freePort();
+  const port = freePort();
   const storage = `${dir}/storage`;
   const config: Record<string, unknown> = {
     version: "0.1",
