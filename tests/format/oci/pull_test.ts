@@ -277,3 +277,26 @@ registryTest("inspectRemoteSnapshot reads the config without downloading the lay
     );
   });
 });
+
+registryTest("an aborted pull rejects with the signal's reason and caches no layer", async () => {
+  await using registry = await startRegistry();
+  const pushed = await pushSnapshotFile(GOLDEN, `${registry.host}/app:v1`);
+  await withCache(async (cacheDir) => {
+    const controller = new AbortController();
+    const reason = new Error("stopped by the test");
+    await assert.rejects(
+      () =>
+        pullSnapshotFile(`${registry.host}/app:v1`, {
+          cacheDir,
+          signal: controller.signal,
+          onProgress: (p) => {
+            if (p.bytes > 0) controller.abort(reason);
+          },
+        }),
+      (e) => e === reason,
+    );
+    const files = await listFiles(cacheDir);
+    assert.ok(!files.some((f) => f.includes(pushed.manifest.layers[0].digest.slice(7))), `${files}`);
+    assert.ok(!files.some((f) => f.endsWith(".partial")), `${files}`);
+  });
+});
