@@ -162,6 +162,18 @@ export class RegistryClient {
   }
 
   /**
+   * The error to throw when reading a response body fails: the abort reason when the operation was
+   * cancelled, else a {@linkcode RegistryConnectionError} (the connection broke mid-body).
+   *
+   * @param method The request's method.
+   * @param url The request's URL.
+   * @param error What the body stream threw.
+   */
+  readError(method: string, url: string, error: unknown): unknown {
+    return this.#signal?.aborted ? this.#signal.reason : new RegistryConnectionError(method, url, error);
+  }
+
+  /**
    * Sends a request, answering authentication challenges (once per challenge) and following redirects of
    * GET and HEAD requests, and returns the response when its status is one of `request.expect`. The caller
    * must consume or cancel the response body.

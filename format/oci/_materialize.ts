@@ -37,25 +37,40 @@ export async function readCachedSmallBlob(
   }
 }
 
+/** A manifest and its config, verified but not yet kept in the cache. */
+export interface FetchedConfig {
+  /** The parsed manifest. */
+  manifest: OciManifest;
+  /** The parsed config. */
+  config: SnapshotConfig;
+  /** Bytes read from the source for the config (0 when it came from the cache). */
+  received: number;
+  /** Stores the manifest and the config in the cache; call once everything else was verified. */
+  keep(): Promise<void>;
+}
+
 /**
- * Keeps a verified manifest (bytes and digest) in the cache and brings its config in.
- *
- * @returns The parsed manifest and config, and the bytes received.
+ * Parses a verified manifest (bytes and digest) and fetches and checks its config. Nothing is stored until
+ * `keep()` is called, so a snapshot that fails a later check leaves no trace in the cache.
  */
-export async function materializeConfig(
+export async function fetchConfig(
   source: BlobSource,
   cacheDir: string,
   manifestBytes: Uint8Array,
   digest: string,
-): Promise<{ manifest: OciManifest; config: SnapshotConfig; received: number }> {
+): Promise<FetchedConfig> {
   const manifest = parseSnapshotManifest(manifestBytes);
   const manifestDescriptor = { mediaType: OCI_MANIFEST_MEDIA_TYPE, digest, size: manifestBytes.byteLength };
-  if (await findBlob(cacheDir, manifestDescriptor) === null) {
-    await storeBytes(cacheDir, manifestDescriptor, manifestBytes, "manifest");
-  }
+  const keepManifest = async () => {
+    if (await findBlob(cacheDir, manifestDescriptor) === null) {
+      await storeBytes(cacheDir, manifestDescriptor, manifestBytes, "manifest");
+    }
+  };
   const d = manifest.config;
   const cached = await readCachedSmallBlob(cacheDir, d.digest, d.size);
-  if (cached !== null) return { manifest, config: parseSnapshotConfig(cached), received: 0 };
+  if (cached !== null) {
+    return { manifest, config: parseSnapshotConfig(cached), received: 0, keep: keepManifest };
+  }
 
   const what = `config ${d.digest}`;
   const stream = await source.open(d, "config");
@@ -83,13 +98,17 @@ export async function materializeConfig(
   }
   const found = sha256Digest(bytes);
   if (found !== d.digest) throw new DigestMismatchError("config", d.digest, found);
-  const config = parseSnapshotConfig(bytes); // before caching: only valid configs are kept
-  await storeBytes(cacheDir, d, bytes, "config");
-  return { manifest, config, received: bytes.byteLength };
+  const config = parseSnapshotConfig(bytes);
+  const keep = async () => {
+    await storeBytes(cacheDir, d, bytes, "config");
+    await keepManifest();
+  };
+  return { manifest, config, received: bytes.byteLength, keep };
 }
 
 /**
- * Given a verified manifest (bytes and digest), brings it, its config and its layers into the cache.
+ * Given a verified manifest (bytes and digest), brings its layers, its config and itself into the cache, in
+ * that order.
  *
  * @returns Everything but `reference`; `bytesReceived` counts config and layer bytes.
  */
@@ -100,7 +119,7 @@ export async function materialize(
   digest: string,
   options: { signal?: AbortSignal; onProgress?: (progress: PullProgress) => void },
 ): Promise<Omit<PulledSnapshot, "reference">> {
-  const { manifest, config, received: configBytes } = await materializeConfig(
+  const { manifest, config, received: configBytes, keep } = await fetchConfig(
     source,
     cacheDir,
     manifestBytes,
@@ -134,6 +153,8 @@ export async function materialize(
     });
     layers.push({ descriptor, path, transferred: true });
   }
+  // Last, so a manifest in the cache means its whole snapshot is there (what an offline pull by digest needs).
+  await keep();
   return { path: layers[layers.length - 1].path, digest, manifest, config, layers, bytesReceived: received };
 }
 

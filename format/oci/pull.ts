@@ -13,13 +13,13 @@
 import type { SnapshotConfig } from "./config.ts";
 import { MAX_MANIFEST_SIZE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE } from "./constants.ts";
 import { sha256Digest } from "./digest.ts";
-import { DigestMismatchError, OciContentError, RegistryConnectionError } from "./errors.ts";
+import { DigestMismatchError, OciContentError } from "./errors.ts";
 import type { OciDescriptor, OciManifest } from "./manifest.ts";
 import { defaultCacheDir } from "./cache.ts";
 import type { RegistryOptions } from "./options.ts";
 import { type OciReference, parseReference } from "./reference.ts";
 import { RegistryClient } from "./_client.ts";
-import { type BlobSource, materialize, materializeConfig, readCachedSmallBlob } from "./_materialize.ts";
+import { type BlobSource, fetchConfig, materialize, readCachedSmallBlob } from "./_materialize.ts";
 import { readStreamLimited } from "./_read.ts";
 
 /**
@@ -159,12 +159,12 @@ export async function pullSnapshotFile(
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const client = new RegistryClient(ref, "pull", options);
-  const { bytes, digest } = await resolveManifest(client, ref, cacheDir);
+  const { bytes, digest, received } = await resolveManifest(client, ref, cacheDir);
   const result = await materialize(registrySource(client), cacheDir, bytes, digest, options);
   return {
     ...result,
     reference: `${ref.registry}/${ref.repository}@${digest}`,
-    bytesReceived: result.bytesReceived + bytes.fromNetwork,
+    bytesReceived: result.bytesReceived + received,
   };
 }
 
@@ -193,7 +193,8 @@ export async function inspectRemoteSnapshot(
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const client = new RegistryClient(ref, "pull", options);
   const { bytes, digest } = await resolveManifest(client, ref, cacheDir);
-  const { manifest, config } = await materializeConfig(registrySource(client), cacheDir, bytes, digest);
+  const { manifest, config, keep } = await fetchConfig(registrySource(client), cacheDir, bytes, digest);
+  await keep();
   return { reference: `${ref.registry}/${ref.repository}@${digest}`, digest, manifest, config };
 }
 
@@ -202,17 +203,18 @@ const DOCKER_MANIFEST_MEDIA_TYPES = [
   "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
-type ManifestBytes = Uint8Array & { fromNetwork: number };
-
-/** Gets the manifest: from the cache when the reference has a digest and the cache has it, else the registry. */
+/**
+ * Gets the manifest: from the cache when the reference has a digest and the cache has it, else the registry.
+ * `received` is the bytes read from the network.
+ */
 async function resolveManifest(
   client: RegistryClient,
   ref: OciReference,
   cacheDir: string,
-): Promise<{ bytes: ManifestBytes; digest: string }> {
+): Promise<{ bytes: Uint8Array; digest: string; received: number }> {
   if (ref.digest !== undefined) {
     const cached = await readCachedSmallBlob(cacheDir, ref.digest, MAX_MANIFEST_SIZE);
-    if (cached !== null) return { bytes: Object.assign(cached, { fromNetwork: 0 }), digest: ref.digest };
+    if (cached !== null) return { bytes: cached, digest: ref.digest, received: 0 };
   }
   const target = ref.digest ?? ref.tag ?? "latest";
   const url = client.url(`manifests/${target}`);
@@ -240,7 +242,7 @@ async function resolveManifest(
     );
   }
   const bytes = await readStreamLimited(response.body, MAX_MANIFEST_SIZE, "manifest").catch((error) => {
-    throw error instanceof OciContentError ? error : new RegistryConnectionError("GET", url, error);
+    throw error instanceof OciContentError ? error : client.readError("GET", url, error);
   });
   const digest = sha256Digest(bytes);
   if (ref.digest !== undefined && digest !== ref.digest) {
@@ -250,7 +252,7 @@ async function resolveManifest(
   if (reported !== null && reported !== digest) {
     throw new DigestMismatchError("manifest (Docker-Content-Digest header)", reported, digest);
   }
-  return { bytes: Object.assign(bytes, { fromNetwork: bytes.byteLength }), digest };
+  return { bytes, digest, received: bytes.byteLength };
 }
 
 /** Blobs from the registry: `GET /v2/<repository>/blobs/<digest>`, redirects followed. */
@@ -265,7 +267,7 @@ function registrySource(client: RegistryClient): BlobSource {
       return response.body ?? new Blob([]).stream();
     },
     readError(descriptor: OciDescriptor, error: unknown): unknown {
-      return new RegistryConnectionError("GET", client.url(`blobs/${descriptor.digest}`), error);
+      return client.readError("GET", client.url(`blobs/${descriptor.digest}`), error);
     },
   };
 }

@@ -118,9 +118,7 @@ Deno.test("importOciLayout refuses what is missing or corrupt, and caches nothin
       assert.equal(e.expected, exported.manifest.layers[0].digest);
       return true;
     });
-    const cached = await listFiles(cacheDir);
-    assert.ok(!cached.some((f) => f.includes(exported.manifest.layers[0].digest.slice(7))), `${cached}`);
-    assert.ok(!cached.some((f) => f.endsWith(".partial")), `${cached}`);
+    assert.deepEqual(await listFiles(cacheDir), [], "nothing is cached");
     await Deno.remove(layer);
     await assert.rejects(
       () => importOciLayout(layout, "v1", { cacheDir }),

@@ -136,9 +136,7 @@ registryTest(
         );
         return true;
       });
-      const files = await listFiles(cacheDir);
-      assert.ok(!files.some((f) => f.includes(layer.digest.slice(7))), `layer cached: ${files}`);
-      assert.ok(!files.some((f) => f.endsWith(".partial")), `temporary file left: ${files}`);
+      assert.deepEqual(await listFiles(cacheDir), [], "nothing is cached");
     });
   },
 );
@@ -250,10 +248,7 @@ registryTest("content that is not a valid snapvm snapshot is refused and never c
         assert.ok(check(e), `${tag}: ${e}`);
         return true;
       });
-      const files = await listFiles(cacheDir);
-      assert.ok(!files.some((f) => f.endsWith(".partial")), `${tag}: temporary file left: ${files}`);
-      assert.ok(!files.includes(`blobs/sha256/${layerDigest.slice(7)}`), `${tag}: layer cached`);
-      assert.ok(!files.includes(`blobs/sha256/${junkLayer.digest.slice(7)}`), `${tag}: junk layer cached`);
+      assert.deepEqual(await listFiles(cacheDir), [], `${tag}: nothing is cached`);
     });
   }
 });
@@ -295,8 +290,6 @@ registryTest("an aborted pull rejects with the signal's reason and caches no lay
         }),
       (e) => e === reason,
     );
-    const files = await listFiles(cacheDir);
-    assert.ok(!files.some((f) => f.includes(pushed.manifest.layers[0].digest.slice(7))), `${files}`);
-    assert.ok(!files.some((f) => f.endsWith(".partial")), `${files}`);
+    assert.deepEqual(await listFiles(cacheDir), [], "nothing is cached");
   });
 });
