@@ -6,7 +6,8 @@
  * `mountFrom`, a blob another repository of the registry has is mounted instead of uploaded. Layers are
  * uploaded in chunks (`POST`, `PATCH` × n, `PUT ?digest=`), holding one chunk in memory; when a connection
  * breaks, the upload asks the registry how much it has and resumes there, or starts a fresh upload session
- * when the registry cannot resume (the CNCF registry discards a session whose last `PATCH` broke off).
+ * when the registry cannot resume (the CNCF registry 2.8 refuses a session whose last `PATCH` broke off
+ * after part of its body arrived).
  *
  * @module
  */
