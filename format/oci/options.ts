@@ -44,7 +44,8 @@ export interface RegistryOptions {
   credentials?: RegistryCredentials;
   /**
    * Cancels the operation. Nothing half-written stays in the cache, and an upload in progress is cancelled
-   * at the registry (best effort). The operation rejects with `signal.reason`.
+   * at the registry (best effort). The operation rejects with `signal.reason`. There is no built-in time
+   * limit: pass `AbortSignal.timeout(ms)` for one.
    */
   signal?: AbortSignal;
 }
