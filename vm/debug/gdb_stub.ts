@@ -678,6 +678,5 @@ function parseAddressLength(s: string): { address: bigint; length: number } | un
   const address = parseHex64(s.slice(0, comma));
   const len = s.slice(comma + 1);
   if (address === undefined || !/^[0-9a-fA-F]{1,8}$/.test(len)) return undefined;
-  const length = parseInt(len, 16);
-  return length <= MAX_PACKET ? { address, length } : undefined;
+  return { address, length: parseInt(len, 16) };
 }
