@@ -10,7 +10,8 @@
  */
 import { lastErrno } from "../errno.ts";
 
-const SYMBOLS = {
+/** The `Deno.dlopen` symbol table: libc's socket calls with their C signatures. */
+export const SOCKET_SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
@@ -26,9 +27,9 @@ const SYMBOLS = {
 } as const;
 
 /** The opened symbols; see {@linkcode socketLib}. */
-export type SocketSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+export type SocketSymbols = Deno.DynamicLibrary<typeof SOCKET_SYMBOLS>["symbols"];
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+let lib: Deno.DynamicLibrary<typeof SOCKET_SYMBOLS> | undefined;
 
 /**
  * The socket symbols of glibc, opened on first use. Calls block the calling thread (no `nonblocking`
@@ -43,7 +44,7 @@ let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
  */
 export function socketLib(): SocketSymbols {
   if (lib === undefined) {
-    lib = Deno.dlopen("libc.so.6", SYMBOLS);
+    lib = Deno.dlopen("libc.so.6", SOCKET_SYMBOLS);
     // Set up the errno reader now, so its own first-use work never runs between a failing call and the
     // errno read that follows it.
     lastErrno();

@@ -159,9 +159,25 @@ export interface CoreDumpDescription {
  * read through them. Supervisor pages, the system area the guest cannot see, are left out.
  *
  * @example
- * ```ts ignore
- * const desc = coreDumpOfTarget(target, { entry: 0x200000n, programName: "testguest", signal: "SIGSEGV" });
- * writeCoreDump("core.testguest", desc);
+ * ```ts
+ * import { buildCoreDump, coreDumpOfTarget } from "./core_dump.ts";
+ * import { emptyRegisters } from "./registers.ts";
+ * // A target whose 16 KiB of memory hold its page tables and one 2 MiB user page at 0.
+ * const mem = new Uint8Array(0x4000);
+ * const v = new DataView(mem.buffer);
+ * v.setUint32(0x1000, 0x2000 | 7, true);
+ * v.setUint32(0x2000, 0x3000 | 7, true);
+ * v.setUint32(0x3000, 0x87, true);
+ * const target = {
+ *   readRegisters: () => ({ ...emptyRegisters(), rip: 0x10n }),
+ *   writeRegisters: () => {},
+ *   readPhysical: (gpa: number, into: Uint8Array) =>
+ *     gpa + into.length <= mem.length && (into.set(mem.subarray(gpa, gpa + into.length)), true),
+ *   writePhysical: () => false,
+ *   cr3: () => 0x1000n,
+ * };
+ * const desc = coreDumpOfTarget(target, { entry: 0n, programName: "demo", signal: "SIGSEGV" });
+ * console.log(desc.ranges.length, buildCoreDump(desc).length); // 1 20480
  * ```
  */
 export function coreDumpOfTarget(

@@ -92,15 +92,16 @@ function checkCanonical(address: bigint): void {
  * @example
  * ```ts
  * import { translate } from "./page_walk.ts";
- * const mem = new Uint8Array(0x4000);
+ * const mem = new Uint8Array(0x4000); // 16 KiB of "guest RAM" holding its own page tables
  * const v = new DataView(mem.buffer);
- * v.setUint32(0x1000, 0x2000 | 7, true); // PML4[0] -> PDPT at 0x2000
+ * v.setUint32(0x1000, 0x2000 | 7, true); // PML4[0] -> PDPT at 0x2000 (present, writable, user)
  * v.setUint32(0x2000, 0x3000 | 7, true); // PDPT[0] -> PD at 0x3000
- * v.setUint32(0x3000, 0x0000 | 0x87, true); // PD[0]: 2 MiB page at 0
+ * v.setUint32(0x3000, 0x0000 | 0x87, true); // PD[0]: a 2 MiB user page at 0
+ * const inRam = (gpa: number, n: number) => gpa + n <= mem.length;
  * const phys = {
  *   readPhysical: (gpa: number, into: Uint8Array) =>
- *     gpa + into.length <= mem.length && (into.set(mem.subarray(gpa, gpa + into.length)), true),
- *   writePhysical: () => false,
+ *     inRam(gpa, into.length) && (into.set(mem.subarray(gpa, gpa + into.length)), true),
+ *   writePhysical: (gpa: number, data: Uint8Array) => inRam(gpa, data.length) && (mem.set(data, gpa), true),
  * };
  * console.log(translate(phys, 0x1000n, 0x1234n).gpa); // 4660
  * ```
@@ -141,7 +142,7 @@ export function translate(mem: PhysicalMemory, cr3: bigint, address: bigint): Tr
   throw new Error("unreachable: a 4-level walk ends at a leaf");
 }
 
-/** One page-contained piece of a virtual range: `length` bytes at `translation.gpa`. */
+/** One piece of a virtual range within a 4 KiB page: `length` bytes at `translation.gpa`. */
 interface Piece {
   translation: Translation;
   offset: number;
@@ -152,8 +153,9 @@ function* pieces(mem: PhysicalMemory, cr3: bigint, address: bigint, length: numb
   let offset = 0;
   while (offset < length) {
     const t = translate(mem, cr3, address + BigInt(offset));
-    const inPage = t.gpa % t.pageSize;
-    const n = Math.min(length - offset, t.pageSize - inPage);
+    // Pieces end at 4 KiB boundaries even inside big pages: guest RAM is backed in 4 KiB pages, so a
+    // read stops exactly where RAM does.
+    const n = Math.min(length - offset, PAGE_4K - (t.gpa % PAGE_4K));
     yield { translation: t, offset, length: n };
     offset += n;
   }
@@ -165,9 +167,20 @@ function* pieces(mem: PhysicalMemory, cr3: bigint, address: bigint, length: numb
  * Supervisor pages are readable here; the guest itself could not read them.
  *
  * @example
- * ```ts ignore
- * const buf = new Uint8Array(16);
- * const n = readVirtual(target, target.cr3(), 0x200000n, buf);
+ * ```ts
+ * import { readVirtual } from "./page_walk.ts";
+ * const mem = new Uint8Array(0x4000); // 16 KiB of "guest RAM" holding its own page tables
+ * const v = new DataView(mem.buffer);
+ * v.setUint32(0x1000, 0x2000 | 7, true); // PML4[0] -> PDPT at 0x2000 (present, writable, user)
+ * v.setUint32(0x2000, 0x3000 | 7, true); // PDPT[0] -> PD at 0x3000
+ * v.setUint32(0x3000, 0x0000 | 0x87, true); // PD[0]: a 2 MiB user page at 0
+ * const inRam = (gpa: number, n: number) => gpa + n <= mem.length;
+ * const phys = {
+ *   readPhysical: (gpa: number, into: Uint8Array) =>
+ *     inRam(gpa, into.length) && (into.set(mem.subarray(gpa, gpa + into.length)), true),
+ *   writePhysical: (gpa: number, data: Uint8Array) => inRam(gpa, data.length) && (mem.set(data, gpa), true),
+ * };
+ * console.log(readVirtual(phys, 0x1000n, 0x3ffen, new Uint8Array(8))); // 2: then RAM ends
  * ```
  */
 export function readVirtual(mem: PhysicalMemory, cr3: bigint, address: bigint, into: Uint8Array): number {
@@ -191,8 +204,21 @@ export function readVirtual(mem: PhysicalMemory, cr3: bigint, address: bigint, i
  *
  * @throws {GuestAddressError} when a page is unmapped, outside guest memory, or a supervisor page.
  * @example
- * ```ts ignore
- * writeVirtual(target, target.cr3(), 0x204000n, new Uint8Array([1, 2, 3]));
+ * ```ts
+ * import { writeVirtual } from "./page_walk.ts";
+ * const mem = new Uint8Array(0x4000); // 16 KiB of "guest RAM" holding its own page tables
+ * const v = new DataView(mem.buffer);
+ * v.setUint32(0x1000, 0x2000 | 7, true); // PML4[0] -> PDPT at 0x2000 (present, writable, user)
+ * v.setUint32(0x2000, 0x3000 | 7, true); // PDPT[0] -> PD at 0x3000
+ * v.setUint32(0x3000, 0x0000 | 0x87, true); // PD[0]: a 2 MiB user page at 0
+ * const inRam = (gpa: number, n: number) => gpa + n <= mem.length;
+ * const phys = {
+ *   readPhysical: (gpa: number, into: Uint8Array) =>
+ *     inRam(gpa, into.length) && (into.set(mem.subarray(gpa, gpa + into.length)), true),
+ *   writePhysical: (gpa: number, data: Uint8Array) => inRam(gpa, data.length) && (mem.set(data, gpa), true),
+ * };
+ * writeVirtual(phys, 0x1000n, 0x3800n, new Uint8Array([1, 2, 3]));
+ * console.log(mem[0x3801]); // 2
  * ```
  */
 export function writeVirtual(mem: PhysicalMemory, cr3: bigint, address: bigint, data: Uint8Array): void {
@@ -245,8 +271,21 @@ export interface MappedRangeOptions {
  * @throws {GuestAddressError} when a table lies outside guest memory, an entry has a reserved bit set, or a
  * limit is exceeded (tables that point at each other can describe terabytes with a handful of pages).
  * @example
- * ```ts ignore
- * for (const r of mappedRanges(target, target.cr3())) console.log(r.start.toString(16), r.size);
+ * ```ts
+ * import { mappedRanges } from "./page_walk.ts";
+ * const mem = new Uint8Array(0x4000); // 16 KiB of "guest RAM" holding its own page tables
+ * const v = new DataView(mem.buffer);
+ * v.setUint32(0x1000, 0x2000 | 7, true); // PML4[0] -> PDPT at 0x2000 (present, writable, user)
+ * v.setUint32(0x2000, 0x3000 | 7, true); // PDPT[0] -> PD at 0x3000
+ * v.setUint32(0x3000, 0x0000 | 0x87, true); // PD[0]: a 2 MiB user page at 0
+ * const inRam = (gpa: number, n: number) => gpa + n <= mem.length;
+ * const phys = {
+ *   readPhysical: (gpa: number, into: Uint8Array) =>
+ *     inRam(gpa, into.length) && (into.set(mem.subarray(gpa, gpa + into.length)), true),
+ *   writePhysical: (gpa: number, data: Uint8Array) => inRam(gpa, data.length) && (mem.set(data, gpa), true),
+ * };
+ * // The 2 MiB page maps 16 KiB of RAM; the rest is not memory and is left out.
+ * console.log(mappedRanges(phys, 0x1000n)); // [{ start: 0n, size: 16384, user: true, writable: true, executable: true }]
  * ```
  */
 export function mappedRanges(
@@ -263,10 +302,6 @@ export function mappedRanges(
   let bytes = 0;
 
   const emit = (start: bigint, size: number, user: boolean, writable: boolean, executable: boolean) => {
-    bytes += size;
-    if (bytes > maxBytes) {
-      throw new GuestAddressError(start, "too much mapped memory", `more than ${maxBytes} bytes are mapped`);
-    }
     const last = out[out.length - 1];
     if (
       last !== undefined && last.start + BigInt(last.size) === start && last.user === user &&
@@ -287,6 +322,12 @@ export function mappedRanges(
     executable: boolean,
   ) => {
     if (!user && !includeSupervisor) return;
+    // Count what is mapped, backed or not: the probing below costs time per page, and hostile tables can
+    // map terabytes of nothing with a few entries.
+    bytes += size;
+    if (bytes > maxBytes) {
+      throw new GuestAddressError(va, "too much mapped memory", `more than ${maxBytes} bytes are mapped`);
+    }
     // Guest RAM is backed in whole pages, so one byte per 4 KiB page tells whether the page is memory.
     let runStart = -1;
     for (let off = 0; off <= size; off += PAGE_4K) {
