@@ -32,9 +32,9 @@ export const HEAP_SIZE = 0x10000, STACK_SIZE = 0x10000, INPUT_SIZE = 0x4000, OUT
 export const TESTGUEST_PATH: string = guestPath("testguest");
 export const TESTGUEST: Uint8Array = Deno.readFileSync(TESTGUEST_PATH);
 
-/** Symbols of testguest the tests use, from its symbol table (`nm`). */
-export function symbol(name: string): number {
-  const out = new Deno.Command("nm", { args: [TESTGUEST_PATH] }).outputSync();
+/** The address of a symbol of a guest binary (testguest by default), from its symbol table (`nm`). */
+export function symbol(name: string, path = TESTGUEST_PATH): number {
+  const out = new Deno.Command("nm", { args: [path] }).outputSync();
   const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.endsWith(` ${name}`));
   if (line === undefined) throw new Error(`testguest has no symbol ${name}`);
   return parseInt(line.split(" ")[0], 16);
@@ -96,8 +96,9 @@ export class TestGuest extends PlainMemory implements DebugTarget {
   registers: X86Registers;
   registerWrites = 0;
 
-  constructor() {
-    const elf = parseElf(TESTGUEST);
+  /** Lays out a guest binary (default: the committed testguest). */
+  constructor(binary: Uint8Array = TESTGUEST) {
+    const elf = parseElf(binary);
     const imageEnd = elf.end;
     const persistentEnd = imageEnd + HEAP_SIZE;
     const scratchBase = persistentEnd + PAGE;
@@ -116,7 +117,7 @@ export class TestGuest extends PlainMemory implements DebugTarget {
       end,
     };
     for (const s of elf.segments) {
-      this.bytes.set(TESTGUEST.subarray(s.fileOffset, s.fileOffset + s.fileSize), s.vaddr);
+      this.bytes.set(binary.subarray(s.fileOffset, s.fileOffset + s.fileSize), s.vaddr);
     }
     // Recognisable bytes in the system area, which the guest cannot see.
     this.bytes.fill(0xf4, STUB_ADDR, STUB_ADDR + PAGE);
@@ -179,36 +180,47 @@ export class TestGuest extends PlainMemory implements DebugTarget {
   }
 }
 
-/** Whether gdb can run here. */
-export const hasGdb: boolean = (() => {
+function canRun(tool: string): boolean {
   try {
-    return new Deno.Command("gdb", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
+    return new Deno.Command(tool, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
       .success;
   } catch {
     return false;
   }
-})();
+}
 
-let warned = false;
+const available = new Map<string, boolean>();
+const warned = new Set<string>();
 
 /**
- * Registers a test that needs gdb: skipped with one loud line without it, except in CI (`CI=true`),
- * where a missing gdb fails.
+ * Registers a test that needs external tools (gdb, gcc): without one it is skipped with one loud line per
+ * tool, except in CI (`CI=true`), where a missing tool fails the test.
  */
-export function gdbTest(name: string, fn: () => void | Promise<void>): void {
-  if (hasGdb) {
+export function toolTest(name: string, tools: readonly string[], fn: () => void | Promise<void>): void {
+  const missing = tools.filter((t) => {
+    if (!available.has(t)) available.set(t, canRun(t));
+    return !available.get(t);
+  });
+  if (missing.length === 0) {
     Deno.test({ name, fn, sanitizeResources: false, sanitizeOps: false });
   } else if (Deno.env.get("CI") === "true") {
     Deno.test(name, () => {
-      throw new Error("gdb is missing in CI: the debugger tests must run there (apt-get install gdb)");
+      throw new Error(
+        `${missing.join(", ")} missing in CI: the debugger tests must run there (apt-get install gdb gcc)`,
+      );
     });
   } else {
-    if (!warned) {
+    for (const t of missing.filter((t) => !warned.has(t))) {
       console.error(
-        "!!! gdb not found: SKIPPING every gdb test (they run for real wherever gdb is installed) !!!",
+        `!!! ${t} not found: SKIPPING every test that needs it (they run wherever ${t} is installed) !!!`,
       );
-      warned = true;
+      warned.add(t);
     }
     Deno.test({ name, ignore: true, fn });
   }
+}
+
+/** A test that needs the real gdb; see {@linkcode toolTest}. */
+export function gdbTest(name: string, fn: () => void | Promise<void>): void {
+  toolTest(name, ["gdb"], fn);
 }

@@ -8,7 +8,9 @@ import {
 } from "../../../vm/debug/core_dump.ts";
 import { CoreDumpError } from "../../../vm/debug/errors.ts";
 import { emptyRegisters } from "../../../vm/debug/registers.ts";
-import { gdbTest, symbol, TestGuest, TESTGUEST_PATH } from "./_guest_memory.ts";
+import { GUEST_CFLAGS } from "../../../guest/build.ts";
+import { parseElf } from "../../../vm/elf.ts";
+import { gdbTest, symbol, TestGuest, TESTGUEST_PATH, toolTest } from "./_guest_memory.ts";
 
 const WILD_WRITE = symbol("wild_write");
 /** The return address after `call *0x8(%rbx)` in handle_call (objdump). */
@@ -275,3 +277,51 @@ gdbTest(
     }
   },
 );
+
+toolTest("a -g build of the guest loads the same bytes, so gdb shows source lines for a -g0 guest's core", [
+  "gcc",
+  "gdb",
+], async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const guestDir = new URL("../../../guest/", import.meta.url).pathname;
+    const sources = ["runtime", "testguest"].flatMap((d) =>
+      [...Deno.readDirSync(`${guestDir}${d}`)].map((e) => `${d}/${e.name}`).filter((f) => /\.(c|S)$/.test(f))
+        .sort()
+    );
+    const build = async (debug: boolean) => {
+      const out = `${dir}/testguest${debug ? "-g" : ""}`;
+      const flags = GUEST_CFLAGS.map((f) => (f === "-g0" && debug ? "-g" : f));
+      const r = await new Deno.Command("gcc", {
+        args: [...flags, ...sources, "-lgcc", "-o", out],
+        cwd: guestDir,
+      })
+        .output();
+      assert.ok(r.success, new TextDecoder().decode(r.stderr));
+      return out;
+    };
+    const [plain, withDebug] = await Promise.all([build(false), build(true)]);
+    const a = Deno.readFileSync(plain), b = Deno.readFileSync(withDebug);
+    const loaded = (file: Uint8Array) =>
+      parseElf(file).segments.map((
+        s,
+      ) => [s.vaddr, s.memSize, ...file.subarray(s.fileOffset, s.fileOffset + s.fileSize)]);
+    assert.deepEqual(loaded(b), loaded(a), "the debug build loads exactly the same bytes");
+
+    const g = new TestGuest(a);
+    const rsp = g.layout.stackTop - 0x100;
+    const handleCall = symbol("handle_call", plain);
+    new DataView(g.bytes.buffer).setBigUint64(rsp, BigInt(handleCall + 0x10), true);
+    g.registers = { ...g.registers, rip: BigInt(symbol("wild_write", plain) + 4), rsp: BigInt(rsp) };
+    const core = `${dir}/core`;
+    writeCoreDump(core, {
+      ...coreDumpOfTarget(g, { entry: BigInt(g.elf.entry), programName: "testguest", signal: "SIGSEGV" }),
+    });
+    const out = new Deno.Command("gdb", { args: ["-nx", "-batch", "-ex", "bt 1", withDebug, core] })
+      .outputSync();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.match(text, /#0 +0x[0-9a-f]+ in wild_write \(a=.*\) at testguest\/testguest\.c:\d+/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
