@@ -200,7 +200,14 @@ export class GdbStub {
     try {
       return fn();
     } finally {
-      for (const a of addresses) this.#insertBreakpoint(a);
+      for (const a of addresses) {
+        // After a restore a page may be gone; that breakpoint is dropped (gdb re-inserts at its next resume).
+        try {
+          this.#insertBreakpoint(a);
+        } catch (e) {
+          this.#onError(e);
+        }
+      }
     }
   }
 

@@ -32,12 +32,35 @@ export const HEAP_SIZE = 0x10000, STACK_SIZE = 0x10000, INPUT_SIZE = 0x4000, OUT
 export const TESTGUEST_PATH: string = guestPath("testguest");
 export const TESTGUEST: Uint8Array = Deno.readFileSync(TESTGUEST_PATH);
 
-/** The address of a symbol of a guest binary (testguest by default), from its symbol table (`nm`). */
+/** The address of a symbol of a guest binary (testguest by default), from its ELF symbol table. */
 export function symbol(name: string, path = TESTGUEST_PATH): number {
-  const out = new Deno.Command("nm", { args: [path] }).outputSync();
-  const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.endsWith(` ${name}`));
-  if (line === undefined) throw new Error(`testguest has no symbol ${name}`);
-  return parseInt(line.split(" ")[0], 16);
+  const file = path === TESTGUEST_PATH ? TESTGUEST : Deno.readFileSync(path);
+  const v = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  const shoff = Number(v.getBigUint64(40, true)),
+    shentsize = v.getUint16(58, true),
+    shnum = v.getUint16(60, true);
+  const section = (i: number) => {
+    const o = shoff + i * shentsize;
+    return {
+      type: v.getUint32(o + 4, true),
+      offset: Number(v.getBigUint64(o + 24, true)),
+      size: Number(v.getBigUint64(o + 32, true)),
+      link: v.getUint32(o + 40, true),
+    };
+  };
+  for (let i = 0; i < shnum; i++) {
+    const symtab = section(i);
+    if (symtab.type !== 2 /* SHT_SYMTAB */) continue;
+    const strtab = section(symtab.link);
+    for (let o = symtab.offset; o < symtab.offset + symtab.size; o += 24) {
+      const at = strtab.offset + v.getUint32(o, true);
+      const end = file.indexOf(0, at);
+      if (new TextDecoder().decode(file.subarray(at, end)) === name) {
+        return Number(v.getBigUint64(o + 8, true));
+      }
+    }
+  }
+  throw new Error(`${path} has no symbol ${name}`);
 }
 
 /** Plain memory with an unbacked hole; implements the physical side of a target. */

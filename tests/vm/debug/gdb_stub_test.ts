@@ -450,6 +450,19 @@ Deno.test("withoutBreakpoints takes int3s out and puts them back over replaced m
   s.stub.close();
   assert.equal(s.guest.bytes[WILD_WRITE], 0x55, "close restores the byte read at re-insertion");
   s.client.close();
+
+  // A breakpoint whose page is gone after fn is dropped, reported, and does not hide fn's result.
+  const t = session();
+  exchange(t, { kind: "attach" }, `Z0,${WILD_WRITE.toString(16)},1`, "Z0,200000,1", "c");
+  const pte = 0x8000 + (WILD_WRITE >> 12) * 8;
+  const saved = t.guest.bytes.slice(pte, pte + 8);
+  assert.equal(t.stub.withoutBreakpoints(() => (t.guest.bytes.fill(0, pte, pte + 8), 7)), 7);
+  assert.deepEqual(t.stub.breakpoints, [0x200000n]);
+  assert.ok(t.errors.some((e) => e instanceof GuestAddressError && e.problem === "not mapped"));
+  t.guest.bytes.set(saved, pte);
+  assert.notEqual(t.guest.bytes[WILD_WRITE], 0xcc);
+  t.stub.close();
+  t.client.close();
 });
 
 Deno.test("random packets never make the stub throw", () => {
