@@ -48,6 +48,8 @@ import {
 
 /** Most software breakpoints at once. */
 export const MAX_BREAKPOINTS = 1024;
+/** Most packets kept from a debugger while the guest runs (gdb sends none but Ctrl-C then). */
+const MAX_PENDING = 64;
 /** The `int3` opcode. */
 const INT3 = 0xcc;
 /** The one thread id the stub reports. */
@@ -184,6 +186,11 @@ export class GdbStub {
       for (let e = this.#reader.next(); e !== undefined; e = this.#reader.next()) {
         if (e.kind === "interrupt") this.#interrupted = true;
         else this.#pending.push(e);
+      }
+      // In all-stop mode gdb sends nothing but Ctrl-C while the guest runs; a flood is not gdb.
+      if (this.#pending.length > MAX_PENDING) {
+        this.#onError(new Error(`the debugger sent ${this.#pending.length} packets while the guest ran`));
+        this.#disconnected = true;
       }
     }
     return this.#interrupted || this.#disconnected;
