@@ -22,8 +22,11 @@ const NAMES: Record<number, string> = {
   24: "EMFILE",
   25: "ENOTTY",
   28: "ENOSPC",
+  32: "EPIPE",
   38: "ENOSYS",
   95: "EOPNOTSUPP",
+  98: "EADDRINUSE",
+  104: "ECONNRESET",
 };
 
 /** Symbolic name of an errno value, such as `"EINVAL"`, or `"errno N"` for unknown values. */

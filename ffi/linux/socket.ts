@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { lastErrno } from "../errno.ts";
+import { lastErrno } from "./errno.ts";
 
 /** The `Deno.dlopen` symbol table: libc's socket calls with their C signatures. */
 export const SOCKET_SYMBOLS = {

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { lastErrno, OsCallError } from "../../ffi/errno.ts";
+import { lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
 import {
   AF_INET,
   EAGAIN,

@@ -275,7 +275,7 @@ registryTest("inspectRemoteSnapshot reads the config without downloading the lay
 
 registryTest("an aborted pull rejects with the signal's reason and caches no layer", async () => {
   await using registry = await startRegistry();
-  const pushed = await pushSnapshotFile(GOLDEN, `${registry.host}/app:v1`);
+  await pushSnapshotFile(GOLDEN, `${registry.host}/app:v1`);
   await withCache(async (cacheDir) => {
     const controller = new AbortController();
     const reason = new Error("stopped by the test");

@@ -15,8 +15,8 @@ import {
   PML4_ADDR,
   PT_ADDR,
   STUB_ADDR,
-} from "../../../vm/_abi.ts";
-import { type ElfImage, parseElf, PF_W, PF_X } from "../../../vm/elf.ts";
+} from "../../../vm/machine/abi.ts";
+import { type ElfImage, parseElf, PF_W, PF_X } from "../../../vm/machine/elf.ts";
 import { emptyRegisters, FXSAVE, type X86Registers } from "../../../vm/debug/registers.ts";
 import type { DebugTarget } from "../../../vm/debug/target.ts";
 import { guestPath } from "../../_kvm.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { OsCallError } from "../../../ffi/errno.ts";
+import { OsCallError } from "../../../ffi/linux/errno.ts";
 import { EADDRINUSE, INADDR_LOOPBACK, readSockaddrIn, sockaddrIn } from "../../../ffi/linux/socket.ts";
 import { LoopbackListener, SocketConnection } from "../../../vm/debug/connection.ts";
 import { DebuggerConnectionError } from "../../../vm/debug/errors.ts";

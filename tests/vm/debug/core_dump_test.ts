@@ -9,7 +9,7 @@ import {
 import { CoreDumpError } from "../../../vm/debug/errors.ts";
 import { emptyRegisters } from "../../../vm/debug/registers.ts";
 import { GUEST_CFLAGS } from "../../../guest/build.ts";
-import { parseElf } from "../../../vm/elf.ts";
+import { parseElf } from "../../../vm/machine/elf.ts";
 import { gdbTest, symbol, TestGuest, TESTGUEST_PATH, toolTest } from "./_guest_memory.ts";
 
 const WILD_WRITE = symbol("wild_write");

@@ -8,8 +8,8 @@ import {
   translate,
   writeVirtual,
 } from "../../../vm/debug/page_walk.ts";
-import { computeLayout } from "../../../vm/layout.ts";
-import { writeSystemArea } from "../../../vm/_system.ts";
+import { computeLayout } from "../../../vm/machine/layout.ts";
+import { writeSystemArea } from "../../../vm/machine/system_area.ts";
 import { NX, P, PlainMemory, PS, RW, TestGuest, US } from "./_guest_memory.ts";
 
 function expectAddressError(fn: () => unknown, problem: string, detail?: RegExp): void {
