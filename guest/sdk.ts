@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../errors.ts";
 import { MAX_IMAGE_SIZE } from "../vm/machine/elf.ts";
 
 /**
@@ -108,7 +109,7 @@ export function guestCflags(sdkDir: string): string[] {
  * console.log(new GccNotFoundError("gcc").message.startsWith("gcc not found")); // true
  * ```
  */
-export class GccNotFoundError extends Error {
+export class GccNotFoundError extends SnapvmError {
   /** The command that was looked for. */
   readonly command: string;
 
@@ -134,7 +135,7 @@ export class GccNotFoundError extends Error {
  * console.log(e.log);
  * ```
  */
-export class GuestBuildError extends Error {
+export class GuestBuildError extends SnapvmError {
   /** The gcc command line. */
   readonly command: string[];
   /** gcc's stderr and stdout. */
@@ -165,7 +166,7 @@ export class GuestBuildError extends Error {
  * // "Cannot read https://example.com/g: HTTP 404 Not Found"
  * ```
  */
-export class PackageFileError extends Error {
+export class PackageFileError extends SnapvmError {
   /** The URL or path that was read. */
   readonly url: string;
 

@@ -38,6 +38,7 @@ import {
   HostFunctionError,
   HostFunctionMismatchError,
   PoisonedSandboxError,
+  SandboxBusyError,
   SandboxClosedError,
   SnapshotSandboxMismatchError,
 } from "./errors.ts";
@@ -105,9 +106,7 @@ export class MultiUseSandbox {
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
     if (vm.running) {
-      throw new Error(
-        `Cannot call ${name}: the sandbox is already running a call (re-entered from a host function)`,
-      );
+      throw new SandboxBusyError(`call ${name}`, "re-entered from one of its host functions");
     }
     const fn = this.#state.functions.get(name);
     if (fn === undefined) throw new GuestFunctionNotFoundError(name);
@@ -250,7 +249,7 @@ export class MultiUseSandbox {
   restore(snapshot: Snapshot): void {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
-    if (vm.running) throw new Error("Cannot restore a sandbox from inside one of its calls");
+    if (vm.running) throw new SandboxBusyError("restore", "called from inside one of its calls");
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
@@ -307,7 +306,7 @@ export class MultiUseSandbox {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
-    if (vm.running) throw new Error(`Cannot ${what} a sandbox from inside one of its calls`);
+    if (vm.running) throw new SandboxBusyError(what, "called from inside one of its calls");
     return vm;
   }
 
@@ -348,7 +347,7 @@ export class MultiUseSandbox {
   close(): void {
     const vm = this.#vm;
     if (vm === undefined) return;
-    if (vm.running) throw new Error("Cannot close a sandbox from inside one of its calls");
+    if (vm.running) throw new SandboxBusyError("close", "called from inside one of its calls");
     this.#vm = undefined;
     vm.close();
   }

@@ -163,7 +163,7 @@ kvmTest("re-entering the sandbox from a host function is refused", () => {
   sbx = u.evolve();
   assert.throws(() => sbx.call("Add", 1, 2), {
     name: "HostFunctionError",
-    message: /already running a call/,
+    message: /busy \(re-entered from one of its host functions\)/,
   });
   assert.equal(sbx.call("Echo", "fine"), "fine");
   sbx.close();

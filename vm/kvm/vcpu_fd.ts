@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
+import { check, ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import {
   KVM,
@@ -63,7 +63,7 @@ export class VcpuFd {
     if (libc().ioctl(this.#fd, KVM.RUN, 0n) < 0) {
       const errno = lastErrno();
       if (errno === 4 || errno === 11) return RUN_INTERRUPTED; // EINTR, EAGAIN
-      throw new OsCallError("ioctl(KVM_RUN)", errno);
+      throw new ErrnoError("ioctl(KVM_RUN)", errno);
     }
     return this.run.view.getUint32(RUN.EXIT_REASON, true);
   }

@@ -21,7 +21,7 @@ import {
   STATUS_ERROR,
   STATUS_OK,
 } from "./abi.ts";
-import { checkArgs, ProtocolError, Reader, valueProblem, Writer } from "./codec.ts";
+import { checkArgs, ProtocolError, Reader, thrownMessage, valueProblem, Writer } from "./codec.ts";
 import type { VirtualMachine, VmExit } from "../backend/backend.ts";
 import { backend } from "../backend/select.ts";
 import { CallState } from "../interrupt_handle.ts";
@@ -256,7 +256,7 @@ export class GuestVm {
         }
       } catch (e) {
         ctx.hostFailure = { name, error: e };
-        failure = e instanceof Error ? e.message : String(e);
+        failure = thrownMessage(e);
       }
     }
     const w = this.outputWriter();
