@@ -32,7 +32,10 @@ An argument that starts with -- must come after a lone --.
 Results: numbers in decimal, strings as they are, bytes as hex, nothing for void.
   --json        print the result as JSON (i64/u64 as decimal strings, bytes as a hex string)
   --unchecked   load the snapshot verifying header_hash only (Snapshot.fromFileUnchecked)
-  --gdb <port>  debug the guest with gdb (not implemented yet)
+  --gdb <port>  debug the guest with gdb: listen on 127.0.0.1:<port> (0: any free port) and wait for gdb
+                before the guest runs; then, in another terminal:
+                  gdb <guest ELF> -ex 'target remote 127.0.0.1:<port>'
+                (see docs/DEBUGGING.md; the time limit pauses while gdb has the guest stopped)
 
 ${SANDBOX_OPTIONS_HELP}`;
 
@@ -47,11 +50,16 @@ export const runCommand: Command = {
       { ...SANDBOX_OPTIONS, "--json": "flag", "--unchecked": "flag", "--gdb": "value" },
       "run",
     );
-    if (args.options.has("--gdb")) throw new UsageError("run --gdb is not implemented yet", "run");
     const [file, name, ...texts] = args.positionals;
     if (file === undefined) throw new UsageError("expected a snapshot file or guest", "run");
+    const gdbPort = parseGdbPort(args.options.get("--gdb"));
     const target = await openTarget(file, "run");
     const config = sandboxConfig(args, target.kind, "run");
+    if (gdbPort !== undefined) {
+      config.gdbPort = gdbPort;
+      // A guest given as a local file: gdb can load its symbols through the stub.
+      if (target.kind === "elf" && !/^(example|https?|file):/i.test(file)) config.guestBinaryPath = file;
+    }
     using sbx = startSandbox(target, config, args.options.has("--unchecked"));
     const functions = sbx.guestFunctions();
     if (name === undefined) {
@@ -67,3 +75,13 @@ export const runCommand: Command = {
     return EXIT.ok;
   },
 };
+
+/** `--gdb <port>`: a TCP port, 0 to 65535; `undefined` without the option. */
+function parseGdbPort(text: string | true | undefined): number | undefined {
+  if (typeof text !== "string") return undefined;
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new UsageError(`--gdb is "${text}", expected a TCP port from 0 to 65535`, "run");
+  }
+  return port;
+}

@@ -20,6 +20,9 @@ export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "off";
  * | `maxExecutionTimeMs` | 1000 | 0 (no limit) – 2^31−1 |
  * | `guestLogLevel` | `"warn"` | `trace` `debug` `info` `warn` `error` `off` |
  * | `guestInitArg` | 0 | any u64, passed to guest init |
+ * | `gdbPort` | off | 0 (any free port) – 65535 |
+ * | `coreDumpDir` | off | a directory path |
+ * | `guestBinaryPath` | the path given to `UninitializedSandbox` | a file path |
  *
  * The total of image, heap, stack and buffers must stay under 1 GiB.
  *
@@ -44,6 +47,26 @@ export interface SandboxConfiguration {
   guestLogLevel?: LogLevel;
   /** A guest-defined value passed to guest initialisation. */
   guestInitArg?: bigint | number;
+  /**
+   * Debug the guest with gdb: the sandbox listens on 127.0.0.1:`gdbPort` (never another address) and speaks
+   * the gdb remote protocol. Its first run (guest init, or the first call of a sandbox made from a Call
+   * snapshot) waits for gdb to connect and stops at the guest's entry; gdb can also connect later and takes
+   * over at the next call or within 50 ms. 0 picks a free port; a log record names it. See
+   * docs/DEBUGGING.md.
+   */
+  gdbPort?: number;
+  /**
+   * Write an ELF core file into this directory whenever the guest crashes (a CPU exception, `sv_abort`, a
+   * triple fault): `core.<guest name>.<pid>.<n>`, named by the error's `coreFile` and message. The directory
+   * must exist.
+   */
+  coreDumpDir?: string;
+  /**
+   * Path of the guest ELF the sandbox runs, for debugging: gdb loads its symbols through the stub (gdb
+   * needs no file argument), and core files name it. `UninitializedSandbox` uses the path it was given;
+   * set this for `MultiUseSandbox.fromSnapshot` (or when the guest was given as bytes).
+   */
+  guestBinaryPath?: string;
 }
 
 /** A configuration with every field present and checked. */
@@ -62,6 +85,12 @@ export interface ResolvedConfiguration {
   readonly guestLogLevel: LogLevel;
   /** See {@linkcode SandboxConfiguration}. */
   readonly guestInitArg: bigint;
+  /** See {@linkcode SandboxConfiguration}; `undefined` when off. */
+  readonly gdbPort: number | undefined;
+  /** See {@linkcode SandboxConfiguration}; `undefined` when off. */
+  readonly coreDumpDir: string | undefined;
+  /** See {@linkcode SandboxConfiguration}. */
+  readonly guestBinaryPath: string | undefined;
 }
 
 const KiB = 1024, MiB = 1024 * 1024;
@@ -74,6 +103,9 @@ export const CONFIG_LIMITS = {
   outputDataSize: [4 * KiB, 16 * MiB, 16 * KiB],
   maxExecutionTimeMs: [0, 2 ** 31 - 1, 1000],
 } as const;
+
+/** Allowed range of `gdbPort` (0: any free port). */
+const GDB_PORT_RANGE = [0, 65535] as const;
 
 function pageUp(n: number): number {
   return Math.ceil(n / 4096) * 4096;
@@ -117,5 +149,25 @@ export function resolveConfiguration(config: SandboxConfiguration = {}): Resolve
     throw new RangeError(`SandboxConfiguration.guestInitArg is ${String(arg)}, allowed range is 0 to 2^64-1`);
   }
   out.guestInitArg = bigArg;
+  const port = config.gdbPort;
+  if (port !== undefined) {
+    if (typeof port !== "number" || !Number.isInteger(port)) {
+      throw new TypeError(`SandboxConfiguration.gdbPort must be an integer, got ${String(port)}`);
+    }
+    const [min, max] = GDB_PORT_RANGE;
+    if (port < min || port > max) {
+      throw new RangeError(`SandboxConfiguration.gdbPort is ${port}, allowed range is ${min} to ${max}`);
+    }
+  }
+  out.gdbPort = port;
+  for (const field of ["coreDumpDir", "guestBinaryPath"] as const) {
+    const value = config[field];
+    if (value !== undefined && (typeof value !== "string" || value === "")) {
+      throw new TypeError(
+        `SandboxConfiguration.${field} must be a non-empty path string, got ${String(value)}`,
+      );
+    }
+    out[field] = value;
+  }
   return out as unknown as ResolvedConfiguration;
 }

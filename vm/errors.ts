@@ -22,6 +22,8 @@ export class GuestAbortedError extends SnapvmError {
   readonly code: number;
   /** The guest's message. */
   readonly guestMessage: string;
+  /** The core file written for this crash (`SandboxConfiguration.coreDumpDir`), if any. */
+  readonly coreFile: string | undefined = undefined;
   /** Creates the error. */
   constructor(code: number, guestMessage: string) {
     super(`Guest aborted with code ${code}: ${guestMessage}`);
@@ -118,6 +120,8 @@ export class MemoryAccessViolationError extends SnapvmError {
   readonly access: "read" | "write" | "execute";
   /** The guest instruction pointer at the fault. */
   readonly rip: bigint;
+  /** The core file written for this crash (`SandboxConfiguration.coreDumpDir`), if any. */
+  readonly coreFile: string | undefined = undefined;
   /** Creates the error. */
   constructor(address: bigint, access: "read" | "write" | "execute", rip: bigint, detail = "") {
     super(
@@ -172,6 +176,8 @@ export class GuestCrashedError extends SnapvmError {
   readonly cr2: bigint | undefined;
   /** The exception's error code, when it has one. */
   readonly errorCode: bigint | undefined;
+  /** The core file written for this crash (`SandboxConfiguration.coreDumpDir`), if any. */
+  readonly coreFile: string | undefined = undefined;
   /** Creates the error. */
   constructor(
     reason: string,
@@ -191,6 +197,18 @@ export class GuestCrashedError extends SnapvmError {
     this.cr2 = detail.cr2;
     this.errorCode = detail.errorCode;
   }
+}
+
+/**
+ * Records that a core file was written for a crash: sets `coreFile` and names the file in the message.
+ * Internal: the sandbox calls it before it throws the error.
+ */
+export function withCoreFile(
+  error: GuestAbortedError | GuestCrashedError | MemoryAccessViolationError,
+  path: string,
+): void {
+  (error as { coreFile: string | undefined }).coreFile = path;
+  error.message += ` (core dumped to ${path})`;
 }
 
 /**

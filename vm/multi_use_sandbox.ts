@@ -44,6 +44,12 @@ import {
 } from "./errors.ts";
 import { HostFunctions } from "./host_functions.ts";
 import type { GuestFunctionInfo, Value } from "./types.ts";
+import {
+  binaryInfo,
+  type GuestBinaryInfo,
+  SandboxDebugger,
+  writeSandboxCore,
+} from "./debug/sandbox_debugger.ts";
 
 /** What a sandbox needs besides its VM. */
 export interface SandboxState {
@@ -59,6 +65,8 @@ export interface SandboxState {
   readonly family: number;
   /** The snapshot whose memory the sandbox was last synchronised to, if any. */
   readonly base?: Snapshot;
+  /** The guest binary (path and entry), when known: for debuggers and core dumps. */
+  readonly binary?: GuestBinaryInfo;
 }
 
 /**
@@ -189,6 +197,11 @@ export class MultiUseSandbox {
     warnAboutLayout(config, data.layout);
     const vm = GuestVm.create(data.layout, (persistent) => mapSnapshot(persistent, blob, data.layout));
     try {
+      // TODO: fall back to the binary path recorded in the snapshot (SnapshotData.binary).
+      const binary = resolved.guestBinaryPath === undefined
+        ? undefined
+        : binaryInfo(resolved.guestBinaryPath, data.entrypoint === "Initialise" ? data.entryAddr : 0n);
+      vm.debugger = SandboxDebugger.create(vm, { ...resolved, binary });
       let dispatch = data.entryAddr;
       let functions = data.functions;
       if (data.entrypoint === "Call") vm.enterAt(dispatch);
@@ -200,6 +213,7 @@ export class MultiUseSandbox {
         config: resolved,
         family: data.family,
         base: data.entrypoint === "Call" ? snapshot : undefined,
+        binary,
       });
     } catch (e) {
       vm.close();
@@ -220,6 +234,13 @@ export class MultiUseSandbox {
    */
   snapshot(): Snapshot {
     const vm = this.#idleVm("snapshot");
+    // Debugger: the snapshot must not capture breakpoints.
+    return vm.debugger === undefined
+      ? this.#snapshot(vm)
+      : vm.debugger.withoutBreakpoints(() => this.#snapshot(vm));
+  }
+
+  #snapshot(vm: GuestVm): Snapshot {
     const s = this.#state;
     const snap = snapshotFromMemory(vm.persistent, {
       layout: vm.layout,
@@ -250,6 +271,12 @@ export class MultiUseSandbox {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
     if (vm.running) throw new SandboxBusyError("restore", "called from inside one of its calls");
+    // Debugger: breakpoints come out of memory for the restore and go back in afterwards.
+    if (vm.debugger === undefined) this.#restore(vm, snapshot);
+    else vm.debugger.withoutBreakpoints(() => this.#restore(vm, snapshot));
+  }
+
+  #restore(vm: GuestVm, snapshot: Snapshot): void {
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
@@ -308,6 +335,25 @@ export class MultiUseSandbox {
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
     if (vm.running) throw new SandboxBusyError(what, "called from inside one of its calls");
     return vm;
+  }
+
+  /**
+   * Writes an ELF core file of the guest as it is now, between calls: its registers, every page of memory
+   * it can see, and its binary's path when known (`guestBinaryPath`). Open it with
+   * `gdb <guest binary> <core>`. Works on a poisoned sandbox too: after a crash the registers are those of
+   * the crash. See docs/DEBUGGING.md.
+   *
+   * @throws {CoreDumpError} when the file cannot be written.
+   * @example
+   * ```ts ignore
+   * sbx.coreDump("/tmp/guest.core");
+   * ```
+   */
+  coreDump(path: string | URL): void {
+    const vm = this.#vm;
+    if (vm === undefined) throw new SandboxClosedError();
+    if (vm.running) throw new SandboxBusyError("coreDump", "called from inside one of its calls");
+    writeSandboxCore(vm, path, this.#state.binary);
   }
 
   /**

@@ -15,6 +15,7 @@ import { computeLayout, type Layout } from "./machine/layout.ts";
 import { Mapping } from "./memory/mapping.ts";
 import { MultiUseSandbox } from "./multi_use_sandbox.ts";
 import type { Signature } from "./types.ts";
+import { binaryInfo, type GuestBinaryInfo, SandboxDebugger } from "./debug/sandbox_debugger.ts";
 
 /**
  * A guest binary: a file path, a `file:` URL, or the ELF bytes.
@@ -45,6 +46,8 @@ export class UninitializedSandbox {
   readonly #elf: ElfImage;
   readonly #config: ResolvedConfiguration;
   readonly #layout: Layout;
+  /** The binary's path and entry, for debuggers and core dumps (when it came from a file). */
+  readonly #binary: GuestBinaryInfo | undefined;
   #hostFunctions: HostFunctions;
 
   /**
@@ -64,6 +67,13 @@ export class UninitializedSandbox {
       outputDataSize: this.#config.outputDataSize,
     });
     this.#hostFunctions = hostFunctions?.clone() ?? new HostFunctions();
+    const path = this.#config.guestBinaryPath ??
+      (typeof guest === "string" ? guest : guest instanceof URL ? pathOfFileUrl(guest) : undefined);
+    this.#binary = path === undefined ? undefined : binaryInfo(
+      path,
+      BigInt(this.#elf.entry),
+      this.#config.guestBinaryPath ? undefined : this.#elf.segments,
+    );
   }
 
   /** The resolved configuration (every field present). */
@@ -114,6 +124,7 @@ export class UninitializedSandbox {
   evolve(): MultiUseSandbox {
     const vm = GuestVm.create(this.#layout, (mem) => this.#fill(mem));
     try {
+      vm.debugger = SandboxDebugger.create(vm, { ...this.#config, binary: this.#binary });
       const { dispatch, functions } = initialise(
         vm,
         BigInt(this.#elf.entry),
@@ -126,6 +137,7 @@ export class UninitializedSandbox {
         hostFunctions: this.#hostFunctions.clone(),
         config: this.#config,
         family: newFamily(),
+        binary: this.#binary,
       });
     } catch (e) {
       vm.close();
@@ -166,4 +178,12 @@ export class UninitializedSandbox {
     const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
     mem.prefault(IMAGE_BASE, hot);
   }
+}
+
+/** The file path of a `file:` URL (other URLs have none). */
+function pathOfFileUrl(url: URL): string | undefined {
+  if (url.protocol !== "file:") return undefined;
+  const path = decodeURIComponent(url.pathname);
+  // file:///C:/dir/guest on Windows.
+  return /^\/[A-Za-z]:\//.test(path) ? path.slice(1) : path;
 }

@@ -42,6 +42,10 @@ export const KVM = {
    * area first (FCW u16 @0, MXCSR u32 @24), XSTATE_BV u64 @512.
    */
   SET_XSAVE: 0x5000aea5n,
+  /** vCPU fd: `struct kvm_xsave` out, the first 4096 bytes of the XSAVE image (enough when `xsaveSize` is 4096). */
+  GET_XSAVE: 0x9000aea4n,
+  /** vCPU fd: the whole XSAVE image, `KVM_CAP_XSAVE2` bytes (the struct is declared as 4096; the size varies). */
+  GET_XSAVE2: 0x9000aecfn,
   /**
    * vCPU fd: `struct kvm_debugregs` (128 B: db[4] u64 @0, dr6 @32, dr7 @40, flags u64 @48, reserved[9]).
    */

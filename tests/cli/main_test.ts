@@ -51,9 +51,9 @@ Deno.test("help, version, usage errors and planned commands", async () => {
       assert.equal(r.code, EXIT.usage, c);
       assertOneLine(r.stderr, new RegExp(`^snapvm: ${c} is not implemented yet`));
     }
-    const gdb = await runCli(["run", "x.hls", "F", "--gdb", "1234"], dir);
+    const gdb = await runCli(["run", "x.hls", "F", "--gdb", "70000"], dir);
     assert.equal(gdb.code, EXIT.usage);
-    assertOneLine(gdb.stderr, /run --gdb is not implemented yet/);
+    assertOneLine(gdb.stderr, /--gdb is "70000", expected a TCP port from 0 to 65535/);
 
     const opt = await runCli(["inspect", "--bogus", "x"], dir);
     assert.equal(opt.code, EXIT.usage);

@@ -243,6 +243,18 @@ export interface VirtualMachine {
   /** The special registers, in the snapshot format's neutral form. */
   getSregs(): Sregs;
 
+  /**
+   * The x87/SSE state as a 512-byte FXSAVE image (Intel SDM Vol. 1, table 10-2), for debuggers and core
+   * dumps; never on the call path.
+   */
+  getFpuState(): Uint8Array;
+
+  /**
+   * Replaces the x87/SSE state from a 512-byte FXSAVE image (as {@linkcode getFpuState} returns it); the
+   * rest of the extended state (AVX and above) is kept.
+   */
+  setFpuState(image: Uint8Array): void;
+
   /** Sets the special registers. The backend may cache an encoding per `Sregs` object: do not mutate one. */
   setSregs(s: Sregs): void;
 

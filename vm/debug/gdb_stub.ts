@@ -67,6 +67,11 @@ interface Breakpoint {
 export interface GdbStubOptions {
   /** Called with errors the stub answered gdb with an `E` reply for (default: ignored). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Path of the guest ELF on this machine. gdb asks for it (`qXfer:exec-file:read`) when it was started
+   * without a file, and loads its symbols from there.
+   */
+  readonly execFile?: string;
 }
 
 function signalHex(signal: SignalName): string {
@@ -92,6 +97,7 @@ export class GdbStub {
   readonly #target: DebugTarget;
   readonly #conn: Connection;
   readonly #onError: (error: unknown) => void;
+  readonly #execFile: string | undefined;
   readonly #reader = new PacketReader();
   readonly #buffer = new Uint8Array(MAX_PACKET + 8);
   /** Events pulled out of the reader by `interruptRequested` while the guest ran. */
@@ -115,6 +121,7 @@ export class GdbStub {
     this.#target = target;
     this.#conn = connection;
     this.#onError = options.onError ?? (() => {});
+    this.#execFile = options.execFile;
   }
 
   /** Whether the stub still talks to a debugger (false after kill, detach, disconnect or `close`). */
@@ -431,10 +438,14 @@ export class GdbStub {
         "swbreak+",
         "hwbreak-",
         "vContSupported+",
+        ...(this.#execFile === undefined ? [] : ["qXfer:exec-file:read+"]),
       ].join(";");
     }
     if (p.startsWith("qXfer:features:read:")) {
       return this.#xferFeatures(p.slice("qXfer:features:read:".length));
+    }
+    if (p.startsWith("qXfer:exec-file:read:")) {
+      return this.#xferExecFile(p.slice("qXfer:exec-file:read:".length));
     }
     if (p.startsWith("qAttached")) return "1"; // quitting gdb detaches instead of killing the sandbox
     if (p === "qC") return `QC${THREAD_ID}`;
@@ -449,17 +460,15 @@ export class GdbStub {
     const m = /^([^:]+):([0-9a-fA-F]{1,8}),([0-9a-fA-F]{1,8})$/.exec(args);
     if (m === null) return E_INVALID;
     if (m[1] !== "target.xml") return "E00";
-    const xml = latin1ToBytes(TARGET_XML);
-    const offset = parseInt(m[2], 16);
-    const length = Math.min(parseInt(m[3], 16), MAX_PACKET / 2);
-    if (offset > xml.length) return E_INVALID;
-    const chunk = xml.subarray(offset, offset + length);
-    const more = offset + chunk.length < xml.length;
-    const escaped = escapeBinary(chunk);
-    const out = new Uint8Array(escaped.length + 1);
-    out[0] = more ? 0x6d /* m */ : 0x6c /* l */;
-    out.set(escaped, 1);
-    return bytesToLatin1(out);
+    return xferChunk(latin1ToBytes(TARGET_XML), m[2], m[3]);
+  }
+
+  /** `qXfer:exec-file:read:<pid>:<offset>,<length>`: the guest binary's path (one process: any pid). */
+  #xferExecFile(args: string): string {
+    const m = /^([0-9a-fA-F]*):([0-9a-fA-F]{1,8}),([0-9a-fA-F]{1,8})$/.exec(args);
+    if (m === null) return E_INVALID;
+    if (this.#execFile === undefined) return "E00";
+    return xferChunk(new TextEncoder().encode(this.#execFile), m[2], m[3]);
   }
 
   // ---- registers ----
@@ -678,6 +687,20 @@ export class GdbStub {
     const kind = step ? "step" : "continue";
     return signal === 0 ? { kind } : { kind, signal };
   }
+}
+
+/** One `qXfer` reply: the part of `data` at hex `offsetHex`, at most hex `lengthHex` bytes, `m`/`l` first. */
+function xferChunk(data: Uint8Array, offsetHex: string, lengthHex: string): string {
+  const offset = parseInt(offsetHex, 16);
+  const length = Math.min(parseInt(lengthHex, 16), MAX_PACKET / 2);
+  if (offset > data.length) return E_INVALID;
+  const chunk = data.subarray(offset, offset + length);
+  const more = offset + chunk.length < data.length;
+  const escaped = escapeBinary(chunk);
+  const out = new Uint8Array(escaped.length + 1);
+  out[0] = more ? 0x6d /* m */ : 0x6c /* l */;
+  out.set(escaped, 1);
+  return bytesToLatin1(out);
 }
 
 function parseRegnum(s: string): number | undefined {

@@ -17,6 +17,7 @@ import {
   type VirtualMachine,
   type VmExit,
 } from "../backend/backend.ts";
+import { FXSAVE } from "../debug/registers.ts";
 import { Kvm } from "./kvm.ts";
 import { SIGUSR2, ThreadSignals } from "./signals.ts";
 import { sregsFromKvm, sregsToKvm } from "./sregs.ts";
@@ -200,6 +201,23 @@ export class KvmVm implements VirtualMachine {
     let bytes = encodedSregs.get(s);
     if (bytes === undefined) encodedSregs.set(s, bytes = sregsToKvm(s));
     this.#vcpu.setSregs(bytes);
+  }
+
+  getFpuState(): Uint8Array {
+    return this.#vcpu.getXsave(Kvm.get().xsaveSize).slice(0, FXSAVE.SIZE);
+  }
+
+  setFpuState(image: Uint8Array): void {
+    if (image.length !== FXSAVE.SIZE) {
+      throw new RangeError(`FXSAVE image has ${image.length} bytes, expected ${FXSAVE.SIZE}`);
+    }
+    if (this.#pending) this.#completePendingExit();
+    const area = this.#vcpu.getXsave(Kvm.get().xsaveSize);
+    area.set(image, 0);
+    // XSTATE_BV bits 0 (x87) and 1 (SSE): a component whose bit is clear is loaded in its initial state,
+    // whatever the legacy area holds.
+    area[FXSAVE.SIZE] |= 0b11;
+    this.#vcpu.setXsave(area);
   }
 
   resetVcpu(full: boolean): void {

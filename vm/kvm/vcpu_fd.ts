@@ -88,7 +88,9 @@ export class VcpuFd {
   }
 
   /**
-   * `KVM_GET_REGS` into a 144-byte buffer.
+   * The general-purpose registers the next `KVM_RUN` starts from, as a 144-byte `struct kvm_regs`: the ones
+   * staged with {@linkcode stageRegs} when a set is waiting in `kvm_run.s.regs` (KVM loads it at the next
+   * `KVM_RUN` and clears the dirty bit), `KVM_GET_REGS` otherwise.
    *
    * @example
    * ```ts
@@ -96,6 +98,10 @@ export class VcpuFd {
    * ```
    */
   getRegs(out: Uint8Array = new Uint8Array(REGS.SIZE)): Uint8Array {
+    if ((this.run.view.getBigUint64(RUN.DIRTY_REGS, true) & KVM_SYNC_X86_REGS) !== 0n) {
+      out.set(this.run.bytes.subarray(RUN.SYNC_REGS, RUN.SYNC_REGS + REGS.SIZE));
+      return out;
+    }
     check("ioctl(KVM_GET_REGS)", libc().ioctl_buf(this.#fd, KVM.GET_REGS, out));
     return out;
   }
@@ -142,6 +148,35 @@ export class VcpuFd {
     v.setUint16(0, 0x37f, true);
     v.setUint32(24, 0x1f80, true);
     check("ioctl(KVM_SET_XSAVE)", libc().ioctl_buf(this.#fd, KVM.SET_XSAVE, area));
+  }
+
+  /**
+   * The vCPU's XSAVE image, `xsaveSize` bytes (`KVM_GET_XSAVE`, or `KVM_GET_XSAVE2` when the host's image
+   * is bigger than the 4096 bytes `struct kvm_xsave` declares). The legacy area (the FXSAVE layout of
+   * x87/SSE) is its first 512 bytes; XSTATE_BV is the u64 at 512.
+   *
+   * @example
+   * ```ts
+   * // const image = vcpu.getXsave(Kvm.get().xsaveSize);
+   * ```
+   */
+  getXsave(xsaveSize: number): Uint8Array {
+    const area = new Uint8Array(Math.max(4096, xsaveSize));
+    const request = area.length > 4096 ? KVM.GET_XSAVE2 : KVM.GET_XSAVE;
+    check("ioctl(KVM_GET_XSAVE)", libc().ioctl_buf(this.#fd, request, area));
+    return area;
+  }
+
+  /**
+   * `KVM_SET_XSAVE` from a whole XSAVE image (as {@linkcode getXsave} returns it).
+   *
+   * @example
+   * ```ts
+   * // vcpu.setXsave(image);
+   * ```
+   */
+  setXsave(image: Uint8Array): void {
+    check("ioctl(KVM_SET_XSAVE)", libc().ioctl_buf(this.#fd, KVM.SET_XSAVE, image));
   }
 
   /**

@@ -7,7 +7,6 @@
  */
 import {
   ERROR_CODE_VECTORS,
-  EXC_STACK_TOP,
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
   LOG_LEVELS,
@@ -36,6 +35,8 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
+import { EXCEPTION_FRAME_ADDR, EXCEPTION_FRAME_SIZE, readExceptionFrame } from "./exception_frame.ts";
+import type { SandboxDebugger } from "../debug/sandbox_debugger.ts";
 
 /** A guest I/O buffer as bytes and a DataView over the same memory. */
 interface BufferView {
@@ -73,6 +74,13 @@ export class GuestVm {
   running = false;
   /** False once a run ended in an error: the vCPU may be mid-exception and is not reused. */
   #clean = true;
+  /** gdb stub and crash cores (vm/debug/sandbox_debugger.ts); undefined, and free, unless configured. */
+  debugger: SandboxDebugger | undefined;
+  /**
+   * Persistent pages written host-side (by a debugger) since memory last equalled a snapshot. The
+   * hypervisor's dirty log does not see those writes, so a restore copies these pages back as well.
+   */
+  readonly #hostWritten = new Set<number>();
 
   private constructor(
     layout: Layout,
@@ -174,12 +182,14 @@ export class GuestVm {
   run(ctx: RunContext): void {
     const vm = this.#vm;
     const limit = ctx.maxExecutionTimeMs;
-    const deadline = vm.armTimeout(limit);
+    let deadline = vm.armTimeout(limit);
     this.callState.begin();
     this.running = true;
     try {
+      // Debugger: wait for gdb before the first run, take over a debugger that connected, report Ctrl-C.
+      if (this.debugger !== undefined) deadline = this.debugger.enterRun(ctx.functionName, deadline);
       for (;;) {
-        const exit = vm.run();
+        const exit = this.debugger === undefined ? vm.run() : this.debugger.run();
         if (exit.kind === "io") {
           const port = exit.port;
           if (!exit.write || exit.size !== 4 || exit.string) {
@@ -195,21 +205,33 @@ export class GuestVm {
             // A nested sandbox called from the host function may have run past this call's deadline.
             if (performance.now() >= deadline) throw this.#timeout(ctx, limit);
           } else if (port === PORT_LOG) this.#log();
-          else if (port === PORT_ABORT) throw this.#abort();
-          else if (port === PORT_EXCEPTION) throw this.#exception(exit.value);
-          else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
+          else if (port === PORT_ABORT) {
+            // Debugger: report the abort as SIGABRT; gdb may resume the guest.
+            const resumed = this.debugger?.abort(deadline);
+            if (resumed === undefined) throw this.#abort();
+            deadline = resumed;
+          } else if (port === PORT_EXCEPTION) {
+            // Debugger: breakpoints, single steps and faults stop in gdb, which may resume the guest.
+            const resumed = this.debugger?.exception(exit.value, deadline);
+            if (resumed === undefined) throw this.#exception(exit.value);
+            deadline = resumed;
+          } else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
         } else if (exit.kind === "interrupted") {
           vm.acknowledgeInterrupt();
           if (this.callState.killed()) throw new ExecutionCanceledError(ctx.functionName, "interrupted");
           if (performance.now() >= deadline) throw this.#timeout(ctx, limit);
+          // Debugger: a gdb that connected, or gdb's Ctrl-C.
+          if (this.debugger !== undefined) deadline = this.debugger.interrupted(deadline);
         } else {
           throw this.#unexpectedExit(exit);
         }
       }
     } catch (e) {
       this.#clean = false;
-      if (e instanceof ProtocolError) throw new GuestCrashedError(`protocol error: ${e.message}`);
-      throw e;
+      const error = e instanceof ProtocolError ? new GuestCrashedError(`protocol error: ${e.message}`) : e;
+      // Debugger: a core file for a crash, and the news for gdb.
+      this.debugger?.runFailed(error);
+      throw error;
     } finally {
       this.running = false;
       vm.disarmTimeout();
@@ -290,11 +312,9 @@ export class GuestVm {
   }
 
   #exception(vector: number): Error {
-    const frame = this.persistent.window(EXC_STACK_TOP - 48, 48);
-    const view = new DataView(frame.buffer, frame.byteOffset, 48);
-    const errorCode = view.getBigUint64(0, true);
-    const rip = view.getBigUint64(8, true);
-    const rsp = view.getBigUint64(32, true);
+    const { errorCode, rip, rsp } = readExceptionFrame(
+      this.persistent.window(EXCEPTION_FRAME_ADDR, EXCEPTION_FRAME_SIZE),
+    );
     if (vector === 14) {
       const cr2 = this.#vm.getSregs().cr2;
       const l = this.layout;
@@ -358,7 +378,17 @@ export class GuestVm {
    * The bitmap is reused by the next call.
    */
   dirtySinceSync(): BigUint64Array | undefined {
-    return this.#vm.tracking ? this.#vm.takeDirtyPages() : undefined;
+    const dirty = this.#vm.tracking ? this.#vm.takeDirtyPages() : undefined;
+    if (dirty !== undefined && this.#hostWritten.size > 0) {
+      for (const page of this.#hostWritten) dirty[page >>> 6] |= 1n << BigInt(page & 63);
+      this.#hostWritten.clear();
+    }
+    return dirty;
+  }
+
+  /** Records a host-side write into the persistent region (see `dirtySinceSync`). */
+  markHostWritten(gpa: number, length: number): void {
+    for (let page = Math.floor(gpa / PAGE); page * PAGE < gpa + length; page++) this.#hostWritten.add(page);
   }
 
   /**
@@ -368,6 +398,7 @@ export class GuestVm {
    */
   synced(): void {
     this.#vm.startDirtyTracking();
+    this.#hostWritten.clear();
   }
 
   /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
@@ -402,6 +433,11 @@ export class GuestVm {
     this.#vm.memoryReplaced(0, this.layout.persistentSize);
   }
 
+  /** The backend VM, for the debugger and core dumps (registers, between exits only). */
+  get machine(): VirtualMachine {
+    return this.#vm;
+  }
+
   /** The interrupt target of the VM (see `InterruptHandle`). */
   get interruptTarget(): VirtualMachine["interruptTarget"] {
     return this.#vm.interruptTarget;
@@ -412,6 +448,7 @@ export class GuestVm {
    * pool; any other is destroyed.
    */
   close(): void {
+    this.debugger?.close();
     this.#vm.release(this.#clean);
     this.#guest.close();
   }

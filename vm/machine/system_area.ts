@@ -38,6 +38,7 @@ import { SREGS } from "../../ffi/linux/kvm.ts";
 import type { Layout } from "./layout.ts";
 import type { Mapping } from "../memory/mapping.ts";
 import { type ElfSegment, PF_W, PF_X } from "./elf.ts";
+import { STUB_SIZE } from "./exception_frame.ts";
 
 const P = 1, RW = 2, US = 4, ACCESSED = 0x20, DIRTY = 0x40;
 /** NX is bit 63: bit 31 of the entry's high 32-bit word. */
@@ -147,7 +148,7 @@ function writeTss(mem: Uint8Array, v: DataView): void {
 
 function writeIdtAndStubs(mem: Uint8Array, v: DataView): void {
   for (let vec = 0; vec < IDT_VECTORS; vec++) {
-    const handler = STUB_ADDR + vec * 16;
+    const handler = STUB_ADDR + vec * STUB_SIZE;
     const g = IDT_ADDR + vec * 16;
     v.setUint16(g, handler & 0xffff, true);
     v.setUint16(g + 2, SEL_KERNEL_CODE, true);

@@ -50,6 +50,7 @@ import {
   SREG_NAMES,
 } from "./registers.ts";
 import { Watchdog } from "./_watchdog.ts";
+import { FXSAVE } from "../debug/registers.ts";
 
 /** The virtual processor snapvm uses. */
 const VP = 0;
@@ -439,6 +440,24 @@ class WhpVm implements VirtualMachine {
     }
     c.sregs.values.set(this.#lastSregsBytes);
     c.partition.setRegisters(VP, c.sregs.names, c.sregs.values);
+  }
+
+  getFpuState(): Uint8Array {
+    // WHP's XSAVE state starts with the legacy area in FXSAVE layout, in the standard and the compacted
+    // XSAVE format alike (Intel SDM Vol. 1, 13.4.1).
+    return this.#c().partition.getXsaveState(VP).slice(0, FXSAVE.SIZE);
+  }
+
+  setFpuState(image: Uint8Array): void {
+    if (image.length !== FXSAVE.SIZE) {
+      throw new RangeError(`FXSAVE image has ${image.length} bytes, expected ${FXSAVE.SIZE}`);
+    }
+    const c = this.#c();
+    const state = c.partition.getXsaveState(VP).slice();
+    state.set(image, 0);
+    // XSTATE_BV (u64 at 512) bits 0 (x87) and 1 (SSE): a component whose bit is clear loads as initial.
+    state[FXSAVE.SIZE] |= 0b11;
+    c.partition.setXsaveState(VP, state);
   }
 
   resetVcpu(full: boolean): void {
