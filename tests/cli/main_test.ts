@@ -231,3 +231,65 @@ needsTest(["kvm"], "run: every value type through the shipped test guest; guest 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+needsTest(
+  ["kvm"],
+  "run --gdb: the guest waits for gdb, which loads its symbols through the stub",
+  async (t) => {
+    if (!(await hasGdb())) {
+      if (Deno.env.get("CI") === "true") throw new Error("gdb missing in CI: this test must run there");
+      console.error(
+        "!!! gdb not found: SKIPPING the run --gdb session (it runs wherever gdb is installed) !!!",
+      );
+      return;
+    }
+    const dir = await Deno.makeTempDir();
+    try {
+      const port = await freeTcpPort();
+      const gdb = new Deno.Command("gdb", {
+        args: [
+          "-nx",
+          "-batch",
+          ...["-ex", "set tcp connect-timeout 60", "-ex", `target remote 127.0.0.1:${port}`],
+          ...["-ex", "break echo", "-ex", "continue"],
+          ...["-ex", "stepi", "-ex", "stepi", "-ex", "set var *(int *)($rdx + 8) = 42", "-ex", "continue"],
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const guest = `${ROOT}guest/bin/testguest`;
+      const [run, session] = await Promise.all([
+        runCli(["run", guest, "EchoI32", "7", "--gdb", `${port}`], dir),
+        gdb,
+      ]);
+      const text = new TextDecoder().decode(session.stdout);
+      assert.equal(run.stdout, "42\n", run.stderr + text);
+      assert.match(run.stderr, new RegExp(`waiting for gdb on 127\\.0\\.0\\.1:${port}`));
+      assert.ok(text.includes(`Reading symbols from ${guest}...`), text);
+      assert.match(text, /Breakpoint 1, 0x[0-9a-f]+ in echo \(\)/, text);
+      assert.match(text, /\[Inferior 1 \(Remote target\) exited normally\]/, text);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    void t;
+  },
+);
+
+async function hasGdb(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("gdb", { args: ["--version"], stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+/** A TCP port nobody listens on now. */
+async function freeTcpPort(): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  await Promise.resolve();
+  return port;
+}

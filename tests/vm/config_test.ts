@@ -41,3 +41,34 @@ Deno.test("out-of-range and mistyped fields name the field and the range", () =>
   assert.throws(() => resolveConfiguration({ guestLogLevel: "loud" as "warn" }), /guestLogLevel/);
   assert.throws(() => resolveConfiguration({ guestInitArg: -1n }), /guestInitArg/);
 });
+
+Deno.test("debugging fields: off by default, checked when given", () => {
+  const c = resolveConfiguration();
+  assert.equal(c.gdbPort, undefined);
+  assert.equal(c.coreDumpDir, undefined);
+  assert.equal(c.guestBinaryPath, undefined);
+  const on = resolveConfiguration({ gdbPort: 0, coreDumpDir: "/tmp/cores", guestBinaryPath: "guest.elf" });
+  assert.deepEqual([on.gdbPort, on.coreDumpDir, on.guestBinaryPath], [0, "/tmp/cores", "guest.elf"]);
+  assert.equal(resolveConfiguration({ gdbPort: 65535 }).gdbPort, 65535);
+  assert.throws(() => resolveConfiguration({ gdbPort: 65536 }), {
+    name: "RangeError",
+    message: "SandboxConfiguration.gdbPort is 65536, allowed range is 0 to 65535",
+  });
+  assert.throws(() => resolveConfiguration({ gdbPort: -1 }), {
+    name: "RangeError",
+    message: /gdbPort is -1/,
+  });
+  assert.throws(() => resolveConfiguration({ gdbPort: 1.5 }), {
+    name: "TypeError",
+    message: "SandboxConfiguration.gdbPort must be an integer, got 1.5",
+  });
+  assert.throws(() => resolveConfiguration({ gdbPort: "1234" as unknown as number }), { name: "TypeError" });
+  assert.throws(() => resolveConfiguration({ coreDumpDir: "" }), {
+    name: "TypeError",
+    message: "SandboxConfiguration.coreDumpDir must be a non-empty path string, got ",
+  });
+  assert.throws(() => resolveConfiguration({ guestBinaryPath: 5 as unknown as string }), {
+    name: "TypeError",
+    message: /guestBinaryPath must be a non-empty path string, got 5/,
+  });
+});

@@ -115,6 +115,12 @@ export class GdbStub {
   #disconnected = false;
   #closed = false;
   #lastStop = `T05thread:${THREAD_ID};`;
+  /**
+   * The breakpoint the guest stopped on when the stub left RIP after its `int3` (gdb without swbreak moves
+   * it back itself). If gdb goes away before it does, the stub moves it back, so the guest resumes on the
+   * instruction and not in the middle of it.
+   */
+  #hitBreakpoint: bigint | undefined;
 
   /** Creates the stub for a target and a freshly accepted connection. */
   constructor(target: DebugTarget, connection: Connection, options: GdbStubOptions = {}) {
@@ -251,6 +257,7 @@ export class GdbStub {
           swbreak = this.#swbreak;
           // With swbreak gdb expects the PC on the breakpoint; without it, gdb moves it back itself.
           if (swbreak) this.#target.writeRegisters({ ...regs, rip: at });
+          else this.#hitBreakpoint = at;
         }
       }
     }
@@ -343,6 +350,12 @@ export class GdbStub {
   /** Removes breakpoints, clears the stub's TF, closes the connection, and returns `kind`. */
   #finish<K extends "detach" | "kill">(kind: K): { kind: K } {
     try {
+      const hit = this.#hitBreakpoint;
+      this.#hitBreakpoint = undefined;
+      if (hit !== undefined) {
+        const regs = this.#target.readRegisters();
+        if (regs.rip === hit + 1n) this.#target.writeRegisters({ ...regs, rip: hit });
+      }
       this.#removeAllBreakpoints();
       if (this.#stepping) {
         this.#stepping = false;
@@ -676,6 +689,7 @@ export class GdbStub {
   }
 
   #resume(step: boolean, signal: number): ResumeAction {
+    this.#hitBreakpoint = undefined;
     if (step) {
       const regs = this.#target.readRegisters();
       if ((regs.rflags & RFLAGS_TF) === 0n) {

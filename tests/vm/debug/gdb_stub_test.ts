@@ -17,6 +17,7 @@ import {
   latin1ToBytes,
   PacketReader,
   toHex,
+  unescapeBinary,
 } from "../../../vm/debug/packet.ts";
 import { RFLAGS_TF } from "../../../vm/debug/registers.ts";
 import type { ExitStatus, ResumeAction, StopReason } from "../../../vm/debug/target.ts";
@@ -42,13 +43,13 @@ interface Session {
   replies(): string[];
 }
 
-function session(guest = new TestGuest()): Session {
+function session(guest = new TestGuest(), execFile?: string): Session {
   const listener = LoopbackListener.listen(0);
   const client = SocketConnection.connect(listener.port);
   const server = listener.accept(5000)!;
   listener.close();
   const errors: unknown[] = [];
-  const stub = new GdbStub(guest, server, { onError: (e) => errors.push(e) });
+  const stub = new GdbStub(guest, server, { onError: (e) => errors.push(e), execFile });
   const buf = new Uint8Array(65536);
   const rawReplies = () => {
     let s = "";
@@ -115,6 +116,33 @@ Deno.test("handshake: acks, qSupported, thread queries, unknown packets get an e
   assert.deepEqual(replies.slice(4), ["1", "QC1", "m1", "l", "OK", "", "OK", ""]);
   s.stub.close();
   s.client.close();
+});
+
+Deno.test("the guest binary's path is served as the exec file, in chunks, when the stub knows it", () => {
+  const path = "/guests/dir with spaces/t#e$s}t*guest";
+  const s = session(new TestGuest(), path);
+  s.send("qSupported:swbreak+", "qXfer:exec-file:read::0,fff", "qXfer:exec-file:read:1:0,5");
+  s.send("qXfer:exec-file:read:1:5,1000", "qXfer:exec-file:read::1000,10", "qXfer:exec-file:read:zz", "c");
+  s.stub.onStop({ kind: "attach" });
+  const [supported, whole, first, rest, beyond, bad] = s.replies().map((r) =>
+    r[0] === "m" || r[0] === "l" ? r[0] + bytesToLatin1(unescapeBinary(latin1ToBytes(r.slice(1)))!) : r
+  );
+  assert.match(supported, /;qXfer:exec-file:read\+/);
+  assert.equal(whole, `l${path}`);
+  assert.equal(first, "m/gues");
+  assert.equal(rest, `l${path.slice(5)}`);
+  assert.deepEqual([beyond, bad], ["E22", "E22"]);
+  s.stub.close();
+  s.client.close();
+
+  const none = session();
+  none.send("qSupported:swbreak+", "qXfer:exec-file:read::0,fff", "c");
+  none.stub.onStop({ kind: "attach" });
+  const [noExec, refused] = none.replies();
+  assert.ok(!noExec.includes("exec-file"));
+  assert.equal(refused, "E00");
+  none.stub.close();
+  none.client.close();
 });
 
 Deno.test("no-ack mode, nacks, bad checksums and overlong packets", () => {
@@ -442,6 +470,32 @@ Deno.test("exit replies, kill, detach and disconnects clean up breakpoints and T
   check(running);
 });
 
+Deno.test("gdb without swbreak going away at a breakpoint: the stub moves RIP back onto the instruction", () => {
+  for (const leave of ["D", "drop", "k"] as const) {
+    const s = session();
+    exchange(s, { kind: "attach" }, "qSupported:hwbreak+", `Z0,${WILD_WRITE.toString(16)},1`, "c");
+    // The guest ran into the int3: the CPU pushed the address after it.
+    s.guest.registers = { ...s.guest.registers, rip: BigInt(WILD_WRITE + 1) };
+    if (leave === "drop") s.client.close();
+    const [action] = leave === "drop"
+      ? [s.stub.onStop({ kind: "exception", vector: 3 })]
+      : exchange(s, { kind: "exception", vector: 3 }, leave);
+    assert.equal(action.kind, leave === "k" ? "kill" : "detach");
+    assert.equal(s.guest.registers.rip, BigInt(WILD_WRITE), leave);
+    assert.notEqual(s.guest.bytes[WILD_WRITE], 0xcc);
+    if (leave !== "drop") s.client.close();
+  }
+  // gdb moved it back itself and stepped on: nothing to undo.
+  const s = session();
+  exchange(s, { kind: "attach" }, "qSupported:hwbreak+", `Z0,${WILD_WRITE.toString(16)},1`, "c");
+  s.guest.registers = { ...s.guest.registers, rip: BigInt(WILD_WRITE + 1) };
+  exchange(s, { kind: "exception", vector: 3 }, `P10=${toHex(le64(BigInt(WILD_WRITE)))}`, "s");
+  s.guest.registers = { ...s.guest.registers, rip: BigInt(WILD_WRITE + 4) };
+  exchange(s, { kind: "exception", vector: 1 }, "D");
+  assert.equal(s.guest.registers.rip, BigInt(WILD_WRITE + 4));
+  s.client.close();
+});
+
 Deno.test("withoutBreakpoints takes int3s out and puts them back over replaced memory", () => {
   const s = session();
   exchange(s, { kind: "attach" }, `Z0,${WILD_WRITE.toString(16)},1`, "c");
@@ -675,3 +729,9 @@ gdbTest("gdb reports a guest that ends normally as exited", async () => {
   const { out } = await withGdb(new TestGuest(), ["continue"], toBreakpoint);
   assert.match(out, /\[Inferior 1 \(Remote target\) exited normally\]/);
 });
+
+function le64(v: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, v, true);
+  return b;
+}
