@@ -13,6 +13,7 @@ import { PML4_ADDR, SEL_KERNEL_CODE, SEL_USER_CODE } from "../machine/abi.ts";
 import {
   EXCEPTION_FRAME_ADDR,
   EXCEPTION_FRAME_SIZE,
+  type ExceptionFrame,
   readExceptionFrame,
   stubVector,
 } from "../machine/exception_frame.ts";
@@ -32,7 +33,7 @@ import { LoopbackListener } from "./connection.ts";
 import { coreDumpOfTarget, type CoreFileSegment, writeCoreDump } from "./core_dump.ts";
 import { CoreDumpError } from "./errors.ts";
 import { GdbStub } from "./gdb_stub.ts";
-import { RFLAGS_USER_MASK, type X86Registers } from "./registers.ts";
+import { FXSAVE, RFLAGS_USER_MASK, type X86Registers } from "./registers.ts";
 import { signalForVector, type SignalName } from "./signals.ts";
 import type { DebugTarget, ResumeAction, StopReason } from "./target.ts";
 
@@ -93,7 +94,8 @@ function signalOf(e: unknown): { signal: SignalName; faultAddress?: bigint } {
 
 /** The file name part of a path. */
 function baseName(path: string): string {
-  return path.slice(path.replace(/[\\/]+$/, "").search(/[^\\/]*$/)).replace(/[\\/]+$/, "");
+  const trimmed = path.replace(/[\\/]+$/, "");
+  return trimmed.slice(trimmed.search(/[^\\/]*$/));
 }
 
 /**
@@ -144,15 +146,15 @@ export class SandboxTarget implements DebugTarget {
   /**
    * After the guest raised an exception: puts the vCPU back at CPL3 in the state the exception frame
    * records (RIP, RSP, RFLAGS; CS and SS as the ABI sets them), so that the next run resumes the guest
-   * there instead of in the stub. Returns false, changing nothing, when the vCPU is not in a stub with a
-   * user frame.
+   * there instead of in the stub. Returns the frame, or `undefined`, changing nothing, when the vCPU is not
+   * in a stub with a user frame.
    */
-  enterUserState(): boolean {
+  enterUserState(): ExceptionFrame | undefined {
     const m = this.#vm.machine;
     const g = m.getRegisters();
     const s = m.getSregs();
     const stop = this.#stubStop(g, s.cs.selector);
-    if (stop === undefined) return false;
+    if (stop === undefined) return undefined;
     const f = stop.frame;
     m.setRegisters({
       ...g,
@@ -163,7 +165,7 @@ export class SandboxTarget implements DebugTarget {
     });
     m.setSregs({ ...s, cs: ABI_SREGS.cs, ss: ABI_SREGS.ss });
     this.#cache = undefined;
-    return true;
+    return f;
   }
 
   /** Whether the vCPU is at CPL3 (not inside the exception stub), where the debugger may stop it. */
@@ -244,7 +246,7 @@ export class SandboxTarget implements DebugTarget {
     }
     const fx = r.fxsave;
     if (fx !== undefined && old.fxsave !== undefined && !sameBytes(fx, old.fxsave)) {
-      m.setFpuState(fx.slice(0, 512));
+      m.setFpuState(fx.slice(0, FXSAVE.SIZE));
     }
     // Selectors never change: the guest stays a CPL3 program.
     this.#cache = {
@@ -256,7 +258,7 @@ export class SandboxTarget implements DebugTarget {
       es: old.es,
       fs: old.fs,
       gs: old.gs,
-      fxsave: fx === undefined || old.fxsave === undefined ? old.fxsave : fx.slice(0, 512),
+      fxsave: fx === undefined || old.fxsave === undefined ? old.fxsave : fx.slice(0, FXSAVE.SIZE),
     };
   }
 
@@ -381,6 +383,7 @@ export class SandboxDebugger {
   #first = true;
   /** A stub whose first stop has not been reported yet (gdb connected while the vCPU was in the stub). */
   #attachPending = false;
+  #warnedRax = false;
 
   private constructor(vm: GuestVm, options: DebugOptions) {
     this.#vm = vm;
@@ -460,7 +463,19 @@ export class SandboxDebugger {
    * debugger (no debugger, or gdb let the signal through).
    */
   exception(vector: number, deadline: number): number | undefined {
-    if (!this.attached || !this.#target.enterUserState()) return undefined;
+    if (!this.attached) return undefined;
+    const frame = this.#target.enterUserState();
+    if (frame === undefined) return undefined;
+    if (frame.rax === undefined && !this.#warnedRax) {
+      this.#warnedRax = true;
+      log({
+        level: "warn",
+        source: "snapvm",
+        message:
+          "debugger: this guest's exception stubs overwrite RAX (ABI 2), so at every breakpoint, step " +
+          "or fault the guest's RAX is lost and reads as the exception vector; the guest resumes with that",
+      });
+    }
     const faultAddress = vector === 14 ? this.#vm.machine.getSregs().cr2 : undefined;
     return this.#stop({ kind: "exception", vector, faultAddress }, deadline);
   }
