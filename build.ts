@@ -6,7 +6,7 @@
  * @module
  */
 import { buildGuests } from "./guest/build.ts";
-import { buildBlake3 } from "./format/build_blake3.ts";
+import { buildBlake3 } from "./format/blake3/build_library.ts";
 
 const root = new URL(".", import.meta.url).pathname;
 const guests = await buildGuests(`${root}guest/bin`);

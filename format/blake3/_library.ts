@@ -1,5 +1,7 @@
 /**
- * BLAKE3 through the official C library, loaded with `Deno.dlopen`. Internal to the format module.
+ * BLAKE3 through a shared build of the official C library (`libblake3`), loaded with `Deno.dlopen`: the
+ * `"library"` backend, used when `$SNAPVM_BLAKE3_LIB` names one, or when the built-in kernel cannot run and the
+ * system has one installed. It hashes on the calling thread. Internal to the format module.
  *
  * @module
  */
@@ -20,13 +22,13 @@ const HASHER_STATE_SIZE = 8192;
  *
  * @example
  * ```ts ignore
- * import { openNativeBlake3 } from "./_blake3_native.ts";
+ * import { openBlake3Library } from "./_library.ts";
  *
- * const lib = openNativeBlake3("build/libblake3.so");
+ * const lib = openBlake3Library("libblake3.so.0");
  * console.log(lib.version, lib.hash(new Uint8Array(0)).length); // 1.3.1 32
  * ```
  */
-export interface NativeBlake3 {
+export interface Blake3Library {
   /** The path or name it was opened with. */
   readonly path: string;
   /** `blake3_version()` of the library, e.g. `1.3.1`. */
@@ -51,12 +53,12 @@ export interface NativeBlake3 {
  *
  * @example
  * ```ts ignore
- * import { openNativeBlake3 } from "./_blake3_native.ts";
+ * import { openBlake3Library } from "./_library.ts";
  *
- * console.log(openNativeBlake3("libblake3.so.0").version);
+ * console.log(openBlake3Library("libblake3.so.0").version);
  * ```
  */
-export function openNativeBlake3(path: string): NativeBlake3 {
+export function openBlake3Library(path: string): Blake3Library {
   const library = Deno.dlopen(path, SYMBOLS);
   const { symbols } = library;
   const versionPointer = symbols.blake3_version();
@@ -80,58 +82,22 @@ export function openNativeBlake3(path: string): NativeBlake3 {
   };
 }
 
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    // Without --allow-env the variable is simply not consulted.
-    return undefined;
-  }
-}
-
 /**
- * The places the native library is looked for, in order: `$SNAPVM_BLAKE3_LIB`, the system's
- * `libblake3.so.0` and `libblake3.so`, then `build/libblake3.so` under the repository root (only when this
- * module was loaded from a `file:` URL).
+ * Names under which an installed BLAKE3 C library is looked for, for an OS: the dynamic loader searches its
+ * usual folders for them.
  *
- * @returns Paths or sonames to pass to `Deno.dlopen`.
+ * @param os `Deno.build.os`.
+ * @returns Sonames or file names to pass to `Deno.dlopen`.
  *
  * @example
- * ```ts ignore
- * import { nativeBlake3Candidates } from "./_blake3_native.ts";
+ * ```ts
+ * import { systemLibraryNames } from "./_library.ts";
  *
- * console.log(nativeBlake3Candidates());
+ * console.log(systemLibraryNames("linux")); // [ "libblake3.so.0", "libblake3.so" ]
  * ```
  */
-export function nativeBlake3Candidates(): string[] {
-  const candidates: string[] = [];
-  const fromEnv = readEnv("SNAPVM_BLAKE3_LIB");
-  if (fromEnv) candidates.push(fromEnv);
-  candidates.push("libblake3.so.0", "libblake3.so");
-  const repoBuild = new URL("../build/libblake3.so", import.meta.url);
-  if (repoBuild.protocol === "file:") candidates.push(decodeURIComponent(repoBuild.pathname));
-  return candidates;
-}
-
-/**
- * Opens the first library of {@linkcode nativeBlake3Candidates} that works.
- *
- * @returns The library, or `null` when none could be opened.
- *
- * @example
- * ```ts ignore
- * import { loadNativeBlake3 } from "./_blake3_native.ts";
- *
- * console.log(loadNativeBlake3()?.path ?? "no native BLAKE3");
- * ```
- */
-export function loadNativeBlake3(): NativeBlake3 | null {
-  for (const candidate of nativeBlake3Candidates()) {
-    try {
-      return openNativeBlake3(candidate);
-    } catch {
-      // Missing library, missing symbol or no FFI permission: try the next one, then fall back to WASM.
-    }
-  }
-  return null;
+export function systemLibraryNames(os: typeof Deno.build.os): string[] {
+  if (os === "windows") return ["blake3.dll"];
+  if (os === "darwin") return ["libblake3.0.dylib", "libblake3.dylib"];
+  return ["libblake3.so.0", "libblake3.so"];
 }
