@@ -83,8 +83,10 @@ function reason(error: unknown): string {
 }
 
 function tryLibrary(path: string, skipped: string[]): Selected | null {
-  if (!granted({ name: "ffi", path })) {
-    skipped.push(`library ${path}: --allow-ffi not granted for it`);
+  // Unscoped: besides dlopen, reading the library's version string through a pointer needs all of --allow-ffi
+  // (and would prompt for it under --allow-ffi=<path>).
+  if (!granted({ name: "ffi" })) {
+    skipped.push(`library ${path}: --allow-ffi not granted`);
     return null;
   }
   try {

@@ -104,8 +104,8 @@ Deno.test("with no permission at all: WASM, and no permission is even checked", 
   assert.equal(result.backend, "wasm");
   assert.deepEqual(result.skipped, [
     "native: --allow-ffi not granted",
-    "library libblake3.so.0: --allow-ffi not granted for it",
-    "library libblake3.so: --allow-ffi not granted for it",
+    "library libblake3.so.0: --allow-ffi not granted",
+    "library libblake3.so: --allow-ffi not granted",
   ]);
   onlyChecked(result, []);
 });
