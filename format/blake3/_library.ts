@@ -61,8 +61,14 @@ export interface Blake3Library {
 export function openBlake3Library(path: string): Blake3Library {
   const library = Deno.dlopen(path, SYMBOLS);
   const { symbols } = library;
-  const versionPointer = symbols.blake3_version();
-  const version = versionPointer === null ? "unknown" : Deno.UnsafePointerView.getCString(versionPointer);
+  let version: string;
+  try {
+    const versionPointer = symbols.blake3_version();
+    version = versionPointer === null ? "unknown" : Deno.UnsafePointerView.getCString(versionPointer);
+  } catch (error) {
+    library.close();
+    throw error;
+  }
   // One hasher state per library, reused: JS is single-threaded per isolate and each call runs to completion.
   const state = new Uint8Array(HASHER_STATE_SIZE);
   return {

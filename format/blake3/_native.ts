@@ -190,7 +190,14 @@ export function loadNativeKernel(options: NativeKernelOptions = {}): NativeKerne
     : options.kernel;
   const maxThreads = options.maxThreads ?? navigator.hardwareConcurrency;
   if (kernel === null) throw new KernelLoadError(`no kernel for ${Deno.build.os} ${Deno.build.arch}`);
-  const host = options.host === undefined ? openHost() : options.host;
+  let host: Host | null;
+  try {
+    host = options.host === undefined ? openHost() : options.host;
+  } catch (error) {
+    throw new KernelLoadError(
+      `cannot open the system library: ${error instanceof Error ? error.message : error}`,
+    );
+  }
   if (host === null) throw new KernelLoadError(`no executable memory on ${Deno.build.os}`);
   let memory: ExecutableMemory;
   try {
