@@ -4,8 +4,9 @@
  * so that a noisy neighbour slows every row alike. Prints median and p90 per row and checks that every
  * digest is b3sum's.
  *
- * Usage: `deno run -A bench/hash.ts [--runs N] [--size MiB] [--napi]`. `--napi` adds `@napi-rs/blake-hash`
- * (prebuilt Rust BLAKE3 for Node-API, fetched from npm), the alternative that was measured and not taken.
+ * Usage: `deno run -A bench/hash.ts [--runs N] [--size MiB]`. `deno run -A --no-lock bench/hash.ts --napi`
+ * adds `@napi-rs/blake-hash` (prebuilt Rust BLAKE3 for Node-API, fetched from npm), the alternative that was
+ * measured and not taken; `--no-lock` keeps it out of deno.lock, as it is no dependency of snapvm.
  *
  * The b3sum rows include starting the process (about 1 ms, printed as "b3sum, empty file"). The "fresh
  * mmap" row maps the file anew for every run, as `Snapshot.fromFile` does, so it pays the same page faults
