@@ -9,15 +9,16 @@
  * the VMCS/VMCB and this reset changes nothing for guests. The backend calls it before a thread runs a VM
  * other than the one it ran last, and before every entry (init, restore, a loaded snapshot).
  *
- * DS and ES cannot be set by any system call, so a 36-byte function is generated once per thread (in a page
- * mapped writable, filled, then made read-only and executable): it clears DS and ES when either is non-null and
- * returns FS | GS << 16. FS and GS are reset only when non-null, with `arch_prctl(ARCH_SET_FS/GS)`, which loads
+ * DS and ES cannot be set by any system call, so a 36-byte function is mapped once per thread as machine code
+ * (`ffi/executable.ts`: never writable and executable at once): it clears DS and ES when either is non-null
+ * and returns FS | GS << 16. FS and GS are reset only when non-null, with `arch_prctl(ARCH_SET_FS/GS)`, which loads
  * the null selector and then writes back the base the thread already had (its TLS for FS).
  *
  * @module
  */
+import { ExecutableMemoryError, openHost, PAGE_SIZE } from "../../ffi/executable.ts";
 import { check } from "../../ffi/linux/errno.ts";
-import { libc, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../../ffi/linux/libc.ts";
+import { libc } from "../../ffi/linux/libc.ts";
 
 /**
  * x86-64 machine code (assembled from: `xor %eax,%eax; mov %ds,%ax; xor %ecx,%ecx; mov %es,%cx; or %ecx,%eax;
@@ -64,25 +65,25 @@ const CODE = new Uint8Array([
 ]);
 
 const SIGNATURE = { parameters: [], result: "u32" } as const;
-const PROT_EXEC = 4;
 const SYS_ARCH_PRCTL = 158n;
 const ARCH_SET_GS = 0x1001, ARCH_SET_FS = 0x1002, ARCH_GET_FS = 0x1003, ARCH_GET_GS = 0x1004;
 
 let reset: (() => number) | null | undefined;
 
 function generate(): (() => number) | null {
-  const c = libc();
-  const page = c.mmap(null, 4096n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
-  if (page === null || Deno.UnsafePointer.value(page) === 0xffff_ffff_ffff_ffffn) return null;
-  new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(page, CODE.length)).set(CODE);
-  // W^X: the page is never writable and executable at once. Where executable anonymous memory is
-  // forbidden (some hardened kernels), selectors are not reset; docs/SECURITY.md names this residual risk.
-  if (c.mprotect(page, 4096n, PROT_READ | PROT_EXEC) !== 0) {
-    c.munmap(page, 4096n);
-    return null;
+  const host = openHost();
+  if (host === null) return null;
+  try {
+    // Mapped once per thread for the life of the process (4 KiB); W^X throughout (see ffi/executable.ts).
+    const code = host.mapExecutable(CODE, PAGE_SIZE, PAGE_SIZE);
+    const fn = new Deno.UnsafeFnPointer(code.base as Deno.PointerObject<typeof SIGNATURE>, SIGNATURE);
+    return () => fn.call();
+  } catch (e) {
+    // Where executable memory is forbidden (some hardened kernels), selectors are not reset:
+    // docs/SECURITY.md names this residual risk.
+    if (e instanceof ExecutableMemoryError) return null;
+    throw e;
   }
-  const fn = new Deno.UnsafeFnPointer(page as Deno.PointerObject<typeof SIGNATURE>, SIGNATURE);
-  return () => fn.call();
 }
 
 function resetBase(get: number, set: number): void {
