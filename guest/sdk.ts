@@ -36,6 +36,7 @@ export const SDK_FILES: readonly string[] = [
   "runtime/internal.h",
   "runtime/libc.c",
   "runtime/malloc.c",
+  "runtime/random.c",
   "runtime/runtime.c",
   "runtime/start.S",
 ];
@@ -47,7 +48,7 @@ export const SDK_FILES: readonly string[] = [
  * @example
  * ```ts
  * import { RUNTIME_SOURCES } from "./sdk.ts";
- * console.log(RUNTIME_SOURCES); // ["runtime/libc.c", "runtime/malloc.c", "runtime/runtime.c", "runtime/start.S"]
+ * console.log(RUNTIME_SOURCES); // ["runtime/libc.c", "runtime/malloc.c", "runtime/random.c", "runtime/runtime.c", "runtime/start.S"]
  * ```
  */
 export const RUNTIME_SOURCES: readonly string[] = SDK_FILES.filter((f) => /\.(c|S)$/.test(f)).sort();

@@ -11,12 +11,14 @@ import {
   STATUS_ERROR,
   STATUS_NOT_FOUND,
   STATUS_OK,
+  SYSTEM_AREA_END,
 } from "./machine/abi.ts";
 import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
-import { prefaultImage } from "./machine/system_area.ts";
+import { newGeneration, prefaultImage } from "./machine/system_area.ts";
+import type { SystemArea } from "./machine/system_image.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
 import type { Blob } from "./memory/blob.ts";
@@ -195,7 +197,10 @@ export class MultiUseSandbox {
     checkHostFunctions(data, fns);
     const resolved = resolveConfiguration(config);
     warnAboutLayout(config, data.layout);
-    const vm = GuestVm.create(data.layout, (persistent) => mapSnapshot(persistent, blob, data.layout));
+    const vm = GuestVm.create(data.layout, (persistent) => {
+      loadPersistent(persistent, blob, data);
+      newGeneration(persistent);
+    });
     try {
       // TODO: fall back to the binary path recorded in the snapshot (SnapshotData.binary).
       const binary = resolved.guestBinaryPath === undefined
@@ -285,24 +290,13 @@ export class MultiUseSandbox {
       ? vm.dirtySinceSync()
       : undefined;
     if (dirty !== undefined) {
-      // Copy back runs of consecutive dirty pages, one memcpy per run.
-      const bits = new Uint32Array(dirty.buffer, dirty.byteOffset, dirty.length * 2);
-      const pages = blob.size / PAGE;
-      let run = -1;
-      for (let page = 0; page <= pages; page++) {
-        const set = page < pages && (bits[page >>> 5] & (1 << (page & 31))) !== 0;
-        if (set && run < 0) run = page;
-        else if (!set && run >= 0) {
-          vm.persistent.copyFrom(blob.ref, run * PAGE, (page - run) * PAGE);
-          run = -1;
-        }
-        if (!set && bits[page >>> 5] === 0 && (page & 31) === 0) page += 31; // skip clean words
-      }
+      copyDirtyPages(vm.persistent, dirty, blob, data.system);
     } else {
-      mapSnapshot(vm.persistent, blob, data.layout);
+      loadPersistent(vm.persistent, blob, data);
       vm.persistentReplaced();
       vm.synced();
     }
+    newGeneration(vm.persistent);
     vm.resetScratch();
     this.#poison = undefined;
     try {
@@ -402,6 +396,43 @@ export class MultiUseSandbox {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * A snapshot's memory as a sandbox sees it: the blob, copy-on-write, with the system area mapped over it
+ * from the snapshot's rebuilt copy (never the blob's own, see `machine/system_area.ts`).
+ */
+function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): void {
+  mapSnapshot(persistent, blob, data.layout);
+  persistent.mapCopyOnWrite(data.system.blob.backing, 0);
+}
+
+/**
+ * Copies back runs of consecutive dirty pages, one copy per run: from the rebuilt system area below
+ * `SYSTEM_AREA_END` (only the exception stack can be dirty there), from the blob above.
+ */
+function copyDirtyPages(persistent: Mapping, dirty: BigUint64Array, blob: Blob, system: SystemArea): void {
+  const bits = new Uint32Array(dirty.buffer, dirty.byteOffset, dirty.length * 2);
+  const pages = blob.size / PAGE, systemPages = SYSTEM_AREA_END / PAGE;
+  let run = -1;
+  const flush = (end: number) => {
+    if (run < 0) return;
+    persistent.copyFrom(run < systemPages ? system.blob.ref : blob.ref, run * PAGE, (end - run) * PAGE);
+    run = -1;
+  };
+  for (let page = 0; page < pages; page++) {
+    const word = bits[page >>> 5];
+    if (word === 0 && (page & 31) === 0) {
+      flush(page);
+      page += 31; // a clean word: 32 clean pages
+      continue;
+    }
+    if (page === systemPages) flush(page); // runs never span both sources
+    if ((word & (1 << (page & 31))) !== 0) {
+      if (run < 0) run = page;
+    } else flush(page);
+  }
+  flush(pages);
 }
 
 /**

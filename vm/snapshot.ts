@@ -27,12 +27,14 @@ import {
 } from "./machine/abi.ts";
 import { tagOf, typeOfTag } from "./machine/codec.ts";
 import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
+import { imagePageEntries, withoutGeneration } from "./machine/system_area.ts";
 import { openSnapshotFile, readHeaderHash, readPrefix, writeSnapshotFile } from "./snapshot/file.ts";
 import { layoutOf, readFunctionTable } from "./snapshot/checks.ts";
 import { hypervisorTag } from "./backend/select.ts";
 import type { HostFunctions } from "./host_functions.ts";
 import type { Layout } from "./machine/layout.ts";
 import { Blob } from "./memory/blob.ts";
+import { type SystemArea, systemAreaFor } from "./machine/system_image.ts";
 import type { Mapping } from "./memory/mapping.ts";
 import type { OpenedFile } from "./memory/os_memory.ts";
 import type { GuestFunctionInfo, ReturnType, Signature, ValueType } from "./types.ts";
@@ -63,10 +65,23 @@ export interface SnapshotData {
   readonly functions?: ReadonlyMap<string, GuestFunctionInfo>;
   /** BLAKE3 of the blob, once known. */
   blobHash?: Uint8Array;
+  /** The system area sandboxes map instead of the blob's (see `machine/system_area.ts`). */
+  readonly system: SystemArea;
 }
 
-const registry = new FinalizationRegistry<Blob>((blob) => blob.close());
+/** What a snapshot owns natively; released by `close()` or, as a last resort, at garbage collection. */
+interface Owned {
+  blob: Blob;
+  system: SystemArea;
+}
+
+const registry = new FinalizationRegistry<Owned>((o) => release(o));
 const internals = new WeakMap<Snapshot, { blob: Blob; data: SnapshotData }>();
+
+function release(o: Owned): void {
+  o.blob.close();
+  o.system.release();
+}
 
 /**
  * A snapshot of a sandbox: take one with `sbx.snapshot()` (or `u.snapshot()` before init), restore it with
@@ -90,7 +105,7 @@ export class Snapshot {
   /** Not for direct use: snapshots come from sandboxes and files. */
   private constructor(blob: Blob, data: SnapshotData) {
     internals.set(this, { blob, data });
-    registry.register(this, blob, blob);
+    registry.register(this, { blob, system: data.system }, blob);
   }
 
   /**
@@ -173,7 +188,11 @@ export class Snapshot {
       const info = inspectSnapshot(prefix, file.size, host);
       if (info.compatible) {
         try {
-          checkLoadable(parseSnapshotHeader(prefix, file.size, host));
+          const parsed = parseSnapshotHeader(prefix, file.size, host);
+          const layout = checkLoadable(parsed);
+          // The image's page-table entries: the one part of the system area a loader reads from a file.
+          const at = parsed.header.memoryOffset;
+          imagePageEntries({ read: (offset, length) => file.read(at + offset, length) }, layout);
         } catch (e) {
           if (!(e instanceof SnapshotFormatError)) throw e;
           info.compatible = false;
@@ -200,19 +219,25 @@ export class Snapshot {
     const parsed = parseSnapshotHeader(readPrefix(file), file.size, hostIdentity());
     const layout = checkLoadable(parsed);
     const blob = new Blob(file.toBacking(parsed.header.memoryOffset, parsed.header.memorySize));
+    let system: SystemArea | undefined;
     try {
       if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
+      // The only bytes of the system area taken from the file are the image's page-table entries, checked.
+      system = systemAreaFor(blob.ref, layout);
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
       return new Snapshot(blob, {
+        system,
         layout,
         entrypoint: call ? "Call" : "Initialise",
         entryAddr: BigInt(parsed.header.entrypointAddr),
         hostFunctions: parsed.hostFunctions,
         family: newFamily(),
         functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
-        blobHash: parsed.blobHash,
+        // Only a verified load knows the blob matches the hash (toFile of an unchecked load hashes again).
+        blobHash: verify ? parsed.blobHash : undefined,
       });
     } catch (e) {
+      system?.release();
       blob.close();
       throw e;
     }
@@ -290,7 +315,7 @@ export class Snapshot {
     const i = internals.get(this);
     if (i === undefined) return;
     registry.unregister(i.blob);
-    i.blob.close();
+    release({ blob: i.blob, system: i.data.system });
   }
 
   /** Same as `close()`. */
@@ -317,8 +342,14 @@ export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
 }
 
 /** Copies `mem` (a persistent region) into a sealed backing and wraps it as a snapshot. */
-export function snapshotFromMemory(mem: Mapping, d: SnapshotData): Snapshot {
-  return Snapshot.create(Blob.copyOf(mem), d);
+export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">): Snapshot {
+  const blob = withoutGeneration(mem, () => Blob.copyOf(mem));
+  try {
+    return Snapshot.create(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
+  } catch (e) {
+    blob.close();
+    throw e;
+  }
 }
 
 /**

@@ -9,18 +9,13 @@
  *
  * @module
  */
-import { PML4_ADDR, SEL_KERNEL_CODE, SEL_USER_CODE } from "../machine/abi.ts";
-import {
-  EXCEPTION_FRAME_ADDR,
-  EXCEPTION_FRAME_SIZE,
-  type ExceptionFrame,
-  readExceptionFrame,
-  stubVector,
-} from "../machine/exception_frame.ts";
+import { IDT_VECTORS, PML4_ADDR, SEL_KERNEL_CODE, SEL_USER_CODE, STUB_ADDR } from "../machine/abi.ts";
+import { STUB_SIZE } from "../machine/system_area.ts";
 import { ABI_SREGS } from "../machine/sregs.ts";
-import type { GuestVm } from "../machine/guest_vm.ts";
+import type { ExceptionFrame, GuestVm } from "../machine/guest_vm.ts";
 import { parseElf } from "../machine/elf.ts";
 import type { Registers, VmExit } from "../backend/backend.ts";
+import type { Mapping } from "../memory/mapping.ts";
 import {
   ExecutionCanceledError,
   GuestAbortedError,
@@ -92,6 +87,23 @@ function signalOf(e: unknown): { signal: SignalName; faultAddress?: bigint } {
   return { signal: "SIGKILL" };
 }
 
+/**
+ * The vector whose IDT stub contains `rip`, or `undefined` when `rip` is not in a stub. A vCPU stopped in a
+ * stub (right after its `out`) is one whose guest raised that exception.
+ *
+ * @example
+ * ```ts
+ * import { stubVector } from "./sandbox_debugger.ts";
+ * console.log(stubVector(0x20e9n)); // 14
+ * console.log(stubVector(0x200000n)); // undefined
+ * ```
+ */
+export function stubVector(rip: bigint): number | undefined {
+  const offset = rip - BigInt(STUB_ADDR);
+  if (offset < 0n || offset >= BigInt(IDT_VECTORS * STUB_SIZE)) return undefined;
+  return Math.floor(Number(offset) / STUB_SIZE);
+}
+
 /** The file name part of a path. */
 function baseName(path: string): string {
   const trimmed = path.replace(/[\\/]+$/, "");
@@ -127,9 +139,7 @@ export class SandboxTarget implements DebugTarget {
     if (cs !== SEL_KERNEL_CODE) return undefined;
     const vector = stubVector(g.rip);
     if (vector === undefined) return undefined;
-    const frame = readExceptionFrame(
-      this.#vm.persistent.bytes.subarray(EXCEPTION_FRAME_ADDR, EXCEPTION_FRAME_ADDR + EXCEPTION_FRAME_SIZE),
-    );
+    const frame = this.#vm.exceptionFrame();
     if (Number(frame.cs & 0xffffn) !== SEL_USER_CODE) return undefined;
     return { vector, frame };
   }
@@ -161,7 +171,7 @@ export class SandboxTarget implements DebugTarget {
       rip: f.rip,
       rsp: f.rsp,
       rflags: (f.rflags & RFLAGS_USER_MASK) | RFLAGS_FIXED,
-      rax: f.rax ?? g.rax,
+      rax: f.rax,
     });
     m.setSregs({ ...s, cs: ABI_SREGS.cs, ss: ABI_SREGS.ss });
     this.#cache = undefined;
@@ -186,7 +196,7 @@ export class SandboxTarget implements DebugTarget {
     const stop = this.#stubStop(g, s.cs.selector);
     if (stop !== undefined) {
       const f = stop.frame;
-      Object.assign(g, { rip: f.rip, rsp: f.rsp, rflags: f.rflags, rax: f.rax ?? g.rax });
+      Object.assign(g, { rip: f.rip, rsp: f.rsp, rflags: f.rflags, rax: f.rax });
       cs = f.cs & 0xffffn;
       ss = f.ss & 0xffffn;
     }
@@ -262,28 +272,31 @@ export class SandboxTarget implements DebugTarget {
     };
   }
 
-  /** The bytes of `[gpa, gpa + length)` when they are all guest RAM (not the guard page, not beyond). */
-  #span(gpa: number, length: number): Uint8Array | undefined {
+  /**
+   * The region and offset of `[gpa, gpa + length)` when it is all guest RAM (not the guard page, not
+   * beyond the scratch region).
+   */
+  #region(gpa: number, length: number): { mapping: Mapping; offset: number } | undefined {
     const l = this.#vm.layout;
     if (!Number.isSafeInteger(gpa) || gpa < 0 || length < 0) return undefined;
-    if (gpa + length <= l.persistentSize) return this.#vm.persistent.bytes.subarray(gpa, gpa + length);
-    const off = gpa - l.scratchBase;
-    if (off >= 0 && off + length <= l.scratchSize) return this.#vm.scratch.bytes.subarray(off, off + length);
+    if (gpa + length <= l.persistentSize) return { mapping: this.#vm.persistent, offset: gpa };
+    const offset = gpa - l.scratchBase;
+    if (offset >= 0 && offset + length <= l.scratchSize) return { mapping: this.#vm.scratch, offset };
     return undefined;
   }
 
   readPhysical(gpa: number, into: Uint8Array): boolean {
-    const span = this.#span(gpa, into.length);
-    if (span === undefined) return false;
-    into.set(span);
+    const r = this.#region(gpa, into.length);
+    if (r === undefined) return false;
+    into.set(r.mapping.read(r.offset, into.length));
     return true;
   }
 
   writePhysical(gpa: number, data: Uint8Array): boolean {
-    const span = this.#span(gpa, data.length);
-    if (span === undefined) return false;
-    span.set(data);
-    if (gpa < this.#vm.layout.persistentSize) this.#vm.markHostWritten(gpa, data.length);
+    const r = this.#region(gpa, data.length);
+    if (r === undefined) return false;
+    r.mapping.write(r.offset, data);
+    if (r.mapping === this.#vm.persistent) this.#vm.markHostWritten(gpa, data.length);
     return true;
   }
 
@@ -383,7 +396,6 @@ export class SandboxDebugger {
   #first = true;
   /** A stub whose first stop has not been reported yet (gdb connected while the vCPU was in the stub). */
   #attachPending = false;
-  #warnedRax = false;
 
   private constructor(vm: GuestVm, options: DebugOptions) {
     this.#vm = vm;
@@ -464,18 +476,7 @@ export class SandboxDebugger {
    */
   exception(vector: number, deadline: number): number | undefined {
     if (!this.attached) return undefined;
-    const frame = this.#target.enterUserState();
-    if (frame === undefined) return undefined;
-    if (frame.rax === undefined && !this.#warnedRax) {
-      this.#warnedRax = true;
-      log({
-        level: "warn",
-        source: "snapvm",
-        message:
-          "debugger: this guest's exception stubs overwrite RAX (ABI 2), so at every breakpoint, step " +
-          "or fault the guest's RAX is lost and reads as the exception vector; the guest resumes with that",
-      });
-    }
+    if (this.#target.enterUserState() === undefined) return undefined;
     const faultAddress = vector === 14 ? this.#vm.machine.getSregs().cr2 : undefined;
     return this.#stop({ kind: "exception", vector, faultAddress }, deadline);
   }

@@ -18,6 +18,7 @@ import {
   type VmExit,
 } from "../backend/backend.ts";
 import { FXSAVE } from "../debug/registers.ts";
+import { resetThreadSegments } from "./host_segments.ts";
 import { Kvm } from "./kvm.ts";
 import { SIGUSR2, ThreadSignals } from "./signals.ts";
 import { sregsFromKvm, sregsToKvm } from "./sregs.ts";
@@ -35,6 +36,9 @@ const SLOT = 0;
  */
 const pool: KvmVm[] = [];
 const POOL_SIZE = 4;
+
+/** The VM this thread ran last (module state is per thread). */
+let lastOnThread: KvmVm | undefined;
 
 const INTERRUPTED: VmExit = Object.freeze({ kind: "interrupted" });
 const HALT: VmExit = Object.freeze({ kind: "halt" });
@@ -65,6 +69,8 @@ export class KvmVm implements VirtualMachine {
   #pending = false;
   #dirty: BigUint64Array | undefined;
   #trackedDirty: BigUint64Array | undefined;
+  /** The next run is an entry (init, restore, a new sandbox): no selector may survive into it. */
+  #entry = true;
 
   constructor(vm: VmFd, vcpu: VcpuFd, signals: ThreadSignals) {
     this.#vm = vm;
@@ -124,9 +130,16 @@ export class KvmVm implements VirtualMachine {
   setEntryRegisters(r: EntryRegisters): void {
     if (this.#pending) this.#completePendingExit();
     this.#vcpu.stageRegs(r);
+    this.#entry = true;
   }
 
   run(): VmExit {
+    // See host_segments.ts: on PVM the guest's data selectors are the thread's, shared by every guest it runs.
+    if (lastOnThread !== this || this.#entry) {
+      resetThreadSegments();
+      lastOnThread = this;
+      this.#entry = false;
+    }
     const reason = this.#vcpu.runOnce();
     const v = this.#run;
     if (reason === KVM_EXIT.IO) {

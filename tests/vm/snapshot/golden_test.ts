@@ -12,7 +12,7 @@ import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "
 /** Every header field of the golden file. */
 const GOLDEN_HEADER = {
   arch: 1, // x86_64
-  abi_version: 2,
+  abi_version: 3,
   stack_top_gva: 0x252000,
   entrypoint_tag: 1, // Call
   entrypoint_addr: 0x200016,
@@ -31,9 +31,9 @@ const GOLDEN_HEADER = {
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "9a089d0ff9ce2467284baefd5db715c47c4a21b34aebbc61af1f09838043595e";
-const GOLDEN_BLOB_HASH = "5871c6d55ed0af73d54bcc6b7b25cdbd141dfb2e003034abaa74a2cb2417f0fb";
-const GOLDEN_FILE_SHA256 = "daeff5a449124fb580ec13064725aeffe080fa8c14f1d7ef6a6f37de4692f321";
+const GOLDEN_HEADER_HASH = "8fa8ce90af878b3249f3f069bd419f71b14a4dda7c182cddc88185a1e1b2a64b";
+const GOLDEN_BLOB_HASH = "5647f967fd523b038b95bf0482ae985fdd532e0a16da37a2f3db9b6f7aa13d71";
+const GOLDEN_FILE_SHA256 = "992acb408a7d166e7aecdad27852b2f56f77db544625d121917959b42a525f17";
 const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
@@ -44,10 +44,10 @@ Deno.test("the golden file is the committed one", async () => {
 Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
   const info = Snapshot.inspectFile(GOLDEN_PATH);
   assert.equal(info.formatVersion, 1);
-  assert.equal(info.abiVersion, 2);
+  assert.equal(info.abiVersion, 3);
   assert.equal(
     ABI_VERSION,
-    2,
+    3,
     "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
   );
   assert.equal(info.arch, "x86_64");
@@ -150,18 +150,26 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-kvmTest("the golden file of ABI version 1 is refused with AbiMismatch, and inspectFile says why", () => {
-  const old = GOLDEN_PATH.replace("testguest-call.hls", "testguest-call-abi1.hls");
+kvmTest(
+  "golden files of retired ABI versions 1 and 2 are refused with AbiMismatch, and inspectFile says why",
+  () => {
+    for (const version of [1, 2]) {
+      checkRetired(GOLDEN_PATH.replace("testguest-call.hls", `testguest-call-abi${version}.hls`), version);
+    }
+  },
+);
+
+function checkRetired(old: string, version: number): void {
   const info = Snapshot.inspectFile(old);
-  assert.equal(info.abiVersion, 1);
+  assert.equal(info.abiVersion, version);
   assert.equal(info.compatible, false);
   assert.equal(info.incompatibilities.length, 1);
   for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
     assert.throws(() => load(old), (e: unknown) => {
       assert.ok(e instanceof SnapshotFormatError, String(e));
       assert.equal(e.kind, "AbiMismatch");
-      assert.match(e.message, /abi_version is 1/);
+      assert.match(e.message, new RegExp(`abi_version is ${version}`));
       return true;
     });
   }
-});
+}
