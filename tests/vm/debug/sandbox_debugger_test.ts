@@ -97,6 +97,29 @@ kvmTest(
     }),
 );
 
+kvmTest("single-stepping through a function keeps every register, RAX included", () =>
+  quietly(async () => {
+    const port = freePort();
+    const addToStatic = BigInt(symbol("add_to_static"));
+    const run = startScript(port, [
+      { send: "qSupported:swbreak+" },
+      { send: `Z0,${hex(addToStatic)},1` },
+      { send: "c" },
+      { send: `z0,${hex(addToStatic)},1` },
+      { send: "s" }, // mov g_static(%rip),%eax
+      { send: "s" }, // add 0x8(%rdi),%eax
+      { send: "p0" }, // rax
+      { send: "s" },
+      { send: "s" },
+      { post: "c" },
+    ]);
+    using sbx = testguest({ gdbPort: port }).evolve();
+    assert.equal(sbx.call("AddToStatic", 5), 5, "RAX survived every stop");
+    assert.equal(sbx.call("AddToStatic", 2), 7);
+    const replies = await run.done;
+    assert.equal(littleEndian(replies[6]), 5n, "RAX after the add, as gdb reads it");
+  }));
+
 kvmTest(
   "restore undoes memory the debugger wrote; snapshots and restores never keep breakpoints",
   () =>
