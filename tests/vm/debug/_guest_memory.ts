@@ -1,6 +1,6 @@
 /**
  * Test scaffolding for the debugger: the real `testguest` binary laid out in plain memory the way
- * docs/ABI.md describes (system area, page tables at 0x5000, image at 0x200000, heap, an unbacked guard
+ * docs/ABI.md describes (system area, page tables at 0x5000, info page, image at 0x200000, heap, an unbacked guard
  * page, then stack and I/O buffers), behind a {@linkcode DebugTarget} whose registers are a plain object.
  * Nothing here runs the guest: tests play the run loop by reporting stops themselves.
  *
@@ -10,6 +10,7 @@ import {
   EXC_STACK_ADDR,
   EXC_STACK_TOP,
   GDT_ADDR,
+  INFO_ADDR,
   PD_ADDR,
   PDPT_ADDR,
   PML4_ADDR,
@@ -176,6 +177,7 @@ export class TestGuest extends PlainMemory implements DebugTarget {
     map(GDT_ADDR, GDT_ADDR + PAGE, false, true, false);
     map(STUB_ADDR, STUB_ADDR + PAGE, false, false, true);
     map(EXC_STACK_ADDR, EXC_STACK_TOP, false, true, false);
+    map(INFO_ADDR, INFO_ADDR + PAGE, true, false, false);
     for (const s of this.elf.segments) {
       map(
         s.vaddr,

@@ -25,8 +25,8 @@ import { TARGET_XML } from "../../../vm/debug/target_description.ts";
 import { gdbTest, symbol, TestGuest, TESTGUEST_PATH } from "./_guest_memory.ts";
 
 const WILD_WRITE = symbol("wild_write");
-/** The return address after `call *0x8(%rbx)` in handle_call (objdump), for a plausible stack. */
-const AFTER_CALL_IN_HANDLE_CALL = 0x2018d3n;
+/** A return address inside handle_call, for a plausible stack (gdb names the caller from it). */
+const AFTER_CALL_IN_HANDLE_CALL = BigInt(symbol("handle_call") + 0x10);
 
 interface Session {
   guest: TestGuest;
@@ -682,9 +682,14 @@ gdbTest("gdb reads and writes registers and memory, stops at a breakpoint, steps
   assert.match(out, /0x204000 <\w+>:\t0x01/);
   assert.match(out, /0x2000:\t0xf4\t0xf4/);
   assert.match(err, /Cannot access memory at address 0x2000/);
-  assert.match(out, /Breakpoint 1, 0x0000000000202780 in wild_write \(\)/);
-  assert.match(out, /0x0000000000202784 in wild_write \(\)/);
-  assert.match(out, /rip\s+0x202784\s+0x202784 <wild_write\+4>/);
+  assert.match(out, new RegExp(`Breakpoint 1, 0x${hex16(WILD_WRITE)} in wild_write \\(\\)`));
+  assert.match(out, new RegExp(`0x${hex16(WILD_WRITE + 4)} in wild_write \\(\\)`));
+  assert.match(
+    out,
+    new RegExp(
+      `rip\\s+0x${(WILD_WRITE + 4).toString(16)}\\s+0x${(WILD_WRITE + 4).toString(16)} <wild_write\\+4>`,
+    ),
+  );
   assert.match(out, /\{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16\}/);
   assert.match(out, /= 0x1f80/);
   assert.match(out, /= 51/); // cs 0x33
@@ -719,8 +724,8 @@ gdbTest("gdb sees a guest fault as SIGSEGV with a backtrace, and continuing ends
     },
   );
   assert.match(out, /Program received signal SIGSEGV, Segmentation fault\./);
-  assert.match(out, /#0 +0x0000000000202784 in wild_write \(\)/);
-  assert.match(out, /#1 +0x00000000002018d3 in handle_call \(\)/);
+  assert.match(out, new RegExp(`#0 +0x${hex16(WILD_WRITE + 4)} in wild_write \\(\\)`));
+  assert.match(out, new RegExp(`#1 +0x${hex16(Number(AFTER_CALL_IN_HANDLE_CALL))} in handle_call \\(\\)`));
   assert.match(out, /Program terminated with signal SIGSEGV, Segmentation fault\./);
   assert.deepEqual(last, { kind: "continue", signal: 11 });
 });
@@ -734,4 +739,9 @@ function le64(v: bigint): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, v, true);
   return b;
+}
+
+/** An address as gdb prints it in frames: 16 hex digits. */
+function hex16(n: number): string {
+  return n.toString(16).padStart(16, "0");
 }

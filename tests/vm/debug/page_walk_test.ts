@@ -9,6 +9,7 @@ import {
   writeVirtual,
 } from "../../../vm/debug/page_walk.ts";
 import { computeLayout } from "../../../vm/machine/layout.ts";
+import { INFO_ADDR } from "../../../vm/machine/abi.ts";
 import { writeSystemArea } from "../../../vm/machine/system_area.ts";
 import { NX, P, PlainMemory, PS, RW, TestGuest, US } from "./_guest_memory.ts";
 
@@ -77,6 +78,7 @@ Deno.test("the walker agrees with the page tables the sandbox really builds", ()
     "1000+1000 sw-",
     "2000+1000 s-x",
     "3000+2000 sw-",
+    `${INFO_ADDR.toString(16)}+1000 u--`, // the info page (ABI 3): the guest reads it
     "200000+3000 u-x",
     "203000+1000 u--",
     `204000+${(layout.persistentSize - 0x204000).toString(16)} uw-`, // .bss and heap coalesce
