@@ -71,6 +71,8 @@ export interface SandboxState {
   readonly binary?: GuestBinaryInfo;
 }
 
+let construct: (vm: GuestVm, state: SandboxState) => MultiUseSandbox;
+
 /**
  * A running sandbox: call guest functions by name, synchronously.
  *
@@ -91,11 +93,17 @@ export class MultiUseSandbox {
   readonly #logLevel: number;
   #poison: Error | undefined;
 
-  /** Use `UninitializedSandbox.evolve()`. */
-  constructor(vm: GuestVm, state: SandboxState) {
+  /** Use `UninitializedSandbox.evolve()` or `MultiUseSandbox.fromSnapshot()`. */
+  private constructor(internal: unknown) {
+    const { vm, state } = internal as { vm: GuestVm; state: SandboxState };
     this.#vm = vm;
     this.#state = state;
     this.#logLevel = LOG_LEVELS.indexOf(state.config.guestLogLevel);
+    unclosed.register(this, vm, vm);
+  }
+
+  static {
+    construct = (vm, state) => new MultiUseSandbox({ vm, state });
   }
 
   /** True once a failure left guest state undefined. */
@@ -211,7 +219,7 @@ export class MultiUseSandbox {
       let functions = data.functions;
       if (data.entrypoint === "Call") vm.enterAt(dispatch);
       else ({ dispatch, functions } = initialise(vm, data.entryAddr, resolved, fns));
-      return new MultiUseSandbox(vm, {
+      return construct(vm, {
         dispatch,
         functions: functions!,
         hostFunctions: fns,
@@ -389,6 +397,7 @@ export class MultiUseSandbox {
     if (vm === undefined) return;
     if (vm.running) throw new SandboxBusyError("close", "called from inside one of its calls");
     this.#vm = undefined;
+    unclosed.unregister(vm);
     vm.close();
   }
 
@@ -444,6 +453,23 @@ function mapSnapshot(persistent: Mapping, blob: Blob, layout: Layout): void {
   persistent.adviseRandom(0, blob.size);
   prefaultImage(persistent, layout);
 }
+
+/** A sandbox around a running VM (for `UninitializedSandbox.evolve()`; not part of the public API). */
+export function sandboxOf(vm: GuestVm, state: SandboxState): MultiUseSandbox {
+  return construct(vm, state);
+}
+
+/**
+ * The safety net for sandboxes nobody closed: when one is garbage-collected its VM and memory are released
+ * (`close()` and `using` remain the way to release them on time).
+ */
+const unclosed = new FinalizationRegistry<GuestVm>((vm) => {
+  try {
+    vm.close();
+  } catch {
+    // Nothing to report to at this point.
+  }
+});
 
 function isPoisoning(e: unknown): boolean {
   if (!(e instanceof Error)) return true;

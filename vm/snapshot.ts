@@ -75,6 +75,8 @@ interface Owned {
   system: SystemArea;
 }
 
+let construct: (blob: Blob, d: SnapshotData) => Snapshot;
+
 const registry = new FinalizationRegistry<Owned>((o) => release(o));
 const internals = new WeakMap<Snapshot, { blob: Blob; data: SnapshotData }>();
 
@@ -103,7 +105,8 @@ function release(o: Owned): void {
  */
 export class Snapshot {
   /** Not for direct use: snapshots come from sandboxes and files. */
-  private constructor(blob: Blob, data: SnapshotData) {
+  private constructor(internal: unknown) {
+    const { blob, data } = internal as { blob: Blob; data: SnapshotData };
     internals.set(this, { blob, data });
     registry.register(this, { blob, system: data.system }, blob);
   }
@@ -225,7 +228,7 @@ export class Snapshot {
       // The only bytes of the system area taken from the file are the image's page-table entries, checked.
       system = systemAreaFor(blob.ref, layout);
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
-      return new Snapshot(blob, {
+      return construct(blob, {
         system,
         layout,
         entrypoint: call ? "Call" : "Initialise",
@@ -323,9 +326,8 @@ export class Snapshot {
     this.close();
   }
 
-  /** Creates a snapshot (module-internal: see {@linkcode snapshotFromMemory}). */
-  static create(blob: Blob, d: SnapshotData): Snapshot {
-    return new Snapshot(blob, d);
+  static {
+    construct = (blob, data) => new Snapshot({ blob, data });
   }
 }
 
@@ -345,7 +347,7 @@ export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
 export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">): Snapshot {
   const blob = withoutGeneration(mem, () => Blob.copyOf(mem));
   try {
-    return Snapshot.create(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
+    return construct(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
   } catch (e) {
     blob.close();
     throw e;

@@ -13,7 +13,7 @@ import { type ElfImage, parseElf } from "./machine/elf.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
 import { computeLayout, type Layout } from "./machine/layout.ts";
 import { Mapping } from "./memory/mapping.ts";
-import { MultiUseSandbox } from "./multi_use_sandbox.ts";
+import { type MultiUseSandbox, sandboxOf } from "./multi_use_sandbox.ts";
 import type { Signature } from "./types.ts";
 import { binaryInfo, type GuestBinaryInfo, SandboxDebugger } from "./debug/sandbox_debugger.ts";
 
@@ -131,7 +131,7 @@ export class UninitializedSandbox {
         this.#config,
         this.#hostFunctions,
       );
-      return new MultiUseSandbox(vm, {
+      return sandboxOf(vm, {
         dispatch,
         functions,
         hostFunctions: this.#hostFunctions.clone(),

@@ -20,7 +20,7 @@ import {
 import { FXSAVE } from "../debug/registers.ts";
 import { resetThreadSegments } from "./host_segments.ts";
 import { Kvm } from "./kvm.ts";
-import { SIGUSR2, ThreadSignals } from "./signals.ts";
+import { IN_WORKER, SIGUSR2, ThreadSignals } from "./signals.ts";
 import { sregsFromKvm, sregsToKvm } from "./sregs.ts";
 import { RUN_INTERRUPTED, type VcpuFd } from "./vcpu_fd.ts";
 import type { VmFd } from "./vm_fd.ts";
@@ -36,6 +36,9 @@ const SLOT = 0;
  */
 const pool: KvmVm[] = [];
 const POOL_SIZE = 4;
+
+/** VMs of this thread handed out and not released yet. */
+let live = 0;
 
 /** The VM this thread ran last (module state is per thread). */
 let lastOnThread: KvmVm | undefined;
@@ -71,6 +74,8 @@ export class KvmVm implements VirtualMachine {
   #trackedDirty: BigUint64Array | undefined;
   /** The next run is an entry (init, restore, a new sandbox): no selector may survive into it. */
   #entry = true;
+  /** Set once `release()` ran (a pooled VM is handed out again unreleased). */
+  #released = false;
 
   constructor(vm: VmFd, vcpu: VcpuFd, signals: ThreadSignals) {
     this.#vm = vm;
@@ -252,11 +257,22 @@ export class KvmVm implements VirtualMachine {
   }
 
   release(reusable: boolean): void {
+    if (this.#released) return;
+    this.#released = true;
     this.#memory = undefined;
+    live--;
+    // A Worker's end cannot be observed, so a Worker keeps nothing idle: once its last VM is released the
+    // thread's pool, keeper VM, /dev/kvm fd and timer go too (the next VM creates them again).
+    if (IN_WORKER && live === 0) {
+      this.destroy();
+      kvmBackend.shutdownThread();
+      return;
+    }
     if (reusable && pool.length < POOL_SIZE) {
       try {
         this.#vm.setUserMemoryRegion(SLOT, 0, 0n, 0, 0n);
         this.resetVcpu(false);
+        this.#released = false;
         pool.push(this);
         return;
       } catch {
@@ -321,7 +337,9 @@ export const kvmBackend: Backend = {
 
   createVm(): VirtualMachine {
     const kvm = Kvm.get();
-    return pool.pop() ?? newVm(kvm, ThreadSignals.get());
+    const vm = pool.pop() ?? newVm(kvm, ThreadSignals.get());
+    live++;
+    return vm;
   },
 
   interrupt(target: InterruptTarget): boolean {
@@ -332,6 +350,7 @@ export const kvmBackend: Backend = {
 
   shutdownThread(): void {
     for (const vm of pool.splice(0)) vm.destroy();
+    lastOnThread = undefined;
     ThreadSignals.shutdown();
     Kvm.shutdown();
   },
