@@ -51,8 +51,8 @@ export interface SandboxConfiguration {
    * Debug the guest with gdb: the sandbox listens on 127.0.0.1:`gdbPort` (never another address) and speaks
    * the gdb remote protocol. Its first run (guest init, or the first call of a sandbox made from a Call
    * snapshot) waits for gdb to connect and stops at the guest's entry; gdb can also connect later and takes
-   * over at the next call or within 50 ms. 0 picks a free port; a log record names it. See
-   * docs/DEBUGGING.md.
+   * over at the next call or within 50 ms. 0 picks a free port; a log record names it. Linux only (elsewhere
+   * creating the sandbox throws `DebuggerConnectionError`). See docs/DEBUGGING.md.
    */
   gdbPort?: number;
   /**

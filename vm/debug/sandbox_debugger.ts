@@ -26,7 +26,7 @@ import {
 import { log } from "../logger.ts";
 import { LoopbackListener } from "./connection.ts";
 import { coreDumpOfTarget, type CoreFileSegment, writeCoreDump } from "./core_dump.ts";
-import { CoreDumpError } from "./errors.ts";
+import { CoreDumpError, DebuggerConnectionError } from "./errors.ts";
 import { GdbStub } from "./gdb_stub.ts";
 import { FXSAVE, RFLAGS_USER_MASK, type X86Registers } from "./registers.ts";
 import { signalForVector, type SignalName } from "./signals.ts";
@@ -402,7 +402,13 @@ export class SandboxDebugger {
     this.#target = new SandboxTarget(vm);
     this.#coreDumpDir = options.coreDumpDir;
     this.#binary = options.binary;
-    if (options.gdbPort !== undefined) this.#listener = LoopbackListener.listen(options.gdbPort);
+    if (options.gdbPort !== undefined) {
+      // The stub's blocking sockets are libc's (ffi/linux/socket.ts); core dumps work everywhere.
+      if (Deno.build.os !== "linux") {
+        throw new DebuggerConnectionError(`the gdb stub runs on Linux only, not on ${Deno.build.os}`);
+      }
+      this.#listener = LoopbackListener.listen(options.gdbPort);
+    }
   }
 
   /**
