@@ -34,6 +34,7 @@ import { hypervisorTag } from "./backend/select.ts";
 import type { HostFunctions } from "./host_functions.ts";
 import type { Layout } from "./machine/layout.ts";
 import { Blob } from "./memory/blob.ts";
+import { exhaustion } from "./resources.ts";
 import { type SystemArea, systemAreaFor } from "./machine/system_image.ts";
 import type { Mapping } from "./memory/mapping.ts";
 import type { OpenedFile } from "./memory/os_memory.ts";
@@ -209,9 +210,16 @@ export class Snapshot {
   }
 
   static #load(path: string | URL, verify: boolean): Snapshot {
-    const file = openSnapshotFile(path);
+    let file;
+    try {
+      file = openSnapshotFile(path);
+    } catch (e) {
+      throw exhaustion(e);
+    }
     try {
       return Snapshot.#loadOpened(file, verify);
+    } catch (e) {
+      throw exhaustion(e);
     } finally {
       file.close();
     }
@@ -345,12 +353,17 @@ export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
 
 /** Copies `mem` (a persistent region) into a sealed backing and wraps it as a snapshot. */
 export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">): Snapshot {
-  const blob = withoutGeneration(mem, () => Blob.copyOf(mem));
+  let blob: Blob;
+  try {
+    blob = withoutGeneration(mem, () => Blob.copyOf(mem));
+  } catch (e) {
+    throw exhaustion(e);
+  }
   try {
     return construct(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
   } catch (e) {
     blob.close();
-    throw e;
+    throw exhaustion(e);
   }
 }
 

@@ -21,10 +21,11 @@ export const IN_WORKER: boolean = typeof (globalThis as { WorkerGlobalScope?: un
   "undefined";
 
 /**
- * While a call without any time limit runs in a Worker, the thread is still interrupted this often (ms), at
- * the cost of one extra exit per interval: `worker.terminate()` cannot stop a thread blocked in `KVM_RUN`,
- * and V8 ends a terminated Worker's JavaScript as soon as the thread returns to it, so this bounds how long a
- * terminated Worker's thread can keep spinning in a guest.
+ * While a call without any time limit runs in a Worker, the thread still leaves `KVM_RUN` this often (ms),
+ * at the cost of one extra exit per interval, so that it is never blocked in the guest for longer: a thread
+ * that runs the guest on behalf of an isolate that has gone away (an asynchronous call of a terminated
+ * Worker) stops within one interval. (Deno cannot terminate a Worker that runs synchronous code at all,
+ * denoland/deno#35657: stop such a call with an interrupt handle first.)
  */
 export const HEARTBEAT_MS: number = IN_WORKER ? 100 : 0;
 

@@ -37,6 +37,7 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
+import { exhaustion } from "../resources.ts";
 import type { SandboxDebugger } from "../debug/sandbox_debugger.ts";
 
 /** The registers the IDT stub saved when the guest took an exception (docs/ABI.md, "Exceptions"). */
@@ -147,7 +148,7 @@ export class GuestVm {
       return new GuestVm(layout, guest, persistent, scratch, vm);
     } catch (e) {
       for (const o of owned.reverse()) o.close();
-      throw e;
+      throw exhaustion(e);
     }
   }
 

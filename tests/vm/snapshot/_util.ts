@@ -16,7 +16,7 @@ import {
 } from "../../../mod.ts";
 // Only to forge files with a consistent header_hash (corruption tests); never to check the library.
 import { blake3 } from "../../../format/blake3.ts";
-import { guestPath } from "../../_kvm.ts";
+import { guestPath } from "../../_hypervisor.ts";
 
 /** The test guest binary. */
 export const TESTGUEST: string = guestPath("testguest");

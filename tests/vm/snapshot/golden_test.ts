@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotFormatError } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { GOLDEN_CONFIG, GOLDEN_PATH, makeGolden } from "./_golden.ts";
 import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "./_util.ts";
 
@@ -78,7 +78,7 @@ Deno.test("inspectFile of the golden file gives the pinned header, versions, nam
   assert.equal(seg("tr").limit, 0x67 + 33);
 });
 
-kvmTest("the golden file loads with every loader and resumes with the recorded state", () => {
+vmTest("the golden file loads with every loader and resumes with the recorded state", () => {
   for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
     const snap = load(GOLDEN_PATH);
     try {
@@ -105,7 +105,7 @@ kvmTest("the golden file loads with every loader and resumes with the recorded s
   }
 });
 
-kvmTest("a snapshot made now by the golden recipe has the golden file's format", async () => {
+vmTest("a snapshot made now by the golden recipe has the golden file's format", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/now.hls`;
     await makeGolden(path);
@@ -150,7 +150,7 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-kvmTest(
+vmTest(
   "golden files of retired ABI versions 1 and 2 are refused with AbiMismatch, and inspectFile says why",
   () => {
     for (const version of [1, 2]) {
