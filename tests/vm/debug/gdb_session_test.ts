@@ -21,9 +21,12 @@ import { freePort } from "./_rsp_client.ts";
 import { gdbTest, TESTGUEST_PATH } from "./_guest_memory.ts";
 
 /** A test that needs the hypervisor and the real gdb (skipped loudly without either; gdb fails in CI). */
+let warnedOs = false;
+
 function sessionTest(name: string, fn: () => Promise<void>): void {
   if (Deno.build.os !== "linux") {
-    console.error(`!!! the gdb stub runs on Linux only: SKIPPING "${name}" !!!`);
+    if (!warnedOs) console.error(`!!! the gdb stub runs on Linux only: SKIPPING the gdb sessions !!!`);
+    warnedOs = true;
     Deno.test({ name, ignore: true, fn });
   } else if (hasHypervisor) gdbTest(name, fn);
   else vmTest(name, fn);
