@@ -112,7 +112,27 @@ export class MultiUseSandbox {
   }
 
   /**
-   * Calls a guest function with arguments checked against the signature the guest registered.
+   * A typed function for one guest function, so results need no casts: `P` are the parameter types and `R`
+   * the result type as JavaScript sees them (`i32`… `f64` ↔ `number`, `i64`/`u64` ↔ `bigint`, `bool` ↔
+   * `boolean`, `string`, `bytes` ↔ `Uint8Array`, `void` ↔ `undefined`). The function must exist (else
+   * `GuestFunctionNotFoundError` now), and every call still checks the arguments against the signature the
+   * guest registered, so a wrong `P` fails as a `TypeError`, never silently.
+   *
+   * @example
+   * ```ts ignore
+   * const echo = sbx.fn<[string], string>("Echo");
+   * const text: string = echo("hello");
+   * ```
+   */
+  fn<P extends Value[] = Value[], R extends Value = Value>(name: string): (...args: P) => R {
+    if (this.#vm === undefined) throw new SandboxClosedError();
+    if (!this.#state.functions.has(name)) throw new GuestFunctionNotFoundError(name);
+    return (...args: P) => this.call(name, ...args) as R;
+  }
+
+  /**
+   * Calls a guest function with arguments checked against the signature the guest registered. For a typed
+   * result, see {@linkcode MultiUseSandbox.fn}.
    *
    * @example
    * ```ts ignore

@@ -209,3 +209,33 @@ vmTest("guest log records reach the logger at or above guestLogLevel", async () 
     setLogger(undefined);
   }
 });
+
+vmTest("fn<P, R>() gives a typed function: no casts, the same checks as call()", () => {
+  using sbx = new UninitializedSandbox(guestPath("testguest")).evolve();
+  const echo = sbx.fn<[string], string>("Echo");
+  const text: string = echo("typed");
+  assert.equal(text, "typed");
+  const add = sbx.fn<[number, number], number>("Add");
+  assert.throws(() => add(1, 2), { name: "GuestError" }); // the guest calls the host's Add: not registered
+  const wrong = sbx.fn<[number], string>("Echo");
+  assert.throws(() => wrong(1), TypeError);
+  assert.throws(() => sbx.fn("NoSuchFunction"), { name: "GuestFunctionNotFoundError" });
+});
+
+vmTest("UninitializedSandbox.load reads a guest from a path, a file: URL or over HTTP", async () => {
+  const path = guestPath("hello");
+  const bytes = Deno.readFileSync(path);
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(bytes));
+  try {
+    const remote = new URL(`http://127.0.0.1:${server.addr.port}/hello`);
+    for (const guest of [path, new URL(`file://${path}`), remote]) {
+      const u = await UninitializedSandbox.load(guest);
+      using sbx = u.evolve();
+      assert.equal(sbx.call("Hello", "load"), "Hello, load!");
+      assert.equal(u.binaryPath, guest === remote ? undefined : path);
+    }
+    assert.throws(() => new UninitializedSandbox(remote), /UninitializedSandbox\.load/);
+  } finally {
+    await server.shutdown();
+  }
+});
