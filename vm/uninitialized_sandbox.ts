@@ -47,8 +47,6 @@ export class UninitializedSandbox {
   readonly #elf: ElfImage;
   readonly #config: ResolvedConfiguration;
   readonly #layout: Layout;
-  /** The binary's path and entry, for debuggers and core dumps (when it came from a file). */
-  readonly #binary: GuestBinaryInfo | undefined;
   #hostFunctions: HostFunctions;
   /** The binary's path, when it came from a file (recorded for debuggers and core dumps). */
   readonly #path: string | undefined;
@@ -113,12 +111,20 @@ export class UninitializedSandbox {
       outputDataSize: this.#config.outputDataSize,
     });
     this.#hostFunctions = hostFunctions?.clone() ?? new HostFunctions();
-    const path = this.#config.guestBinaryPath ??
-      (typeof guest === "string" ? guest : guest instanceof URL ? pathOfFileUrl(guest) : undefined);
-    this.#binary = path === undefined ? undefined : binaryInfo(
+  }
+
+  /**
+   * The binary for debuggers and core dumps: `guestBinaryPath` when configured, else the path it was read
+   * from (its segments are known then), else none.
+   */
+  #binaryInfo(): GuestBinaryInfo | undefined {
+    const configured = this.#config.guestBinaryPath;
+    const path = configured ?? this.binaryPath;
+    if (path === undefined) return undefined;
+    return binaryInfo(
       path,
       BigInt(this.#elf.entry),
-      this.#config.guestBinaryPath ? undefined : this.#elf.segments,
+      configured === undefined ? this.#elf.segments : undefined,
     );
   }
 
@@ -170,7 +176,8 @@ export class UninitializedSandbox {
   evolve(): MultiUseSandbox {
     const vm = GuestVm.create(this.#layout, (mem) => this.#fill(mem));
     try {
-      vm.debugger = SandboxDebugger.create(vm, { ...this.#config, binary: this.#binary });
+      const binary = this.#binaryInfo();
+      vm.debugger = SandboxDebugger.create(vm, { ...this.#config, binary });
       const { dispatch, functions } = initialise(
         vm,
         BigInt(this.#elf.entry),
@@ -183,7 +190,7 @@ export class UninitializedSandbox {
         hostFunctions: this.#hostFunctions.clone(),
         config: this.#config,
         family: newFamily(),
-        binary: this.#binary,
+        binary,
       });
     } catch (e) {
       vm.close();
@@ -225,12 +232,4 @@ export class UninitializedSandbox {
     const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
     mem.prefault(IMAGE_BASE, hot);
   }
-}
-
-/** The file path of a `file:` URL (other URLs have none). */
-function pathOfFileUrl(url: URL): string | undefined {
-  if (url.protocol !== "file:") return undefined;
-  const path = decodeURIComponent(url.pathname);
-  // file:///C:/dir/guest on Windows.
-  return /^\/[A-Za-z]:\//.test(path) ? path.slice(1) : path;
 }
