@@ -118,15 +118,17 @@ export class UninitializedSandbox {
    * from (its segments are known then), else none.
    */
   #binaryInfo(): GuestBinaryInfo | undefined {
-    const configured = this.#config.guestBinaryPath;
-    const path = configured ?? this.binaryPath;
-    if (path === undefined) return undefined;
-    return binaryInfo(
-      path,
-      BigInt(this.#elf.entry),
-      configured === undefined ? this.#elf.segments : undefined,
-    );
+    if (this.#binary === null) {
+      const configured = this.#config.guestBinaryPath;
+      const path = configured ?? this.binaryPath;
+      const segments = configured === undefined ? this.#elf.segments : undefined;
+      this.#binary = path === undefined ? undefined : binaryInfo(path, BigInt(this.#elf.entry), segments);
+    }
+    return this.#binary;
   }
+
+  /** {@linkcode #binaryInfo}, made at the first `evolve()` (null before). */
+  #binary: GuestBinaryInfo | undefined | null = null;
 
   /** The resolved configuration (every field present). */
   get config(): ResolvedConfiguration {

@@ -330,6 +330,15 @@ vmTest("crashes write core files named by the error; coreDump writes one on dema
         return true;
       });
     }
+    // A guest read by load() knows its path too.
+    using loaded = (await UninitializedSandbox.load(TESTGUEST_PATH, { coreDumpDir: dir }, hostFns()))
+      .evolve();
+    assert.throws(() => loaded.call("WildWrite", 0x10n), (e: unknown) => {
+      assert.ok(e instanceof MemoryAccessViolationError);
+      assert.match(e.coreFile!, /\/core\.testguest\./);
+      return true;
+    });
+
     // No core for errors that are not crashes.
     using spin = testguest({ coreDumpDir: dir, maxExecutionTimeMs: 50 }).evolve();
     const before = [...Deno.readDirSync(dir)].length;
