@@ -17,7 +17,7 @@ import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
-import { newGeneration, prefaultImage } from "./machine/system_area.ts";
+import { newGeneration, prefaultImage, writeInfoPage } from "./machine/system_area.ts";
 import type { SystemArea } from "./machine/system_image.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
@@ -434,6 +434,7 @@ export class MultiUseSandbox {
 function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): void {
   mapSnapshot(persistent, blob, data.layout);
   persistent.mapCopyOnWrite(data.system.blob.backing, 0);
+  writeInfoPage(persistent);
 }
 
 /**

@@ -7,7 +7,7 @@ import { IMAGE_BASE } from "./machine/abi.ts";
 import { initialise } from "./machine/init.ts";
 import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } from "./snapshot.ts";
 import { GuestVm } from "./machine/guest_vm.ts";
-import { newGeneration, writeSystemArea } from "./machine/system_area.ts";
+import { newGeneration, writeInfoPage, writeSystemArea } from "./machine/system_area.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
 import { type ElfImage, parseElf } from "./machine/elf.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
@@ -228,6 +228,7 @@ export class UninitializedSandbox {
       mem.window(s.vaddr, s.fileSize).set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize));
     }
     writeSystemArea(mem.window(0, IMAGE_BASE), this.#layout, this.#elf.segments);
+    writeInfoPage(mem);
     newGeneration(mem);
     // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
     // allocating them now saves a host page fault inside each guest fault.

@@ -99,6 +99,38 @@ static int32_t read_vector(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* SetWide(u64 x): x into the upper half of ymm14 (AVX) — #UD where the guest cannot use AVX. */
+static int32_t set_ymm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  __asm__ volatile("vmovq %0, %%xmm13\n\tvinserti128 $1, %%xmm13, %%ymm14, %%ymm14" : : "r"(a[0].u64) : "xmm13", "xmm14");
+  return SV_OK;
+}
+
+/* ReadWide() -> u64: the low quadword of ymm14's upper half. */
+static int32_t read_ymm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  uint64_t v;
+  __asm__ volatile("vextracti128 $1, %%ymm14, %%xmm13\n\tvmovq %%xmm13, %0" : "=r"(v) : : "xmm13");
+  r->u64 = v;
+  return SV_OK;
+}
+
+/* SetZmm(u64 x): x into zmm31 and opmask k1 (AVX-512) — #UD where the guest cannot use AVX-512. */
+static int32_t set_zmm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  __asm__ volatile("vpbroadcastq %0, %%zmm31\n\tkmovq %0, %%k1" : : "r"(a[0].u64) : "memory");
+  return SV_OK;
+}
+
+/* ReadZmm() -> u64: the low quadword of zmm31 xor opmask k1. */
+static int32_t read_zmm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  uint64_t v, k;
+  __asm__ volatile("vmovq %%xmm31, %0\n\tkmovq %%k1, %1" : "=r"(v), "=r"(k));
+  r->u64 = v ^ k;
+  return SV_OK;
+}
+
 /* ---- flags and identity ---- */
 
 /* SetFlags(u64 bits): ORs bits into RFLAGS with popf (AC, DF and the like; TF is refused). */
@@ -229,6 +261,10 @@ void guest_main(void) {
   REG0("RdPkru", SV_U32, rd_pkru);
   REG("SetVector", SV_VOID, set_vector, SV_U64);
   REG0("ReadVector", SV_U64, read_vector);
+  REG("SetYmm", SV_VOID, set_ymm, SV_U64);
+  REG0("ReadYmm", SV_U64, read_ymm);
+  REG("SetZmm", SV_VOID, set_zmm, SV_U64);
+  REG0("ReadZmm", SV_U64, read_zmm);
   REG("SetFlags", SV_VOID, set_flags, SV_U64);
   REG0("ReadFlags", SV_U64, read_flags);
   REG0("Rdtscp", SV_U64, do_rdtscp);

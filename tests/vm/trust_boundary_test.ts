@@ -207,6 +207,44 @@ vmTest("x87/SSE state a guest sets survives into no other sandbox or restore", (
   assert.equal(next.call("ReadVector"), fresh, "on a pooled VM");
 });
 
+vmTest(
+  "AVX and AVX-512 state, where a guest can use it at all, survives into no other sandbox or restore",
+  () => {
+    // Hardware KVM runs the guest with the ABI's CR4 (no XSAVE): AVX raises #UD. PVM hosts run CPL3 code
+    // natively, with the host's AVX and AVX-512. Both outcomes are documented; only the second has state to
+    // leak, and the entry code must clear it.
+    const u = attack();
+    for (const kind of ["Ymm", "Zmm"]) {
+      let usable = true;
+      {
+        using a = u.evolve();
+        using snap = a.snapshot();
+        try {
+          a.call(`Set${kind}`, 0x5eed_5eed_5eed_5eedn);
+          assert.equal(
+            a.call(`Read${kind}`),
+            0x5eed_5eed_5eed_5eedn ^ (kind === "Zmm" ? 0x5eed_5eed_5eed_5eedn : 0n),
+          );
+        } catch (e) {
+          assert.ok(e instanceof GuestCrashedError && e.vector === 6, `${kind}: ${e}`);
+          usable = false;
+        }
+        a.restore(snap);
+        if (usable) {
+          a.call(`Set${kind}`, 0x5eed_5eed_5eed_5eedn);
+          a.restore(snap);
+          assert.equal(a.call(`Read${kind}`), 0n, `${kind} after restore`);
+          a.call(`Set${kind}`, 0x5eed_5eed_5eed_5eedn);
+        }
+      }
+      if (usable) {
+        using next = u.evolve();
+        assert.equal(next.call(`Read${kind}`), 0n, `${kind} on a pooled VM`);
+      }
+    }
+  },
+);
+
 vmTest("rdtscp/rdpid: the guest reads a TSC_AUX it cannot set, and no other sandbox's", () => {
   // Hardware KVM shows the vCPU's TSC_AUX (reset for every VM); PVM hosts run CPL3 code natively, so the guest
   // sees the host's value there (its CPU number, as any Linux process does): docs/SECURITY.md. A CPU without

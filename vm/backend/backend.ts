@@ -41,6 +41,8 @@ export interface EntryRegisters {
   rflags: bigint;
   /** First argument (System V ABI). */
   rdi: bigint;
+  /** R11: where the entry code jumps to (docs/ABI.md, "Entry"); 0 when absent. */
+  r11?: bigint;
 }
 
 /**

@@ -9,7 +9,15 @@
  *
  * @module
  */
-import { IDT_VECTORS, PML4_ADDR, SEL_KERNEL_CODE, SEL_USER_CODE, STUB_ADDR } from "../machine/abi.ts";
+import {
+  IDT_VECTORS,
+  INFO_ADDR,
+  PAGE,
+  PML4_ADDR,
+  SEL_KERNEL_CODE,
+  SEL_USER_CODE,
+  STUB_ADDR,
+} from "../machine/abi.ts";
 import { STUB_SIZE } from "../machine/system_area.ts";
 import { ABI_SREGS } from "../machine/sregs.ts";
 import type { ExceptionFrame, GuestVm } from "../machine/guest_vm.ts";
@@ -59,6 +67,14 @@ export interface DebugOptions {
 export const DEBUG_TICK_MS = 50;
 /** How long one wait for gdb to connect blocks before it looks for a cancellation. */
 const ACCEPT_SLICE_MS = 100;
+
+/** The `int3` opcode. */
+const INT3 = 0xcc;
+
+/** Whether `rip` is in the entry code of the info page (any address of that page the guest executes). */
+function inEntryCode(rip: bigint): boolean {
+  return rip >= BigInt(INFO_ADDR) && rip < BigInt(INFO_ADDR + PAGE);
+}
 
 /** RFLAGS bit 1, always set. */
 const RFLAGS_FIXED = 0x2n;
@@ -396,6 +412,8 @@ export class SandboxDebugger {
   #first = true;
   /** A stub whose first stop has not been reported yet (gdb connected while the vCPU was in the stub). */
   #attachPending = false;
+  /** A stop waiting for the guest to reach its entry (see {@linkcode #stopInGuestCode}). */
+  #entryStop: { address: bigint; original: number | undefined; reason: StopReason } | undefined;
 
   private constructor(vm: GuestVm, options: DebugOptions) {
     this.#vm = vm;
@@ -460,12 +478,13 @@ export class SandboxDebugger {
     } else if (!this.#attachPending && !this.#stub!.interruptRequested()) {
       return deadline;
     }
-    return this.#stopOrThrow(this.#attachPending ? { kind: "attach" } : { kind: "interrupt" }, deadline);
+    return this.#stopInGuestCode(this.#attachPending ? { kind: "attach" } : { kind: "interrupt" }, deadline);
   }
 
   /** Runs the vCPU once; while gdb may connect or is connected, with a periodic interrupt. */
   run(): VmExit {
     const m = this.#vm.machine;
+    this.#target.invalidate(); // the registers read at the last stop are about to change
     if (this.#listener === undefined) return m.run();
     m.armTimeout(DEBUG_TICK_MS);
     try {
@@ -481,8 +500,20 @@ export class SandboxDebugger {
    * debugger (no debugger, or gdb let the signal through).
    */
   exception(vector: number, deadline: number): number | undefined {
+    const entry = this.#entryStop;
+    if (!this.attached && entry === undefined) return undefined;
+    const frame = this.#target.enterUserState();
+    if (frame === undefined) return undefined;
+    if (entry !== undefined && vector === 3 && frame.rip === entry.address + 1n) {
+      // The guest ran its entry code and reached its own entry: the stop gdb was waiting for.
+      this.#clearEntryStop();
+      if (entry.original !== undefined) {
+        this.#target.writeRegisters({ ...this.#target.readRegisters(), rip: entry.address });
+        return this.attached ? this.#stopOrThrow(entry.reason, deadline) : deadline;
+      }
+      // gdb has a breakpoint there itself: report it as that breakpoint.
+    }
     if (!this.attached) return undefined;
-    if (this.#target.enterUserState() === undefined) return undefined;
     const faultAddress = vector === 14 ? this.#vm.machine.getSregs().cr2 : undefined;
     return this.#stop({ kind: "exception", vector, faultAddress }, deadline);
   }
@@ -505,8 +536,10 @@ export class SandboxDebugger {
       return deadline;
     }
     // Inside the exception stub (PVM emulates CPL0 slowly, so a tick can land there) the guest is not a
-    // CPL3 program yet: the exception exit that follows is the stop to report.
-    if (!this.#target.atUserLevel()) return deadline;
+    // CPL3 program yet: the exception exit that follows is the stop to report. Inside the entry code, the
+    // stop waits for the guest's own code too.
+    if (this.#entryStop !== undefined || !this.#target.atUserLevel()) return deadline;
+    if (inEntryCode(this.#target.readRegisters().rip)) return deadline;
     return this.#stopOrThrow(this.#attachPending ? { kind: "attach" } : { kind: "interrupt" }, deadline);
   }
 
@@ -515,6 +548,7 @@ export class SandboxDebugger {
    * error), and tells gdb the guest is gone.
    */
   runFailed(error: unknown): void {
+    this.#clearEntryStop();
     const why = signalOf(error);
     if (this.#coreDumpDir !== undefined && isCrash(error) && !killedByDebugger.has(error)) {
       const name = this.#binary === undefined ? "guest" : baseName(this.#binary.path);
@@ -621,6 +655,38 @@ export class SandboxDebugger {
       return undefined;
     }
     return next;
+  }
+
+  /**
+   * A stop at the start of a run. A run that starts at an entry (init, after a restore, a sandbox from a
+   * snapshot) starts in the entry code of the info page (docs/ABI.md, "Entry"), which resets the x87/SSE/AVX
+   * state and jumps to the guest's entry in R11: the stop is deferred to that entry, through a one-off
+   * `int3` there, so gdb first sees the guest at its own `_start` or dispatch loop.
+   */
+  #stopInGuestCode(reason: StopReason, deadline: number): number {
+    const regs = this.#target.readRegisters();
+    if (!inEntryCode(regs.rip)) return this.#stopOrThrow(reason, deadline);
+    const address = regs.r11;
+    if (this.#stub!.breakpoints.includes(address)) {
+      this.#entryStop = { address, original: undefined, reason };
+      return deadline;
+    }
+    const byte = new Uint8Array(1);
+    const gpa = Number(address);
+    if (!this.#target.readPhysical(gpa, byte) || !this.#target.writePhysical(gpa, new Uint8Array([INT3]))) {
+      return this.#stopOrThrow(reason, deadline); // not memory: let gdb see where it is
+    }
+    this.#entryStop = { address, original: byte[0], reason };
+    return deadline;
+  }
+
+  /** Takes the one-off entry `int3` out again, if it is in. */
+  #clearEntryStop(): void {
+    const entry = this.#entryStop;
+    this.#entryStop = undefined;
+    if (entry?.original !== undefined) {
+      this.#target.writePhysical(Number(entry.address), new Uint8Array([entry.original]));
+    }
   }
 
   /** {@linkcode #stop} for stops that are not the guest's own fault: a signal from gdb ends the call. */

@@ -21,8 +21,10 @@ import {
   IDT_VECTORS,
   IMAGE_BASE,
   INFO_ADDR,
+  INFO_ENTRY,
   INFO_GENERATION,
   INFO_SIZE,
+  INFO_XSAVE_AREA,
   PAGE,
   PD_ADDR,
   PDPT_ADDR,
@@ -74,7 +76,7 @@ function fixedRanges(layout: Layout): PageRange[] {
     { start: GDT_ADDR, end: GDT_ADDR + PAGE, user: false, write: true, exec: false },
     { start: STUB_ADDR, end: STUB_ADDR + PAGE, user: false, write: false, exec: true },
     { start: EXC_STACK_ADDR, end: EXC_STACK_TOP, user: false, write: true, exec: false },
-    { start: INFO_ADDR, end: INFO_ADDR + PAGE, user: true, write: false, exec: false },
+    { start: INFO_ADDR, end: INFO_ADDR + PAGE, user: true, write: false, exec: true },
     { start: layout.heapBase, end: layout.persistentSize, user: true, write: true, exec: false },
     {
       start: layout.scratchBase,
@@ -257,6 +259,78 @@ function writeIdtAndStubs(mem: Uint8Array, v: DataView): void {
     mem[i++] = PORT_EXCEPTION;
     mem[i++] = 0xf4; // hlt: never resumed
   }
+}
+
+/**
+ * x86-64 machine code of the entry path, at `INFO_ENTRY` of the info page (assembled from:
+ * `xrstor_entry: mov $-1,%eax; mov $-1,%edx; xrstor64 area(%rip); jmp 1f;
+ * fxrstor_entry: fxrstor64 area(%rip); 1: xor %eax,%eax; xor %edx,%edx; push %r11; xor %r11d,%r11d; ret`,
+ * with `area` at `INFO_XSAVE_AREA`). The rip-relative displacements depend on those two offsets.
+ */
+const ENTRY_CODE = new Uint8Array([
+  0xb8,
+  0xff,
+  0xff,
+  0xff,
+  0xff,
+  0xba,
+  0xff,
+  0xff,
+  0xff,
+  0xff,
+  0x48,
+  0x0f,
+  0xae,
+  0x2d,
+  0x2e,
+  0xfd,
+  0xff,
+  0xff,
+  0xeb,
+  0x08,
+  0x48,
+  0x0f,
+  0xae,
+  0x0d,
+  0x24,
+  0xfd,
+  0xff,
+  0xff,
+  0x31,
+  0xc0,
+  0x31,
+  0xd2,
+  0x41,
+  0x53,
+  0x45,
+  0x31,
+  0xdb,
+  0xc3,
+]);
+
+/** The constant part of the info page: the initial-state XSAVE area and the entry code. */
+const INFO_STATIC: Uint8Array = (() => {
+  const page = new Uint8Array(INFO_ENTRY + ENTRY_CODE.length - INFO_XSAVE_AREA);
+  const v = new DataView(page.buffer);
+  v.setUint16(0, 0x037f, true); // FCW: all x87 exceptions masked, extended precision
+  v.setUint32(24, 0x1f80, true); // MXCSR: all SSE exceptions masked, round to nearest
+  // XSTATE_BV and XCOMP_BV (the header at 512) stay 0: XRSTOR puts every component in its initial state.
+  page.set(ENTRY_CODE, INFO_ENTRY - INFO_XSAVE_AREA);
+  return page;
+})();
+
+/**
+ * Writes the constant part of the info page (the XSAVE area and the entry code) into a sandbox's
+ * persistent memory: after its memory is made or mapped from a snapshot (files store the page's bytes, but a
+ * file's copy is never trusted: this overwrites it).
+ *
+ * @example
+ * ```ts ignore
+ * writeInfoPage(vm.persistent);
+ * ```
+ */
+export function writeInfoPage(persistent: Mapping): void {
+  persistent.write(INFO_ADDR + INFO_XSAVE_AREA, INFO_STATIC);
 }
 
 /**

@@ -364,8 +364,9 @@ class WhpVm implements VirtualMachine {
     const c = this.#c();
     const v = new DataView(c.gp.values.buffer, c.gp.values.byteOffset, c.gp.values.byteLength);
     c.gp.values.fill(0);
-    // GP_NAMES follows REGISTER_NAMES: rdi is index 5, rsp 6, rip 16, rflags 17.
+    // GP_NAMES follows REGISTER_NAMES: rdi is index 5, rsp 6, r11 15, rip 16, rflags 17.
     v.setBigUint64(5 * 16, r.rdi, true);
+    v.setBigUint64(15 * 16, r.r11 ?? 0n, true);
     v.setBigUint64(6 * 16, r.rsp, true);
     v.setBigUint64(16 * 16, r.rip, true);
     v.setBigUint64(17 * 16, r.rflags, true);

@@ -31,9 +31,9 @@ const GOLDEN_HEADER = {
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "8fa8ce90af878b3249f3f069bd419f71b14a4dda7c182cddc88185a1e1b2a64b";
-const GOLDEN_BLOB_HASH = "5647f967fd523b038b95bf0482ae985fdd532e0a16da37a2f3db9b6f7aa13d71";
-const GOLDEN_FILE_SHA256 = "992acb408a7d166e7aecdad27852b2f56f77db544625d121917959b42a525f17";
+const GOLDEN_HEADER_HASH = "2c0a84b665bb7cbcedb07bd847fb914a4c30537036ddf7b4a944c2fd81c34a18";
+const GOLDEN_BLOB_HASH = "3b5285d9430168caabd07a470ec5eb0a47a916cf5bbf566ccf3c2a5eb4daed99";
+const GOLDEN_FILE_SHA256 = "54457d23f7041c5800379c218288f957f89a2e643040672fae596bbb012142de";
 const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
