@@ -177,7 +177,7 @@ export class TestGuest extends PlainMemory implements DebugTarget {
     map(GDT_ADDR, GDT_ADDR + PAGE, false, true, false);
     map(STUB_ADDR, STUB_ADDR + PAGE, false, false, true);
     map(EXC_STACK_ADDR, EXC_STACK_TOP, false, true, false);
-    map(INFO_ADDR, INFO_ADDR + PAGE, true, false, false);
+    map(INFO_ADDR, INFO_ADDR + PAGE, true, false, true); // the info page: data and the entry code
     for (const s of this.elf.segments) {
       map(
         s.vaddr,

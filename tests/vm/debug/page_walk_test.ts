@@ -78,8 +78,8 @@ Deno.test("the walker agrees with the page tables the sandbox really builds", ()
     "1000+1000 sw-",
     "2000+1000 s-x",
     "3000+2000 sw-",
-    `${INFO_ADDR.toString(16)}+1000 u--`, // the info page (ABI 3): the guest reads it
-    "200000+3000 u-x",
+    // The info page (ABI 3: data and the entry code the guest runs) and the text coalesce.
+    `${INFO_ADDR.toString(16)}+${(0x203000 - INFO_ADDR).toString(16)} u-x`,
     "203000+1000 u--",
     `204000+${(layout.persistentSize - 0x204000).toString(16)} uw-`, // .bss and heap coalesce
     `${layout.scratchBase.toString(16)}+${layout.scratchSize.toString(16)} uw-`,
