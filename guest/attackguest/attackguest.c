@@ -200,6 +200,17 @@ static int32_t call_host_bytes(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* CallHostLen(string name) -> u32: calls a host function returning bytes, returns only its length (so the
+ * host's answer stays in the output buffer, beyond what the result overwrites). */
+static int32_t call_host_len(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  sv_value result;
+  int32_t rc = sv_call_host(a[0].str.ptr, SV_BYTES, NULL, 0, &result);
+  if (rc != SV_OK) return sv_error(rc, sv_last_host_error());
+  r->u32 = result.bytes.len;
+  return SV_OK;
+}
+
 /* Counter(): a global counter, to see which memory state a sandbox has. */
 static int32_t g_counter;
 static int32_t counter(const sv_value *a, uint32_t n, sv_value *r) {
@@ -305,6 +316,7 @@ void guest_main(void) {
   REG0("Spin", SV_VOID, spin);
   REG("CallHost", SV_I32, call_host, SV_STRING);
   REG("CallHostBytes", SV_BYTES, call_host_bytes, SV_STRING);
+  REG("CallHostLen", SV_U32, call_host_len, SV_STRING);
   REG0("Counter", SV_I32, counter);
   REG0("Int3", SV_VOID, do_int3);
   REG("Peek", SV_U64, peek, SV_U64);
