@@ -11,14 +11,12 @@ import {
   STATUS_ERROR,
   STATUS_NOT_FOUND,
   STATUS_OK,
-  SYSTEM_AREA_END,
 } from "./machine/abi.ts";
 import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
 import { newGeneration, prefaultImage, writeInfoPage } from "./machine/system_area.ts";
-import type { SystemArea } from "./machine/system_image.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
 import type { Blob } from "./memory/blob.ts";
@@ -314,18 +312,15 @@ export class MultiUseSandbox {
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
     vm.resetCpu();
-    const dirty = snapshot === this.#state.base && data.entrypoint === "Call"
-      ? vm.dirtySinceSync()
-      : undefined;
-    if (dirty !== undefined) {
-      copyDirtyPages(vm.persistent, dirty, blob, data.system);
-    } else {
+    const incremental = snapshot === this.#state.base && data.entrypoint === "Call" &&
+      vm.restoreDirty(blob.ref, data.system.blob.ref);
+    if (!incremental) {
       loadPersistent(vm.persistent, blob, data);
       vm.persistentReplaced();
+      vm.resetScratch();
       vm.synced();
     }
     newGeneration(vm.persistent);
-    vm.resetScratch();
     this.#poison = undefined;
     try {
       if (data.entrypoint === "Call") {
@@ -435,34 +430,6 @@ function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): vo
   mapSnapshot(persistent, blob, data.layout);
   persistent.mapCopyOnWrite(data.system.blob.backing, 0);
   writeInfoPage(persistent);
-}
-
-/**
- * Copies back runs of consecutive dirty pages, one copy per run: from the rebuilt system area below
- * `SYSTEM_AREA_END` (only the exception stack can be dirty there), from the blob above.
- */
-function copyDirtyPages(persistent: Mapping, dirty: BigUint64Array, blob: Blob, system: SystemArea): void {
-  const bits = new Uint32Array(dirty.buffer, dirty.byteOffset, dirty.length * 2);
-  const pages = blob.size / PAGE, systemPages = SYSTEM_AREA_END / PAGE;
-  let run = -1;
-  const flush = (end: number) => {
-    if (run < 0) return;
-    persistent.copyFrom(run < systemPages ? system.blob.ref : blob.ref, run * PAGE, (end - run) * PAGE);
-    run = -1;
-  };
-  for (let page = 0; page < pages; page++) {
-    const word = bits[page >>> 5];
-    if (word === 0 && (page & 31) === 0) {
-      flush(page);
-      page += 31; // a clean word: 32 clean pages
-      continue;
-    }
-    if (page === systemPages) flush(page); // runs never span both sources
-    if ((word & (1 << (page & 31))) !== 0) {
-      if (run < 0) run = page;
-    } else flush(page);
-  }
-  flush(pages);
 }
 
 /**

@@ -5,6 +5,7 @@
  * in a sandbox made from a snapshot. Nothing here is an example of how to write a guest.
  */
 #include "snapvm.h"
+#include "../runtime/internal.h" /* sv_rt.in / sv_rt.out: the raw I/O buffers */
 
 /* ---- segment selectors ---- */
 
@@ -199,6 +200,17 @@ static int32_t call_host_bytes(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* CallHostLen(string name) -> u32: calls a host function returning bytes, returns only its length (so the
+ * host's answer stays in the output buffer, beyond what the result overwrites). */
+static int32_t call_host_len(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  sv_value result;
+  int32_t rc = sv_call_host(a[0].str.ptr, SV_BYTES, NULL, 0, &result);
+  if (rc != SV_OK) return sv_error(rc, sv_last_host_error());
+  r->u32 = result.bytes.len;
+  return SV_OK;
+}
+
 /* Counter(): a global counter, to see which memory state a sandbox has. */
 static int32_t g_counter;
 static int32_t counter(const sv_value *a, uint32_t n, sv_value *r) {
@@ -232,6 +244,38 @@ static int32_t poke(const sv_value *a, uint32_t n, sv_value *r) {
 static int32_t addr(const sv_value *a, uint32_t n, sv_value *r) {
   (void)a, (void)n;
   r->u64 = (uint64_t)(uintptr_t)&g_counter;
+  return SV_OK;
+}
+
+/* FillStack(u64 x) -> u64: fills 8 KiB of its own stack frame with x; returns the frame's address. */
+static int32_t fill_stack(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  volatile uint64_t frame[1024];
+  for (int i = 0; i < 1024; i++) frame[i] = a[0].u64;
+  r->u64 = (uint64_t)(uintptr_t)&frame[512];
+  return SV_OK;
+}
+
+/* Alloc(u64 size) -> u64: malloc (heap pages for tests to write). */
+static int32_t alloc(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  r->u64 = (uint64_t)(uintptr_t)malloc((size_t)a[0].u64);
+  return SV_OK;
+}
+
+/* Echo(string) -> string. */
+static int32_t echo(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  *r = a[0];
+  return SV_OK;
+}
+
+/* BufferByte(u32 which, u32 offset) -> u32: a byte of the input (0) or output (1) buffer as it is now. */
+static int32_t buffer_byte(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  const uint8_t *buf = a[0].u32 == 0 ? sv_rt.in : sv_rt.out;
+  uint64_t size = a[0].u32 == 0 ? sv_rt.in_size : sv_rt.out_size;
+  r->u32 = a[1].u32 < size ? ((const volatile uint8_t *)buf)[a[1].u32] : 0xffffffffu;
   return SV_OK;
 }
 
@@ -272,10 +316,15 @@ void guest_main(void) {
   REG0("Spin", SV_VOID, spin);
   REG("CallHost", SV_I32, call_host, SV_STRING);
   REG("CallHostBytes", SV_BYTES, call_host_bytes, SV_STRING);
+  REG("CallHostLen", SV_U32, call_host_len, SV_STRING);
   REG0("Counter", SV_I32, counter);
   REG0("Int3", SV_VOID, do_int3);
   REG("Peek", SV_U64, peek, SV_U64);
   REG("Poke", SV_VOID, poke, SV_U64, SV_U64);
   REG0("Addr", SV_U64, addr);
   REG0("Escalated", SV_U64, escalated);
+  REG("FillStack", SV_U64, fill_stack, SV_U64);
+  REG("Alloc", SV_U64, alloc, SV_U64);
+  REG("Echo", SV_STRING, echo, SV_STRING);
+  REG("BufferByte", SV_U32, buffer_byte, SV_U32, SV_U32);
 }

@@ -245,6 +245,40 @@ vmTest(
   },
 );
 
+vmTest(
+  "stack and I/O buffer contents of one request are gone after restore, however many restores ran",
+  () => {
+    const fns = new HostFunctions().register(
+      "Nothing",
+      { params: [], returns: "bytes" },
+      () => new Uint8Array(12000).fill(7),
+    );
+    using sbx = new UninitializedSandbox(guestPath("attackguest"), { heapSize: 1 << 20 }, fns).evolve();
+    const heap = sbx.call("Alloc", 512n * 1024n) as bigint;
+    using snap = sbx.snapshot();
+    const secret = 0x5ec2_e75e_c2e7_5ec2n;
+    // Long enough that the host-written parts reach pages the guest itself never writes (it writes the start
+    // of both buffers and the end of the request): only the host-write bookkeeping clears those.
+    const text = `secret-${"x".repeat(10000)}`;
+    for (let round = 0; round < 100; round++) {
+      const frame = sbx.call("FillStack", secret) as bigint;
+      sbx.call("Poke", heap + BigInt(round % 90) * 4096n, secret); // persistent pages, new ones each round
+      assert.equal(sbx.call("Peek", frame), secret);
+      assert.equal(sbx.call("CallHostLen", "Nothing"), 12000); // the host's answer stays in the output
+      assert.equal(sbx.call("BufferByte", 1, 9000), 7);
+      assert.equal((sbx.call("Echo", text) as string).length, text.length); // the host's request in the input
+      assert.equal(sbx.call("BufferByte", 0, 5000), 0x78);
+      sbx.restore(snap);
+      assert.equal(sbx.call("Peek", frame), 0n, `stack after restore ${round}`);
+      assert.equal(sbx.call("Counter"), 1, `memory after restore ${round}`);
+      assert.equal(sbx.call("Peek", heap + BigInt(round % 90) * 4096n), 0n, `heap after restore ${round}`);
+      assert.equal(sbx.call("BufferByte", 0, 5000), 0, `input buffer after restore ${round}`);
+      assert.equal(sbx.call("BufferByte", 1, 9000), 0, `output buffer after restore ${round}`);
+      sbx.restore(snap);
+    }
+  },
+);
+
 vmTest("rdtscp/rdpid: the guest reads a TSC_AUX it cannot set, and no other sandbox's", () => {
   // Hardware KVM shows the vCPU's TSC_AUX (reset for every VM); PVM hosts run CPL3 code natively, so the guest
   // sees the host's value there (its CPU number, as any Linux process does): docs/SECURITY.md. A CPU without

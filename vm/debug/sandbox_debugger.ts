@@ -312,7 +312,7 @@ export class SandboxTarget implements DebugTarget {
     const r = this.#region(gpa, data.length);
     if (r === undefined) return false;
     r.mapping.write(r.offset, data);
-    if (r.mapping === this.#vm.persistent) this.#vm.markHostWritten(gpa, data.length);
+    this.#vm.markHostWritten(gpa, data.length);
     return true;
   }
 

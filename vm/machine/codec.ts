@@ -46,6 +46,8 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 export class Writer {
   /** Current position. */
   pos = 0;
+  /** How far into the buffer anything was written (also by a write that did not fit). */
+  high = 0;
   /** Wraps `bytes`/`view` (same memory); writes never pass `limit`. */
   constructor(readonly bytes: Uint8Array, readonly view: DataView, readonly limit: number) {}
 
@@ -53,6 +55,7 @@ export class Writer {
     const at = this.pos;
     if (n > this.limit - at) throw new BufferFullError();
     this.pos = at + n;
+    if (this.pos > this.high) this.high = this.pos;
     return at;
   }
 
@@ -70,6 +73,7 @@ export class Writer {
   string(s: string): void {
     const at = this.#need(4);
     const { read, written } = encoder.encodeInto(s, this.bytes.subarray(this.pos, this.limit));
+    this.high = Math.max(this.high, this.pos + written);
     if (read < s.length) throw new BufferFullError();
     this.view.setUint32(at, written, true);
     this.pos += written;

@@ -24,6 +24,7 @@ import {
   RFLAGS,
   STATUS_ERROR,
   STATUS_OK,
+  SYSTEM_AREA_END,
 } from "./abi.ts";
 import { checkArgs, ProtocolError, Reader, thrownMessage, valueProblem, Writer } from "./codec.ts";
 import type { VirtualMachine, VmExit } from "../backend/backend.ts";
@@ -100,8 +101,8 @@ export class GuestVm {
   /** gdb stub and crash cores (vm/debug/sandbox_debugger.ts); undefined, and free, unless configured. */
   debugger: SandboxDebugger | undefined;
   /**
-   * Persistent pages written host-side (by a debugger) since memory last equalled a snapshot. The
-   * hypervisor's dirty log does not see those writes, so a restore copies these pages back as well.
+   * Guest pages written host-side (by a debugger) since memory last equalled a snapshot. The hypervisor's
+   * dirty log does not see those writes, so a restore copies (persistent) or zeroes (scratch) them as well.
    */
   readonly #hostWritten = new Set<number>();
 
@@ -162,8 +163,9 @@ export class GuestVm {
 
   /** A writer over the input buffer. */
   inputWriter(): Writer {
+    this.#noteHostWrites();
     const b = this.#buffers().input;
-    return new Writer(b.bytes, b.view, b.bytes.length);
+    return this.#lastInput = new Writer(b.bytes, b.view, b.bytes.length);
   }
 
   /** A reader over the output buffer. */
@@ -174,8 +176,23 @@ export class GuestVm {
 
   /** A writer over the output buffer (host-call answers). */
   outputWriter(): Writer {
+    this.#noteHostWrites();
     const b = this.#buffers().output;
-    return new Writer(b.bytes, b.view, b.bytes.length);
+    return this.#lastOutput = new Writer(b.bytes, b.view, b.bytes.length);
+  }
+
+  #lastInput: Writer | undefined;
+  #lastOutput: Writer | undefined;
+
+  /** Host writes are not in the hypervisor's log: remember how far they reached, for restore to zero. */
+  #noteHostWrites(): void {
+    if (this.#lastInput !== undefined) {
+      this.#inputWritten = Math.max(this.#inputWritten, this.#lastInput.high);
+    }
+    if (this.#lastOutput !== undefined) {
+      this.#outputWritten = Math.max(this.#outputWritten, this.#lastOutput.high);
+    }
+    this.#lastInput = this.#lastOutput = undefined;
   }
 
   #views: { input: BufferView; output: BufferView } | undefined;
@@ -441,22 +458,41 @@ export class GuestVm {
   }
 
   /**
-   * The persistent pages the guest wrote since memory last equalled a snapshot, one bit per page from
-   * guest-physical 0; `undefined` when dirty tracking has not started yet. Tracking re-arms for those pages.
-   * The bitmap is reused by the next call.
+   * Puts memory back to the snapshot it was last synchronised with, touching only what changed: the
+   * persistent pages the guest wrote are copied back (from `system` below `SYSTEM_AREA_END`, from `blob`
+   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed. Returns
+   * false when dirty tracking has not started (the caller maps the snapshot afresh instead).
+   *
+   * Dirty bits are sticky (see `VirtualMachine.takeDirtyPages`): the persistent pages a guest writes on
+   * every call are copied back on every restore without being write-protected again, until more than
+   * {@linkcode STICKY_MAX} of them accumulate; scratch pages stay untracked once written.
    */
-  dirtySinceSync(): BigUint64Array | undefined {
-    const dirty = this.#vm.tracking ? this.#vm.takeDirtyPages() : undefined;
-    if (dirty !== undefined && this.#hostWritten.size > 0) {
-      for (const page of this.#hostWritten) dirty[page >>> 6] |= 1n << BigInt(page & 63);
-      this.#hostWritten.clear();
+  restoreDirty(blob: Mapping, system: Mapping): boolean {
+    const vm = this.#vm;
+    if (!vm.tracking) return false;
+    const dirty = vm.takeDirtyPages();
+    // Debugger: pages written host-side are not in the log.
+    this.#addHostWritten(dirty);
+    const persistentPages = this.layout.persistentSize / PAGE;
+    let copied = 0;
+    forEachRun(dirty, 0, persistentPages, SYSTEM_AREA_END / PAGE, (first, end) => {
+      this.persistent.copyFrom(
+        first < SYSTEM_AREA_END / PAGE ? system : blob,
+        first * PAGE,
+        (end - first) * PAGE,
+      );
+      copied += end - first;
+    });
+    if (copied > STICKY_MAX) vm.clearDirtyPages(dirty, persistentPages);
+    if (!vm.tracksScratch || !this.#scratchTracked) this.resetScratch();
+    else {
+      const base = this.layout.scratchBase / PAGE, bytes = this.scratch.bytes;
+      forEachRun(dirty, base, base + this.layout.scratchSize / PAGE, Infinity, (first, end) => {
+        bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
+      });
+      this.#clearHostWrites();
     }
-    return dirty;
-  }
-
-  /** Records a host-side write into the persistent region (see `dirtySinceSync`). */
-  markHostWritten(gpa: number, length: number): void {
-    for (let page = Math.floor(gpa / PAGE); page * PAGE < gpa + length; page++) this.#hostWritten.add(page);
+    return true;
   }
 
   /**
@@ -465,9 +501,36 @@ export class GuestVm {
    * on KVM: cold start to the first call 620 µs with logging from the start, 448 µs without).
    */
   synced(): void {
-    this.#vm.startDirtyTracking();
+    this.#hostWritten.clear();
+    const vm = this.#vm;
+    if (!vm.tracking) {
+      vm.startDirtyTracking();
+      // Scratch pages written before tracking started are not in the log: the next restore zeroes all.
+      this.#scratchTracked = false;
+      return;
+    }
+    vm.clearDirtyPages(vm.takeDirtyPages(), this.layout.persistentSize / PAGE);
+  }
+
+  /**
+   * Records a host-side write (a debugger's) into guest memory: the hypervisor's dirty log does not see it,
+   * so the next restore copies (persistent) or zeroes (scratch) these pages as well.
+   */
+  markHostWritten(gpa: number, length: number): void {
+    for (let page = Math.floor(gpa / PAGE); page * PAGE < gpa + length; page++) this.#hostWritten.add(page);
+  }
+
+  /** Adds the pages of {@linkcode markHostWritten} to a dirty bitmap, and forgets them. */
+  #addHostWritten(dirty: BigUint64Array): void {
+    if (this.#hostWritten.size === 0) return;
+    for (const page of this.#hostWritten) {
+      if (page >>> 6 < dirty.length) dirty[page >>> 6] |= 1n << BigInt(page & 63);
+    }
     this.#hostWritten.clear();
   }
+
+  /** Scratch pages written since tracking started are in the log (so restore can zero just those). */
+  #scratchTracked = false;
 
   /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
   resetScratch(): void {
@@ -480,6 +543,28 @@ export class GuestVm {
       this.scratch.discard(0, this.layout.scratchSize);
       prefaultScratch(this.scratch, this.layout);
     }
+    this.#lastInput = this.#lastOutput = undefined;
+    this.#inputWritten = this.#outputWritten = 0;
+    this.#scratchTracked = this.#vm.tracking;
+  }
+
+  /**
+   * Records that the host wrote `end` bytes at the start of the input buffer without a writer (the boot
+   * record): host writes are not in the hypervisor's log, so restore zeroes these extents itself.
+   */
+  hostWroteInput(end: number): void {
+    this.#inputWritten = Math.max(this.#inputWritten, end);
+  }
+
+  #inputWritten = 0;
+  #outputWritten = 0;
+
+  #clearHostWrites(): void {
+    this.#noteHostWrites();
+    const b = this.#buffers();
+    b.input.bytes.fill(0, 0, this.#inputWritten);
+    b.output.bytes.fill(0, 0, this.#outputWritten);
+    this.#inputWritten = this.#outputWritten = 0;
   }
 
   /** Writes the function table (docs/ABI.md) into persistent memory. */
@@ -525,6 +610,51 @@ export class GuestVm {
 
 /** Whether XRSTOR works at CPL3 on this host (see `GuestVm.#entryFallback`); found out on the first entry. */
 let xrstorAtCpl3 = true;
+
+/**
+ * Restore copies back up to this many sticky dirty persistent pages before it write-protects them again:
+ * copying a page costs ~0.2 µs, protecting again ~1.6 µs plus a ~2.5 µs fault at the page's next write (PVM).
+ */
+const STICKY_MAX = 64;
+
+/**
+ * Calls `fn(first, end)` for every run of set bits among pages [from, to) of `bitmap`, never letting a run
+ * cross `split` (a page number where the source changes).
+ */
+function forEachRun(
+  bitmap: BigUint64Array,
+  from: number,
+  to: number,
+  split: number,
+  fn: (first: number, end: number) => void,
+): void {
+  const bits = new Uint32Array(bitmap.buffer, bitmap.byteOffset, bitmap.length * 2);
+  let run = -1;
+  const flush = (end: number) => {
+    if (run >= 0) fn(run, end);
+    run = -1;
+  };
+  for (let word = from >>> 5, last = (to - 1) >>> 5; word <= last; word++) {
+    const w = bits[word];
+    if (w === 0) {
+      flush(Math.max(from, Math.min(to, word << 5)));
+      continue;
+    }
+    for (let bit = 0; bit < 32; bit++) {
+      const page = (word << 5) + bit;
+      if (page >= to) break;
+      if (page < from) continue;
+      if (page === split) flush(page);
+      if (((w >>> bit) & 1) !== 0) {
+        if (run < 0) run = page;
+      } else {
+        flush(page);
+        if (bit < 31 && w >>> (bit + 1) === 0) break; // the rest of the word is clean
+      }
+    }
+  }
+  flush(to);
+}
 
 /** Scratch regions up to this size are zeroed on restore; bigger ones are dropped and refaulted. */
 const ZERO_SCRATCH_MAX = 1024 * 1024;

@@ -344,10 +344,23 @@ export function writeInfoPage(persistent: Mapping): void {
  * ```
  */
 export function newGeneration(persistent: Mapping): void {
-  const info = crypto.getRandomValues(new Uint8Array(INFO_SIZE));
+  persistent.write(INFO_ADDR, freshInfo());
+}
+
+/** Entropy fetched ahead, 4 KiB at a time: one `getRandomValues` per hundred generations, not per restore. */
+const pool = new Uint8Array(4096);
+let poolUsed = pool.length;
+
+/** A new generation and seed (`INFO_SIZE` bytes, valid until the next call). */
+function freshInfo(): Uint8Array {
+  if (poolUsed + INFO_SIZE > pool.length) {
+    crypto.getRandomValues(pool);
+    poolUsed = 0;
+  }
+  const info = pool.subarray(poolUsed, poolUsed += INFO_SIZE);
   // A generation is never 0, so a guest can use 0 as "not seeded yet".
   if (info.subarray(INFO_GENERATION, INFO_GENERATION + 8).every((b) => b === 0)) info[INFO_GENERATION] = 1;
-  persistent.write(INFO_ADDR, info);
+  return info;
 }
 
 /**
