@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  CONFIG_LIMITS,
   GuestAbortedError,
   GuestCrashedError,
   HostFunctions,
@@ -50,6 +51,18 @@ const G_STATIC = BigInt(symbol("g_static"));
 const ELF = parseElf(TESTGUEST);
 /** A read-only data page of testguest, which the guest never writes. */
 const RODATA = BigInt(ELF.segments.find((s) => (s.flags & (PF_W | PF_X)) === 0)!.vaddr);
+
+/** The last word of the output buffer of a testguest sandbox with the default sizes: calls never reach it. */
+const OUTPUT_END = (() => {
+  const l = computeLayout({
+    imageEnd: ELF.end,
+    heapSize: CONFIG_LIMITS.heapSize[2],
+    stackSize: CONFIG_LIMITS.stackSize[2],
+    inputDataSize: CONFIG_LIMITS.inputDataSize[2],
+    outputDataSize: CONFIG_LIMITS.outputDataSize[2],
+  });
+  return BigInt(l.outputBase + l.outputSize - 8);
+})();
 
 const hex = (v: bigint) => v.toString(16);
 const RIP = GDB_REGNUM.RIP;
@@ -143,6 +156,8 @@ stubTest(
       using sbx = testguest({ gdbPort: port }).evolve();
       await first.done;
       const snap = sbx.snapshot();
+      // Restored once, the sandbox tracks its scratch pages: a restore then zeroes only the written ones.
+      sbx.restore(snap);
       const original = sbx.call("ReadAddr", RODATA) as bigint;
       const patched = original ^ 0x5a5a_5a5a_5a5a_5a5an;
 
@@ -151,16 +166,19 @@ stubTest(
         { notify: "connected" },
         { send: "qSupported:swbreak+" },
         { send: `M${hex(RODATA)},8:${hexLE(patched, 8)}` },
+        { send: `M${hex(OUTPUT_END)},8:${hexLE(patched, 8)}` },
         { send: `Z0,${hex(ECHO)},1` },
         { send: "c" }, // the next stop: EchoI32 after the restore
         { send: "D" },
       ]);
       await second.notified("connected");
       assert.equal(sbx.call("ReadAddr", RODATA), patched, "the guest reads what gdb wrote");
+      assert.equal(sbx.call("ReadAddr", OUTPUT_END), patched);
 
       // The guest never wrote that page, so only the debugger's record of it brings it back.
       sbx.restore(snap);
       assert.equal(sbx.call("ReadAddr", RODATA), original, "restore undid the debugger's write");
+      assert.equal(sbx.call("ReadAddr", OUTPUT_END), 0n, "and zeroed the scratch page it wrote");
 
       // The int3 is in guest memory now; a snapshot must not keep it.
       const withBp = sbx.snapshot();
@@ -168,8 +186,8 @@ stubTest(
       assert.equal(clean.call("EchoI32", 3), 3, "no int3 in the snapshot");
       // The breakpoint is still there after the restore: this call stops in gdb, which detaches.
       assert.equal(sbx.call("EchoI32", 5), 5);
-      const [, written, bp, stop, detached] = await second.done;
-      assert.deepEqual([written, bp, detached], ["OK", "OK", "OK"]);
+      const [, written, writtenStack, bp, stop, detached] = await second.done;
+      assert.deepEqual([written, writtenStack, bp, detached], ["OK", "OK", "OK", "OK"]);
       assert.match(stop, /^T05.*swbreak:;$/);
       assert.equal(stopRegister(stop, RIP), ECHO, "swbreak: the stub moved RIP back onto the int3");
     }),
