@@ -460,7 +460,6 @@ export class GuestVm {
       );
       copied += end - first;
     });
-    if (copied > STICKY_MAX) vm.clearDirtyPages(dirty, persistentPages);
     if (!vm.tracksScratch || !this.#scratchTracked) this.resetScratch();
     else {
       const base = this.layout.scratchBase / PAGE, bytes = this.scratch.bytes;
@@ -469,6 +468,9 @@ export class GuestVm {
       });
       this.#clearHostWrites();
     }
+    // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
+    // and the scratch pages above were found through those bits.
+    if (copied > STICKY_MAX) vm.clearDirtyPages(dirty, persistentPages);
     return true;
   }
 
@@ -486,6 +488,8 @@ export class GuestVm {
       return;
     }
     vm.clearDirtyPages(vm.takeDirtyPages(), this.layout.persistentSize / PAGE);
+    // The backend may have cleared the scratch pages' bits too: the next restore zeroes all of it.
+    this.#scratchTracked = false;
   }
 
   /** Scratch pages written since tracking started are in the log (so restore can zero just those). */
