@@ -29,6 +29,11 @@ export const KVM = {
   ENABLE_CAP: 0x4068aea3n,
   /** VM fd: `struct kvm_userspace_memory_region` (32 B). */
   SET_USER_MEMORY_REGION: 0x4020ae46n,
+  /**
+   * VM fd: re-protects the pages of every dirty-ring entry marked collected and recycles those entries
+   * (`KVM_CAP_DIRTY_LOG_RING`).
+   */
+  RESET_DIRTY_RINGS: 0xaec7n,
   /** vCPU fd: run until the next exit. */
   RUN: 0xae80n,
   /** vCPU fd: `struct kvm_regs` (144 B) out. */
@@ -77,6 +82,27 @@ export const KVM_CAP = {
   /** Returns the size of `struct kvm_xsave` this host needs (≥ 4096). */
   XSAVE2: 208,
   IMMEDIATE_EXIT: 136,
+  /**
+   * Per-vCPU dirty rings instead of a dirty bitmap (the VM's `KVM_ENABLE_CAP` arg: the ring's size in bytes,
+   * before any vCPU exists; `KVM_CHECK_EXTENSION` returns the largest size). With it, `KVM_GET_DIRTY_LOG`
+   * is not available.
+   */
+  DIRTY_LOG_RING: 192,
+} as const;
+
+/**
+ * The dirty ring of a vCPU: mapped from its fd at page `PAGE_OFFSET`; `struct kvm_dirty_gfn` entries of 16 B
+ * (flags u32 @0, slot u32 @4, offset u64 @8, the page index within the slot); flags `DIRTY` (set by KVM) and
+ * `RESET` (set by user space once it has collected the entry).
+ */
+export const DIRTY_RING = {
+  PAGE_OFFSET: 64,
+  ENTRY: 16,
+  FLAGS: 0,
+  SLOT: 4,
+  OFFSET: 8,
+  F_DIRTY: 1,
+  F_RESET: 2,
 } as const;
 
 /** The only KVM API version there has ever been. */
@@ -94,6 +120,8 @@ export const KVM_EXIT = {
   FAIL_ENTRY: 9,
   INTR: 10,
   INTERNAL_ERROR: 17,
+  /** The vCPU's dirty ring is (nearly) full: collect and reset it, then run again. */
+  DIRTY_RING_FULL: 31,
 } as const;
 
 /** Byte offsets in the `kvm_run` mapping. */

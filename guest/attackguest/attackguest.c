@@ -263,6 +263,24 @@ static int32_t alloc(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* FillPages(u64 addr, u32 pages, u64 value): writes value into the first quadword of each page. */
+static int32_t fill_pages(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)a[0].u64;
+  for (uint32_t i = 0; i < a[1].u32; i++) p[(uint64_t)i * 512] = a[2].u64;
+  return SV_OK;
+}
+
+/* SumPages(u64 addr, u32 pages) -> u64: the sum of the first quadword of each page. */
+static int32_t sum_pages(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  const volatile uint64_t *p = (const volatile uint64_t *)(uintptr_t)a[0].u64;
+  uint64_t sum = 0;
+  for (uint32_t i = 0; i < a[1].u32; i++) sum += p[(uint64_t)i * 512];
+  r->u64 = sum;
+  return SV_OK;
+}
+
 /* Echo(string) -> string. */
 static int32_t echo(const sv_value *a, uint32_t n, sv_value *r) {
   (void)n;
@@ -325,6 +343,8 @@ void guest_main(void) {
   REG0("Escalated", SV_U64, escalated);
   REG("FillStack", SV_U64, fill_stack, SV_U64);
   REG("Alloc", SV_U64, alloc, SV_U64);
+  REG("FillPages", SV_VOID, fill_pages, SV_U64, SV_U32, SV_U64);
+  REG("SumPages", SV_U64, sum_pages, SV_U64, SV_U32);
   REG("Echo", SV_STRING, echo, SV_STRING);
   REG("BufferByte", SV_U32, buffer_byte, SV_U32, SV_U32);
 }

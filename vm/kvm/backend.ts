@@ -5,6 +5,7 @@
  * @module
  */
 import {
+  DIRTY_RING,
   KVM_CAP,
   KVM_EXIT,
   KVM_MEM_LOG_DIRTY_PAGES,
@@ -12,6 +13,8 @@ import {
   REGS,
   RUN,
 } from "../../ffi/linux/kvm.ts";
+import { Mapping, osMemory } from "../memory/mapping.ts";
+import { mapShared } from "../memory/posix/os_memory.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import { Hypervisor, type Sregs } from "../../format/mod.ts";
 import {
@@ -83,12 +86,24 @@ export class KvmVm implements VirtualMachine {
   /** Set once `release()` ran (a pooled VM is handed out again unreleased). */
   #released = false;
 
-  constructor(vm: VmFd, vcpu: VcpuFd, signals: ThreadSignals) {
+  constructor(vm: VmFd, vcpu: VcpuFd, signals: ThreadSignals, ring: Mapping | undefined) {
     this.#vm = vm;
     this.#vcpu = vcpu;
     this.#signals = signals;
     this.#run = vcpu.run.view;
+    this.#ring = ring;
+    this.#ringView = ring?.view;
   }
+
+  /** The vCPU's dirty ring (KVM_CAP_DIRTY_LOG_RING), when the host has one; else the dirty bitmap is used. */
+  readonly #ring: Mapping | undefined;
+  readonly #ringView: DataView | undefined;
+  /** Entries consumed so far (the ring index is this modulo the entry count). */
+  #ringFetch = 0;
+  /** Entries collected and not yet reset. */
+  #ringCollected = 0;
+  /** The pages recorded since tracking started or the last clear, one bit per page (ring mode). */
+  #sticky: BigUint64Array | undefined;
 
   get tracking(): boolean {
     return this.#tracking;
@@ -101,7 +116,7 @@ export class KvmVm implements VirtualMachine {
   mapMemory(memory: GuestMemoryRange): void {
     this.#memory = memory;
     this.#tracking = false;
-    this.#dirty = undefined;
+    this.#dirty = this.#sticky = undefined;
     this.#vm.setUserMemoryRegion(SLOT, 0, 0n, memory.size, memory.address);
   }
 
@@ -118,6 +133,7 @@ export class KvmVm implements VirtualMachine {
     // guest wrote). KVM write-protects the slot now; each page's first write is recorded.
     this.#vm.setUserMemoryRegion(SLOT, KVM_MEM_LOG_DIRTY_PAGES, 0n, m.size, m.address);
     this.#tracking = true;
+    if (this.#ring !== undefined) this.#sticky = new BigUint64Array(Math.ceil(m.size / 4096 / 64));
   }
 
   /**
@@ -127,15 +143,57 @@ export class KvmVm implements VirtualMachine {
    */
   takeDirtyPages(): BigUint64Array {
     const m = this.#mapped();
+    if (this.#sticky !== undefined) {
+      this.#collectRing();
+      return this.#sticky;
+    }
     this.#dirty ??= new BigUint64Array(Math.ceil(m.size / 4096 / 64));
     this.#vm.getDirtyLog(SLOT, this.#dirty);
     return this.#dirty;
   }
 
+  /**
+   * In ring mode `KVM_RESET_DIRTY_RINGS` re-protects every collected page, not only those in `bitmap`:
+   * tracking a page again is always safe (its next write is recorded once more).
+   */
   clearDirtyPages(bitmap: BigUint64Array, pages: number): void {
     const m = this.#mapped();
+    if (this.#sticky !== undefined) {
+      this.#collectRing();
+      this.#resetRing();
+      this.#sticky.fill(0n);
+      return;
+    }
     // KVM wants a multiple of 64 pages, or a range that ends at the end of the memslot.
     this.#vm.clearDirtyLog(SLOT, 0, Math.min(Math.ceil(pages / 64) * 64, m.size / 4096), bitmap);
+  }
+
+  /**
+   * Moves the dirty ring's new entries into the sticky bitmap and marks them collected: a read of shared
+   * memory, no system call. KVM publishes an entry's flags last (x86 keeps stores in order), so an entry
+   * whose flags say DIRTY has its slot and offset in place.
+   */
+  #collectRing(): void {
+    const v = this.#ringView!, sticky = this.#sticky;
+    const entries = v.byteLength / DIRTY_RING.ENTRY;
+    for (;;) {
+      const at = (this.#ringFetch % entries) * DIRTY_RING.ENTRY;
+      if ((v.getUint32(at + DIRTY_RING.FLAGS, true) & DIRTY_RING.F_DIRTY) === 0) return;
+      if (sticky !== undefined && v.getUint32(at + DIRTY_RING.SLOT, true) === SLOT) {
+        const page = Number(v.getBigUint64(at + DIRTY_RING.OFFSET, true));
+        if (page < sticky.length * 64) sticky[page >>> 6] |= 1n << BigInt(page & 63);
+      }
+      v.setUint32(at + DIRTY_RING.FLAGS, DIRTY_RING.F_RESET, true);
+      this.#ringFetch++;
+      this.#ringCollected++;
+    }
+  }
+
+  /** `KVM_RESET_DIRTY_RINGS` for the collected entries: their pages are tracked again, the slots reused. */
+  #resetRing(): void {
+    if (this.#ringCollected === 0) return;
+    this.#vm.resetDirtyRings();
+    this.#ringCollected = 0;
   }
 
   setEntryRegisters(r: EntryRegisters): void {
@@ -151,7 +209,13 @@ export class KvmVm implements VirtualMachine {
       lastOnThread = this;
       this.#entry = false;
     }
-    const reason = this.#vcpu.runOnce();
+    let reason = this.#vcpu.runOnce();
+    while (reason === KVM_EXIT.DIRTY_RING_FULL) {
+      // Collect into the sticky bitmap (which keeps the pages), recycle the entries, go on.
+      this.#collectRing();
+      this.#resetRing();
+      reason = this.#vcpu.runOnce();
+    }
     const v = this.#run;
     if (reason === KVM_EXIT.IO) {
       const write = v.getUint8(RUN.IO_DIRECTION) === 1;
@@ -284,6 +348,11 @@ export class KvmVm implements VirtualMachine {
     }
     if (reusable && pool.length < POOL_SIZE) {
       try {
+        if (this.#ring !== undefined) {
+          this.#sticky = undefined;
+          this.#collectRing();
+          this.#resetRing();
+        }
         this.#vm.setUserMemoryRegion(SLOT, 0, 0n, 0, 0n);
         if (this.#pending) this.#completePendingExit();
         this.#released = false;
@@ -298,6 +367,7 @@ export class KvmVm implements VirtualMachine {
 
   /** Closes the vCPU and VM fds. */
   destroy(): void {
+    this.#ring?.close();
     this.#vcpu.close();
     this.#vm.close();
   }
@@ -318,15 +388,34 @@ export class KvmVm implements VirtualMachine {
   }
 }
 
+/**
+ * Bytes of a vCPU's dirty ring (16-byte entries): 4096 pages can be written between two collections before
+ * KVM exits to have the ring emptied.
+ */
+const RING_BYTES = 64 * 1024;
+
 function newVm(kvm: Kvm, signals: ThreadSignals): KvmVm {
   const vm = kvm.createVm();
+  let ring: Mapping | undefined;
   try {
+    // A dirty ring (where the host has one) lets restore read the written pages from shared memory instead
+    // of a KVM_GET_DIRTY_LOG ioctl. It must be enabled before the vCPU exists.
+    const useRing = kvm.checkExtension(KVM_CAP.DIRTY_LOG_RING) >= RING_BYTES;
+    if (useRing) vm.enableCap(KVM_CAP.DIRTY_LOG_RING, BigInt(RING_BYTES));
+    else vm.enableCap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 1n);
     const vcpu = vm.createVcpu(0);
     try {
       vcpu.setSignalMask(signals.runMask);
-      vm.enableCap(KVM_CAP.MANUAL_DIRTY_LOG_PROTECT2, 1n);
-      return new KvmVm(vm, vcpu, signals);
+      if (useRing) {
+        ring = Mapping.adopt(
+          mapShared(vcpu.fd, RING_BYTES, DIRTY_RING.PAGE_OFFSET * 4096),
+          RING_BYTES,
+          osMemory.unmapView,
+        );
+      }
+      return new KvmVm(vm, vcpu, signals, ring);
     } catch (e) {
+      ring?.close();
       vcpu.close();
       throw e;
     }

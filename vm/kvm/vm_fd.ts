@@ -121,6 +121,19 @@ export class VmFd {
   }
 
   /**
+   * `KVM_RESET_DIRTY_RINGS`: write-protects again the pages of the dirty-ring entries marked collected and
+   * frees those entries. Returns how many were reset.
+   *
+   * @example
+   * ```ts
+   * // vm.resetDirtyRings();
+   * ```
+   */
+  resetDirtyRings(): number {
+    return check("ioctl(KVM_RESET_DIRTY_RINGS)", libc().ioctl(this.#fd, KVM.RESET_DIRTY_RINGS, 0n));
+  }
+
+  /**
    * `KVM_ENABLE_CAP` on the VM with one argument.
    *
    * @example

@@ -483,7 +483,6 @@ export class GuestVm {
       );
       copied += end - first;
     });
-    if (copied > STICKY_MAX) vm.clearDirtyPages(dirty, persistentPages);
     if (!vm.tracksScratch || !this.#scratchTracked) this.resetScratch();
     else {
       const base = this.layout.scratchBase / PAGE, bytes = this.scratch.bytes;
@@ -491,6 +490,12 @@ export class GuestVm {
         bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
       });
       this.#clearHostWrites();
+    }
+    // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
+    // and the scratch pages above were found through those bits.
+    if (copied > STICKY_MAX || ++this.#restoresSinceClear >= STICKY_ROUNDS) {
+      vm.clearDirtyPages(dirty, persistentPages);
+      this.#restoresSinceClear = 0;
     }
     return true;
   }
@@ -510,6 +515,8 @@ export class GuestVm {
       return;
     }
     vm.clearDirtyPages(vm.takeDirtyPages(), this.layout.persistentSize / PAGE);
+    // The backend may have cleared the scratch pages' bits too: the next restore zeroes all of it.
+    this.#scratchTracked = false;
   }
 
   /**
@@ -528,6 +535,9 @@ export class GuestVm {
     }
     this.#hostWritten.clear();
   }
+
+  /** Restores since the dirty bits were last cleared (see {@linkcode STICKY_ROUNDS}). */
+  #restoresSinceClear = 0;
 
   /** Scratch pages written since tracking started are in the log (so restore can zero just those). */
   #scratchTracked = false;
@@ -616,6 +626,12 @@ let xrstorAtCpl3 = true;
  * copying a page costs ~0.2 µs, protecting again ~1.6 µs plus a ~2.5 µs fault at the page's next write (PVM).
  */
 const STICKY_MAX = 64;
+
+/**
+ * ... and after this many restores in any case, so that pages a guest stopped writing leave the set copied
+ * back on every restore (one clear and one fault per page still written costs less than copying stale ones).
+ */
+const STICKY_ROUNDS = 32;
 
 /**
  * Calls `fn(first, end)` for every run of set bits among pages [from, to) of `bitmap`, never letting a run

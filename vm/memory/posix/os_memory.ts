@@ -281,7 +281,8 @@ export const osMemory: OsMemory = {
 };
 
 /**
- * A shared mapping of `size` bytes of `fd` (the `kvm_run` area of a vCPU): returns its address.
+ * A shared mapping of `size` bytes of `fd` at `offset` (the `kvm_run` area or the dirty ring of a vCPU):
+ * returns its address.
  *
  * @example
  * ```ts ignore
@@ -289,8 +290,8 @@ export const osMemory: OsMemory = {
  * const p = mapShared(vcpuFd, 12288);
  * ```
  */
-export function mapShared(fd: number, size: number): Deno.PointerObject {
-  return mapOrThrow("mmap", null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+export function mapShared(fd: number, size: number, offset = 0): Deno.PointerObject {
+  return mapOrThrow("mmap", null, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
 }
 
 /**
