@@ -1,0 +1,167 @@
+/**
+ * Finding and checking the chain of bases under a delta file: each base is looked for where the delta says
+ * (its recorded file name next to the delta) or where the caller's `resolveBase` says, opened, its header
+ * checked, and matched against what the delta records (`blob_hash`, memory size, chain depth). Everything
+ * here reads hostile files: every failure is a typed `SnapshotFormatError`.
+ *
+ * @module
+ */
+import {
+  type HostIdentity,
+  MAX_DELTA_CHAIN,
+  type ParsedSnapshot,
+  parseSnapshotHeader,
+  SnapshotFormatError,
+} from "../../format/mod.ts";
+import { toHex } from "../../format/_hex.ts";
+import type { OpenedFile } from "../memory/os_memory.ts";
+import { dirname, openSnapshotFile, pathString, readPrefix } from "./file.ts";
+
+/**
+ * A delta's reference to its base, as handed to `resolveBase`.
+ *
+ * @example
+ * ```ts ignore
+ * const resolveBase = (base: SnapshotBaseReference) => `/srv/snapshots/${base.blobHash}.hls`;
+ * ```
+ */
+export interface SnapshotBaseReference {
+  /** The base's `blob_hash`, 64 hex digits: the file found must have exactly this one. */
+  blobHash: string;
+  /** The base's file name as the delta records it. */
+  fileName: string;
+  /** The base's own chain depth plus one (1: the base is a complete file). */
+  chainDepth: number;
+  /** Path of the delta that names this base. */
+  delta: string;
+}
+
+/** One file of a chain, top (the delta loaded) first. */
+export interface ChainLink {
+  /** The open file (the caller closes it, or turns it into a backing). */
+  file: OpenedFile;
+  /** Its checked header. */
+  parsed: ParsedSnapshot;
+  /** Where it was found. */
+  path: string;
+}
+
+/** Where `inspectFile` reports each base. */
+export interface ChainReport {
+  path: string;
+  blobHash: string;
+  chainDepth: number;
+  problem?: string;
+}
+
+function join(dir: string, name: string): string {
+  return dir === "/" ? `/${name}` : `${dir}/${name}`;
+}
+
+/**
+ * Opens the chain of bases under `top` (whose header `parsed` is already checked). Returns every link, top
+ * first, ending with the complete file. The caller owns `top`; on failure every base opened here is closed
+ * again. `report` (for inspection) receives one entry per base looked for.
+ */
+export function openChain(
+  top: OpenedFile,
+  parsed: ParsedSnapshot,
+  path: string,
+  host: HostIdentity,
+  resolveBase?: (base: SnapshotBaseReference) => string | URL | undefined,
+  report?: ChainReport[],
+): ChainLink[] {
+  const chain: ChainLink[] = [{ file: top, parsed, path }];
+  const seen = new Set([top.identity]);
+  try {
+    for (let link = chain[0]; link.parsed.base !== null; link = chain[chain.length - 1]) {
+      const ref = link.parsed.base;
+      const blobHash = toHex(ref.blobHash);
+      const reference = { blobHash, fileName: ref.fileName, chainDepth: ref.chainDepth, delta: link.path };
+      const resolved = resolveBase?.(reference);
+      const basePath = resolved === undefined ? join(dirname(link.path), ref.fileName) : pathString(resolved);
+      const entry: ChainReport = { path: basePath, blobHash, chainDepth: ref.chainDepth - 1 };
+      report?.push(entry);
+      try {
+        chain.push(openBase(basePath, link, seen, host));
+      } catch (e) {
+        if (e instanceof SnapshotFormatError) entry.problem = e.message;
+        throw e;
+      }
+    }
+    return chain;
+  } catch (e) {
+    for (const link of chain.slice(1)) link.file.close();
+    throw e;
+  }
+}
+
+function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: HostIdentity): ChainLink {
+  const ref = delta.parsed.base!;
+  const expectedHash = toHex(ref.blobHash);
+  let file: OpenedFile;
+  try {
+    file = openSnapshotFile(basePath);
+  } catch (e) {
+    if (
+      !(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory ||
+        e instanceof Deno.errors.PermissionDenied || e instanceof SnapshotFormatError)
+    ) throw e;
+    throw new SnapshotFormatError("BaseNotFound", {
+      field: "base",
+      found: `${basePath} (${e.message})`,
+      expected: `the snapshot file with blob_hash ${expectedHash} that ${delta.path} was written over`,
+      hint: "keep a delta next to its base, or pass resolveBase to say where the base is",
+    });
+  }
+  try {
+    if (seen.has(file.identity)) {
+      throw new SnapshotFormatError("BaseMismatch", {
+        field: "base",
+        found: `${basePath}, a file already in the chain`,
+        expected: `a base with blob_hash ${expectedHash} (the chain loops back on itself)`,
+      });
+    }
+    seen.add(file.identity);
+    let parsed: ParsedSnapshot;
+    try {
+      parsed = parseSnapshotHeader(readPrefix(file), file.size, host);
+    } catch (e) {
+      if (!(e instanceof SnapshotFormatError)) throw e;
+      // Same kind and field, saying which file of the chain it is about.
+      throw new SnapshotFormatError(e.kind, {
+        field: e.field,
+        found: e.found,
+        expected: e.expected,
+        hint: `in ${basePath}, the base of ${delta.path}`,
+      });
+    }
+    const mismatch = (field: string, found: string | number, expected: string): never => {
+      throw new SnapshotFormatError("BaseMismatch", {
+        field,
+        found,
+        expected,
+        hint: `${basePath} is not the base ${delta.path} was written over`,
+      });
+    };
+    const foundHash = toHex(parsed.blobHash);
+    if (foundHash !== expectedHash) {
+      mismatch("base.blob_hash", foundHash, `${expectedHash}, as ${delta.path} records`);
+    }
+    if (parsed.header.memorySize !== delta.parsed.header.memorySize) {
+      mismatch("memory_size", parsed.header.memorySize, `${delta.parsed.header.memorySize}, the delta's`);
+    }
+    const depth = parsed.base?.chainDepth ?? 0;
+    if (depth !== ref.chainDepth - 1) {
+      mismatch(
+        "base.chain_depth",
+        depth,
+        `${ref.chainDepth - 1} (one less than the delta's ${ref.chainDepth}, at most ${MAX_DELTA_CHAIN})`,
+      );
+    }
+    return { file, parsed, path: basePath };
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
