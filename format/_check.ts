@@ -111,6 +111,12 @@ export function computeHeaderHash(prefix: Uint8Array, end: number): Uint8Array {
   return blake3(message);
 }
 
+/** Index of the first non-zero byte in `bytes[from, to)`, or -1 (a plain loop: `findIndex` costs ~10x). */
+function firstNonZero(bytes: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (bytes[i] !== 0) return i;
+  return -1;
+}
+
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false;
   for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
@@ -328,13 +334,12 @@ export function checkPrefix(
       );
     }
     hashedEnd = Number(tableEnd);
-    const padding = bytes.subarray(hashedEnd, Number(raw.memory_offset));
-    const nonZero = padding.findIndex((byte) => byte !== 0);
+    const nonZero = firstNonZero(bytes, hashedEnd, Number(raw.memory_offset));
     if (nonZero !== -1) {
       fail(
         "InvalidField",
         "padding",
-        `a non-zero byte at file offset ${hashedEnd + nonZero}`,
+        `a non-zero byte at file offset ${nonZero}`,
         "zeros from the end of the section table to memory_offset",
       );
     }
@@ -361,12 +366,12 @@ export function checkPrefix(
   if (raw.has_sregs === 1n) {
     sregs = decodeSregs(sregsBytes, action);
   } else {
-    const nonZero = sregsBytes.findIndex((byte) => byte !== 0);
+    const nonZero = firstNonZero(bytes, SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE);
     if (nonZero !== -1) {
       fail(
         "InvalidField",
         "sregs",
-        `a non-zero byte at file offset ${SREGS_OFFSET + nonZero}`,
+        `a non-zero byte at file offset ${nonZero}`,
         "all zeros when has_sregs is 0",
       );
     }

@@ -54,6 +54,25 @@ export interface ChainReport {
   problem?: string;
 }
 
+/**
+ * Checked headers of base files by identity (device, inode, mtime, size): a base shared by many deltas, or
+ * loaded again and again, is read and checked once per process. A file rewritten in place gets a new mtime
+ * and is read again.
+ */
+const parsedBases = new Map<string, ParsedSnapshot>();
+const PARSED_BASES_MAX = 32;
+
+function parseBase(file: OpenedFile, host: HostIdentity): ParsedSnapshot {
+  const key = `${file.identity}:${file.size}:${host.abiVersion}:${host.hypervisor}`;
+  let parsed = parsedBases.get(key);
+  if (parsed === undefined) {
+    parsed = parseSnapshotHeader(readPrefix(file), file.size, host);
+    if (parsedBases.size >= PARSED_BASES_MAX) parsedBases.delete(parsedBases.keys().next().value!);
+    parsedBases.set(key, parsed);
+  }
+  return parsed;
+}
+
 function join(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
@@ -125,7 +144,7 @@ function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: H
     seen.add(file.identity);
     let parsed: ParsedSnapshot;
     try {
-      parsed = parseSnapshotHeader(readPrefix(file), file.size, host);
+      parsed = parseBase(file, host);
     } catch (e) {
       if (!(e instanceof SnapshotFormatError)) throw e;
       // Same kind and field, saying which file of the chain it is about.
