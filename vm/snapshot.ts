@@ -339,8 +339,8 @@ export class Snapshot {
       // Queue the reads a cold start will make, in one batch, before anything touches the blob.
       if (parsed.workingSet !== null) readAheadWorkingSet(blob, parsed.workingSet);
       if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
-      // From here on the view is read a page at a time (function table, restores): no 8 MiB read-around.
-      blob.ref.adviseRandom(0, blob.size);
+      // From here on the view is read a page at a time (restores): no 8 MiB read-around.
+      blob.adviseRandom();
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
       const snapshot = new Snapshot(blob, {
         layout,
@@ -348,7 +348,7 @@ export class Snapshot {
         entryAddr: BigInt(parsed.header.entrypointAddr),
         hostFunctions: parsed.hostFunctions,
         family: newFamily(),
-        functions: call ? readFunctionTable(blob.ref.window(FUNC_TABLE_ADDR, FUNC_TABLE_SIZE)) : undefined,
+        functions: call ? readFunctionTable(functionTable(blob)) : undefined,
         blobHash: parsed.blobHash,
         binary: parsed.binary ?? undefined,
         workingSet: parsed.workingSet ?? undefined,
@@ -503,11 +503,7 @@ export class Snapshot {
         return { runs: 0, pages: 0 };
       }
       // The loader reads the function table through the snapshot's own view, not through the sandbox.
-      const head = blob.ref.window(FUNC_TABLE_ADDR, 4);
-      const tableBytes = Math.min(
-        FUNC_TABLE_SIZE,
-        4 + new DataView(head.buffer, head.byteOffset).getUint32(0, true),
-      );
+      const tableBytes = functionTable(blob).length;
       const table = { first: FUNC_TABLE_ADDR / PAGE, count: Math.ceil(tableBytes / PAGE) };
       const runs = capRuns(coalesce(union(touched, [table]), WORKING_SET_GAP_PAGES), MAX_WORKING_SET_RUNS);
       d.workingSet = runs;
@@ -563,6 +559,15 @@ export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
 export function snapshotFromMemory(mem: Mapping, d: SnapshotData): Snapshot {
   const hint = memoryHint(mem);
   return Snapshot.create(Blob.copyOf(mem, hint), d);
+}
+
+/**
+ * The bytes of the function table in a blob: its `u32 length` and as many bytes as it says, bounded by the
+ * table's area (`readFunctionTable` refuses a length beyond it). Read from the files, not through a view.
+ */
+function functionTable(blob: Blob): Uint8Array {
+  const length = new DataView(blob.read(FUNC_TABLE_ADDR, 4).buffer).getUint32(0, true);
+  return blob.read(FUNC_TABLE_ADDR, 4 + Math.min(length, FUNC_TABLE_SIZE - 4));
 }
 
 /** Gaps of untouched pages a working set merges across: one larger read instead of two requests. */

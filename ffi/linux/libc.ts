@@ -24,6 +24,7 @@ const SYMBOLS = {
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
   pwrite_buf: { name: "pwrite", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pread_ptr: { name: "pread", parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },

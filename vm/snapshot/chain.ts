@@ -73,6 +73,12 @@ function parseBase(file: OpenedFile, host: HostIdentity): ParsedSnapshot {
   return parsed;
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 function join(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
@@ -95,16 +101,21 @@ export function openChain(
   try {
     for (let link = chain[0]; link.parsed.base !== null; link = chain[chain.length - 1]) {
       const ref = link.parsed.base;
-      const blobHash = toHex(ref.blobHash);
-      const reference = { blobHash, fileName: ref.fileName, chainDepth: ref.chainDepth, delta: link.path };
-      const resolved = resolveBase?.(reference);
+      const resolved = resolveBase?.({
+        blobHash: toHex(ref.blobHash),
+        fileName: ref.fileName,
+        chainDepth: ref.chainDepth,
+        delta: link.path,
+      });
       const basePath = resolved === undefined ? join(dirname(link.path), ref.fileName) : pathString(resolved);
-      const entry: ChainReport = { path: basePath, blobHash, chainDepth: ref.chainDepth - 1 };
-      report?.push(entry);
+      const entry: ChainReport | undefined = report === undefined
+        ? undefined
+        : { path: basePath, blobHash: toHex(ref.blobHash), chainDepth: ref.chainDepth - 1 };
+      if (entry !== undefined) report!.push(entry);
       try {
         chain.push(openBase(basePath, link, seen, host));
       } catch (e) {
-        if (e instanceof SnapshotFormatError) entry.problem = e.message;
+        if (e instanceof SnapshotFormatError && entry !== undefined) entry.problem = e.message;
         throw e;
       }
     }
@@ -117,7 +128,7 @@ export function openChain(
 
 function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: HostIdentity): ChainLink {
   const ref = delta.parsed.base!;
-  const expectedHash = toHex(ref.blobHash);
+  const expectedHash = () => toHex(ref.blobHash); // only for messages
   let file: OpenedFile;
   try {
     file = openSnapshotFile(basePath);
@@ -129,7 +140,7 @@ function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: H
     throw new SnapshotFormatError("BaseNotFound", {
       field: "base",
       found: `${basePath} (${e.message})`,
-      expected: `the snapshot file with blob_hash ${expectedHash} that ${delta.path} was written over`,
+      expected: `the snapshot file with blob_hash ${expectedHash()} that ${delta.path} was written over`,
       hint: "keep a delta next to its base, or pass resolveBase to say where the base is",
     });
   }
@@ -138,7 +149,7 @@ function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: H
       throw new SnapshotFormatError("BaseMismatch", {
         field: "base",
         found: `${basePath}, a file already in the chain`,
-        expected: `a base with blob_hash ${expectedHash} (the chain loops back on itself)`,
+        expected: `a base with blob_hash ${expectedHash()} (the chain loops back on itself)`,
       });
     }
     seen.add(file.identity);
@@ -163,9 +174,8 @@ function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: H
         hint: `${basePath} is not the base ${delta.path} was written over`,
       });
     };
-    const foundHash = toHex(parsed.blobHash);
-    if (foundHash !== expectedHash) {
-      mismatch("base.blob_hash", foundHash, `${expectedHash}, as ${delta.path} records`);
+    if (!sameBytes(parsed.blobHash, ref.blobHash)) {
+      mismatch("base.blob_hash", toHex(parsed.blobHash), `${expectedHash()}, as ${delta.path} records`);
     }
     if (parsed.header.memorySize !== delta.parsed.header.memorySize) {
       mismatch("memory_size", parsed.header.memorySize, `${delta.parsed.header.memorySize}, the delta's`);
