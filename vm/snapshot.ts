@@ -124,6 +124,11 @@ export interface SnapshotToFileOptions {
   base?: string | URL;
   /** Writes the recorded working set (`recordWorkingSet`), if any; default true. */
   workingSet?: boolean;
+  /**
+   * Writes the guest binary's path and entry point (BINARY section), if known; default true. Pass false for
+   * files that leave this machine when the local path should not travel with them.
+   */
+  binary?: boolean;
 }
 
 /**
@@ -460,7 +465,7 @@ export class Snapshot {
       hostFunctions: d.hostFunctions,
       blobHash: d.blobHash,
       memoryMap: MEMORY_MAP,
-      binary: d.binary,
+      binary: options.binary === false ? undefined : d.binary,
       base,
       workingSet: options.workingSet === false ? undefined : d.workingSet,
     }, { view: blob.ref, stored, data });
