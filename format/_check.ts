@@ -96,14 +96,24 @@ export function toFileLength(fileLength: bigint | number): bigint {
 }
 
 /**
- * BLAKE3 of preamble ‖ header ‖ sregs ‖ blob_hash ‖ host functions (‖ section table in version 2): bytes
- * [0, 1112) and [1144, end).
+ * BLAKE3 of preamble ‖ header ‖ sregs ‖ blob_hash ‖ host functions: bytes [0, 1112) and [1144, 1176 + n), the
+ * `header_hash` of a version-1 file.
+ *
+ * @param prefix At least `1176 + hostFuncsSize` bytes from the start of the file.
+ * @param hostFuncsSize Length of the host-functions section.
+ */
+export function computeHeaderHash(prefix: Uint8Array, hostFuncsSize: number): Uint8Array {
+  return headerHashTo(prefix, HOST_FUNCS_OFFSET + hostFuncsSize);
+}
+
+/**
+ * BLAKE3 of bytes [0, 1112) and [1144, end): the `header_hash` of a file whose hashed part ends at `end`
+ * (`1176 + host_funcs_size` in version 1, the end of the section table in version 2).
  *
  * @param prefix At least `end` bytes from the start of the file.
- * @param end Where the hashed part ends: `1176 + host_funcs_size` (version 1), the end of the section table
- *   (version 2).
+ * @param end Where the hashed part ends.
  */
-export function computeHeaderHash(prefix: Uint8Array, end: number): Uint8Array {
+export function headerHashTo(prefix: Uint8Array, end: number): Uint8Array {
   // header_hash itself sits between the two ranges; one small copy is cheaper than a streaming hasher API.
   const message = new Uint8Array(end - HASH_SIZE);
   message.set(prefix.subarray(0, HEADER_HASH_OFFSET), 0);
@@ -379,7 +389,7 @@ export function checkPrefix(
 
   // ---- header_hash ----
   const hostFuncsSize = Number(raw.host_funcs_size);
-  const computed = computeHeaderHash(bytes, hashedEnd);
+  const computed = headerHashTo(bytes, hashedEnd);
   if (!equalBytes(computed, headerHash)) {
     const parts = v1 ? "host functions" : "host functions and sections";
     fail(

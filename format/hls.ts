@@ -52,7 +52,7 @@ import {
 } from "./sections.ts";
 import type { HostIdentity, MemoryMap } from "./tags.ts";
 import { blake3 } from "./blake3.ts";
-import { checkedPrefixLength, checkPrefix, computeHeaderHash } from "./_check.ts";
+import { checkedPrefixLength, checkPrefix, headerHashTo } from "./_check.ts";
 import { toHex } from "./_hex.ts";
 import { ByteWriter } from "./_writer.ts";
 
@@ -231,7 +231,7 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
   writer.bytes(input.blobHash);
   writer.bytes(hostSection);
   writer.bytes(sections);
-  bytes.set(computeHeaderHash(bytes, hashedEnd), HEADER_HASH_OFFSET);
+  bytes.set(headerHashTo(bytes, hashedEnd), HEADER_HASH_OFFSET);
 
   const stored = input.base === undefined ? header.memorySize : pagesIn(input.base.runs) * FILE_PAGE_SIZE;
   const fileLength = BigInt(memoryOffset) + BigInt(stored) + BigInt(TRAILING_GUARD_SIZE);
