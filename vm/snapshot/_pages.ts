@@ -198,19 +198,26 @@ function scan(
  */
 export function nonZeroRuns(view: Mapping, within: readonly PageRun[]): PageRun[] {
   const bytes = view.bytes;
+  const words = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
+  // Data usually starts near the start of a page: looking at its first 64 bytes in JavaScript settles most
+  // non-zero ranges without a libc call (a call costs ~0.3 µs, a dense 256 MiB blob has 65536 pages).
+  const headNonZero = (offset: number) => {
+    for (let i = offset >> 2, end = i + 16; i < end; i++) if (words[i] !== 0) return true;
+    return false;
+  };
   if (LINUX) {
     const c = libc(), base = view.pointer;
     // All bytes equal the first byte when the range equals itself shifted by one.
     return scan(within, (offset, length) =>
-      bytes[offset] === 0 &&
+      !headNonZero(offset) &&
       c.memcmp(
           Deno.UnsafePointer.offset(base, offset),
           Deno.UnsafePointer.offset(base, offset + 1),
           BigInt(length - 1),
         ) === 0);
   }
-  const words = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
   return scan(within, (offset, length) => {
+    if (headNonZero(offset)) return false;
     let acc = 0;
     for (let i = offset >> 2, end = (offset + length) >> 2; i < end && acc === 0; i++) acc |= words[i];
     return acc === 0;
