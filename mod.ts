@@ -26,8 +26,9 @@ export { SNAPSHOT_FORMAT_ERROR_KINDS, SnapshotFormatError } from "./format/error
 export type { SnapshotFormatErrorKind } from "./format/errors.ts";
 export type { Incompatibility, SnapshotInspection } from "./format/inspect.ts";
 export type { HeaderFieldName } from "./format/header.ts";
-export { blake3Backend } from "./format/blake3.ts";
-export type { Blake3Backend } from "./format/blake3.ts";
+export { OsCallError, ResourceExhaustedError, SnapvmError } from "./errors.ts";
+export { blake3Backend, blake3Info } from "./format/blake3.ts";
+export type { Blake3Backend, Blake3Info } from "./format/blake3.ts";
 export { HostFunctions } from "./vm/host_functions.ts";
 export type { HostFunction, HostFunctionEntry } from "./vm/host_functions.ts";
 export { InterruptHandle } from "./vm/interrupt_handle.ts";
@@ -50,6 +51,7 @@ export {
   HypervisorUnavailableError,
   MemoryAccessViolationError,
   PoisonedSandboxError,
+  SandboxBusyError,
   SandboxClosedError,
   SnapshotSandboxMismatchError,
 } from "./vm/errors.ts";

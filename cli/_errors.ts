@@ -3,21 +3,8 @@
  *
  * @module
  */
-import {
-  ExecutionCanceledError,
-  GuestAbortedError,
-  GuestBinaryError,
-  GuestCrashedError,
-  GuestError,
-  GuestFunctionNotFoundError,
-  HostFunctionError,
-  HostFunctionMismatchError,
-  HypervisorUnavailableError,
-  MemoryAccessViolationError,
-  PoisonedSandboxError,
-  SnapshotFormatError,
-} from "../mod.ts";
-import { GccNotFoundError, GuestBuildError, PackageFileError } from "../guest/sdk.ts";
+import { HypervisorUnavailableError, ResourceExhaustedError, SnapvmError } from "../mod.ts";
+import { GccNotFoundError } from "../guest/sdk.ts";
 
 /** Exit codes, documented in `snapvm --help`. */
 export const EXIT = {
@@ -45,7 +32,7 @@ export class UsageError extends Error {
 }
 
 /** The operation ran and failed (e.g. verify found a corrupt file). Exit 1. */
-export class OperationError extends Error {
+export class OperationError extends SnapvmError {
   /** @param message What failed, as one line. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
@@ -53,31 +40,14 @@ export class OperationError extends Error {
   }
 }
 
-/** Errors that mean the operation itself failed (exit 1) and whose message is already a full sentence. */
-const OPERATION_ERRORS = [
-  SnapshotFormatError,
-  GuestError,
-  GuestAbortedError,
-  GuestCrashedError,
-  GuestFunctionNotFoundError,
-  HostFunctionError,
-  HostFunctionMismatchError,
-  MemoryAccessViolationError,
-  PoisonedSandboxError,
-  ExecutionCanceledError,
-  GuestBinaryError,
-  GuestBuildError,
-  PackageFileError,
-  OperationError,
-];
-
 /**
  * The one line to print for `e` (without the `snapvm: ` prefix), the exit code, and whether the error is
  * an unexpected kind (likely a bug, where the stack helps). `command` is the command that was running, for
  * the help hint of usage errors.
  *
  * - {@linkcode UsageError} → 2; missing KVM or gcc and missing Deno permissions → 3;
- * - snapshot, guest, build and file errors → 1 with their own message;
+ * - snapvm's own errors (every `SnapvmError`: snapshot, guest, build, registry…) and missing files → 1 with
+ *   their own message;
  * - anything else → 1 with its class name, as it is likely a bug.
  */
 export function describeError(
@@ -90,13 +60,16 @@ export function describeError(
     const hint = about ? ` (see 'snapvm ${about} --help')` : " (see 'snapvm --help')";
     return { line: oneLine(e.message) + hint, code: EXIT.usage, unexpected: false };
   }
-  if (e instanceof HypervisorUnavailableError || e instanceof GccNotFoundError) {
+  if (
+    e instanceof HypervisorUnavailableError || e instanceof GccNotFoundError ||
+    e instanceof ResourceExhaustedError
+  ) {
     return { line: oneLine(e.message), code: EXIT.environment, unexpected: false };
   }
   if (e instanceof Deno.errors.NotCapable) {
     return { line: `Missing permission: ${oneLine(e.message)}`, code: EXIT.environment, unexpected: false };
   }
-  if (OPERATION_ERRORS.some((c) => e instanceof c)) {
+  if (e instanceof SnapvmError) {
     return { line: oneLine((e as Error).message), code: EXIT.failed, unexpected: false };
   }
   if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.IsADirectory) {

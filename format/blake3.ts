@@ -1,21 +1,30 @@
 /**
- * BLAKE3-256, the hash of `.hls` files. Uses the official C library through FFI when one can be opened
- * (about 5 GB/s here) and a WebAssembly implementation otherwise (about 1 GB/s). Both give identical digests.
+ * BLAKE3-256, the hash of `.hls` files. Three implementations give identical digests; the first that can run
+ * is chosen once per process (per Worker), when first needed:
  *
- * The C library is looked for, once per process and only when first needed, at `$SNAPVM_BLAKE3_LIB`, as the
- * system's `libblake3.so.0` / `libblake3.so`, then at `build/libblake3.so` in the repository (which
- * `format/build_blake3.ts` builds). Opening it needs `--allow-ffi` (and `--allow-env` for the variable);
- * without them the WASM implementation is used.
+ * 1. `"library"`, when `$SNAPVM_BLAKE3_LIB` names a BLAKE3 C library (`libblake3.so`) to use instead;
+ * 2. `"native"`: the official C implementation compiled to x86-64 machine code that ships inside this module
+ *    (Linux and Windows), about 5 GB/s per core, with large inputs hashed on every core;
+ * 3. `"library"` again, with a system-wide `libblake3` (for other CPUs);
+ * 4. `"wasm"`: WebAssembly (`blake3-jit`), about 1 GB/s on one core.
+ *
+ * `"native"` needs `--allow-ffi` and nothing else. Nothing here ever asks for a permission: each one is
+ * checked with `Deno.permissions.querySync` first and the step is skipped when it is not granted
+ * (`$SNAPVM_BLAKE3_LIB` is only read with `--allow-env` or `--allow-env=SNAPVM_BLAKE3_LIB`). See
+ * `docs/HASHING.md` for the measurements and the permissions of each backend.
  *
  * @module
  */
 
-import { loadNativeBlake3, type NativeBlake3 } from "./_blake3_native.ts";
-import { wasmBlake3 } from "./_blake3_wasm.ts";
+import { openBlake3Library, systemLibraryNames } from "./blake3/_library.ts";
+import { loadNativeKernel } from "./blake3/_native.ts";
+import { wasmBlake3 } from "./blake3/_wasm.ts";
 import { toHex } from "./_hex.ts";
 
 /**
- * Which implementation {@linkcode blake3} uses.
+ * Which implementation {@linkcode blake3} uses: `"native"` for the built-in machine code (multi-threaded),
+ * `"library"` for a BLAKE3 C library loaded from the system or `$SNAPVM_BLAKE3_LIB` (one thread), `"wasm"`
+ * for the WebAssembly fallback (one thread). `"native"` and `"library"` run at native speed.
  *
  * @example
  * ```ts
@@ -25,19 +34,127 @@ import { toHex } from "./_hex.ts";
  * console.log(backend);
  * ```
  */
-export type Blake3Backend = "native" | "wasm";
+export type Blake3Backend = "native" | "library" | "wasm";
 
-// undefined: not looked for yet; null: looked for and not found.
-let native: NativeBlake3 | null | undefined;
+/**
+ * What {@linkcode blake3Info} reports.
+ *
+ * @example
+ * ```ts
+ * import { blake3Info, type Blake3Info } from "./blake3.ts";
+ *
+ * const info: Blake3Info = blake3Info();
+ * console.log(info.backend, info.threads);
+ * ```
+ */
+export interface Blake3Info {
+  /** The implementation in use. */
+  readonly backend: Blake3Backend;
+  /** What exactly runs, e.g. `BLAKE3 1.3.1 (C), built-in x86_64-sysv kernel`. */
+  readonly implementation: string;
+  /** How many threads a large input is hashed on (1 for `"library"` and `"wasm"`). */
+  readonly threads: number;
+  /** Why each backend tried before the one in use was not used, e.g. `native: --allow-ffi not granted`. */
+  readonly skipped: readonly string[];
+}
 
-function nativeLibrary(): NativeBlake3 | null {
-  if (native === undefined) native = loadNativeBlake3();
-  return native;
+/** The environment variable that names a BLAKE3 C library to use instead of the built-in kernel. */
+export const BLAKE3_LIBRARY_ENV = "SNAPVM_BLAKE3_LIB";
+
+interface Selected {
+  info: Blake3Info;
+  hash: (data: Uint8Array) => Uint8Array;
+}
+
+let selected: Selected | undefined;
+
+/** Whether a permission is granted, without ever prompting. */
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(descriptor).state === "granted";
+  } catch {
+    // A runtime without the permissions API (or that rejects the descriptor) grants nothing we rely on.
+    return false;
+  }
+}
+
+function reason(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function tryLibrary(path: string, skipped: string[]): Selected | null {
+  // Unscoped: besides dlopen, reading the library's version string through a pointer needs all of --allow-ffi
+  // (and would prompt for it under --allow-ffi=<path>).
+  if (!granted({ name: "ffi" })) {
+    skipped.push(`library ${path}: --allow-ffi not granted`);
+    return null;
+  }
+  try {
+    const library = openBlake3Library(path);
+    return {
+      info: {
+        backend: "library",
+        implementation: `BLAKE3 ${library.version} (C), library ${path}`,
+        threads: 1,
+        skipped,
+      },
+      hash: (data) => library.hash(data),
+    };
+  } catch (error) {
+    skipped.push(`library ${path}: ${reason(error)}`);
+    return null;
+  }
+}
+
+function select(): Selected {
+  const skipped: string[] = [];
+  const fromEnv = granted({ name: "env", variable: BLAKE3_LIBRARY_ENV })
+    ? Deno.env.get(BLAKE3_LIBRARY_ENV)
+    : undefined;
+  if (fromEnv) {
+    const library = tryLibrary(fromEnv, skipped);
+    if (library !== null) return library;
+  }
+
+  if (!granted({ name: "ffi" })) {
+    skipped.push("native: --allow-ffi not granted");
+  } else {
+    try {
+      const kernel = loadNativeKernel();
+      return {
+        info: {
+          backend: "native",
+          implementation: `BLAKE3 ${kernel.version} (C), built-in ${kernel.target} kernel`,
+          threads: kernel.threads,
+          skipped,
+        },
+        hash: (data) => kernel.hash(data),
+      };
+    } catch (error) {
+      skipped.push(`native: ${reason(error)}`);
+    }
+  }
+
+  for (const name of systemLibraryNames(Deno.build.os)) {
+    const library = tryLibrary(name, skipped);
+    if (library !== null) return library;
+  }
+
+  return {
+    info: { backend: "wasm", implementation: "blake3-jit 1.1.0 (WebAssembly)", threads: 1, skipped },
+    hash: wasmBlake3,
+  };
+}
+
+function implementation(): Selected {
+  selected ??= select();
+  return selected;
 }
 
 /**
- * BLAKE3-256 of `data`. The native path reads the bytes in place, so a `Uint8Array` over `mmap`ed memory
- * (from `Deno.UnsafePointerView.getArrayBuffer`) is hashed without a copy.
+ * BLAKE3-256 of `data`. The native backends read the bytes in place, so a `Uint8Array` over `mmap`ed memory
+ * (from `Deno.UnsafePointerView.getArrayBuffer`) is hashed without a copy; `"native"` hashes inputs of 4 MiB
+ * and more on every core, and returns when all its threads are done.
  *
  * @param data Any bytes.
  * @returns The 32-byte digest.
@@ -51,8 +168,7 @@ function nativeLibrary(): NativeBlake3 | null {
  * ```
  */
 export function blake3(data: Uint8Array): Uint8Array {
-  const library = nativeLibrary();
-  return library === null ? wasmBlake3(data) : library.hash(data);
+  return implementation().hash(data);
 }
 
 /**
@@ -74,35 +190,37 @@ export function blake3Hex(data: Uint8Array): string {
 }
 
 /**
- * Which implementation {@linkcode blake3} uses in this process (looking for the C library if that has not
- * happened yet).
+ * Which implementation {@linkcode blake3} uses in this process (choosing it if that has not happened yet).
+ * A consumer's CI can assert native speed with `blake3Backend() !== "wasm"`, or the built-in kernel with
+ * `=== "native"`.
  *
- * @returns `"native"` for the C library, `"wasm"` for the fallback.
+ * @returns `"native"`, `"library"` or `"wasm"`; see {@linkcode Blake3Backend}.
  *
  * @example
  * ```ts
  * import { blake3Backend } from "./blake3.ts";
  *
- * console.log(blake3Backend()); // "native" or "wasm"
+ * console.log(blake3Backend()); // "native" with --allow-ffi on x86-64 Linux or Windows
  * ```
  */
 export function blake3Backend(): Blake3Backend {
-  return nativeLibrary() === null ? "wasm" : "native";
+  return implementation().info.backend;
 }
 
 /**
- * The C library in use, for diagnostics.
+ * Details of the implementation {@linkcode blake3} uses, for diagnostics: what runs, on how many threads, and
+ * why the backends before it were skipped.
  *
- * @returns Its path (or soname) and `blake3_version()`, or `null` when the WASM fallback is in use.
+ * @returns The details.
  *
  * @example
  * ```ts
- * import { blake3NativeLibrary } from "./blake3.ts";
+ * import { blake3Info } from "./blake3.ts";
  *
- * console.log(blake3NativeLibrary()?.version ?? "WASM");
+ * const info = blake3Info();
+ * console.log(`${info.implementation}, ${info.threads} thread(s)`, info.skipped);
  * ```
  */
-export function blake3NativeLibrary(): { path: string; version: string } | null {
-  const library = nativeLibrary();
-  return library === null ? null : { path: library.path, version: library.version };
+export function blake3Info(): Blake3Info {
+  return implementation().info;
 }

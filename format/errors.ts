@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../errors.ts";
 import { HEADER_FIELDS } from "./header.ts";
 
 /**
@@ -141,7 +142,7 @@ function describeField(field: string): string {
  * console.log(error.kind, error.field); // InvalidField memory_offset
  * ```
  */
-export class SnapshotFormatError extends Error {
+export class SnapshotFormatError extends SnapvmError {
   /** Always `"SnapshotFormatError"`. */
   override name = "SnapshotFormatError";
   /** The class of problem; one of {@linkcode SNAPSHOT_FORMAT_ERROR_KINDS}. */

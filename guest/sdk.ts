@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../errors.ts";
 import { MAX_IMAGE_SIZE } from "../vm/machine/elf.ts";
 
 /**
@@ -35,6 +36,7 @@ export const SDK_FILES: readonly string[] = [
   "runtime/internal.h",
   "runtime/libc.c",
   "runtime/malloc.c",
+  "runtime/random.c",
   "runtime/runtime.c",
   "runtime/start.S",
 ];
@@ -46,7 +48,7 @@ export const SDK_FILES: readonly string[] = [
  * @example
  * ```ts
  * import { RUNTIME_SOURCES } from "./sdk.ts";
- * console.log(RUNTIME_SOURCES); // ["runtime/libc.c", "runtime/malloc.c", "runtime/runtime.c", "runtime/start.S"]
+ * console.log(RUNTIME_SOURCES); // ["runtime/libc.c", "runtime/malloc.c", "runtime/random.c", "runtime/runtime.c", "runtime/start.S"]
  * ```
  */
 export const RUNTIME_SOURCES: readonly string[] = SDK_FILES.filter((f) => /\.(c|S)$/.test(f)).sort();
@@ -108,7 +110,7 @@ export function guestCflags(sdkDir: string): string[] {
  * console.log(new GccNotFoundError("gcc").message.startsWith("gcc not found")); // true
  * ```
  */
-export class GccNotFoundError extends Error {
+export class GccNotFoundError extends SnapvmError {
   /** The command that was looked for. */
   readonly command: string;
 
@@ -134,7 +136,7 @@ export class GccNotFoundError extends Error {
  * console.log(e.log);
  * ```
  */
-export class GuestBuildError extends Error {
+export class GuestBuildError extends SnapvmError {
   /** The gcc command line. */
   readonly command: string[];
   /** gcc's stderr and stdout. */
@@ -165,7 +167,7 @@ export class GuestBuildError extends Error {
  * // "Cannot read https://example.com/g: HTTP 404 Not Found"
  * ```
  */
-export class PackageFileError extends Error {
+export class PackageFileError extends SnapvmError {
   /** The URL or path that was read. */
   readonly url: string;
 

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { SnapvmError } from "../errors.ts";
+import { thrownMessage } from "./machine/codec.ts";
 
 /**
  * The guest called `sv_abort` or panicked. The sandbox is poisoned.
@@ -15,7 +17,7 @@
  * console.log(e.code, e.guestMessage);
  * ```
  */
-export class GuestAbortedError extends Error {
+export class GuestAbortedError extends SnapvmError {
   /** The abort code the guest passed. */
   readonly code: number;
   /** The guest's message. */
@@ -39,7 +41,7 @@ export class GuestAbortedError extends Error {
  * console.log(e.code);
  * ```
  */
-export class GuestError extends Error {
+export class GuestError extends SnapvmError {
   /** The guest's error code (see docs/ABI.md; user codes start at 100). */
   readonly code: number;
   /** The guest's message. */
@@ -65,7 +67,7 @@ export class GuestError extends Error {
  * console.log(new GuestFunctionNotFoundError("Nope").message);
  * ```
  */
-export class GuestFunctionNotFoundError extends Error {
+export class GuestFunctionNotFoundError extends SnapvmError {
   /** The name that was called. */
   readonly functionName: string;
   /** Creates the error. */
@@ -87,14 +89,12 @@ export class GuestFunctionNotFoundError extends Error {
  * console.log(e.message);
  * ```
  */
-export class HostFunctionError extends Error {
+export class HostFunctionError extends SnapvmError {
   /** The host function that threw. */
   readonly functionName: string;
   /** Creates the error. */
   constructor(functionName: string, cause: unknown) {
-    super(`Host function ${functionName} failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
+    super(`Host function ${functionName} failed: ${thrownMessage(cause)}`, { cause });
     this.name = "HostFunctionError";
     this.functionName = functionName;
   }
@@ -111,7 +111,7 @@ export class HostFunctionError extends Error {
  * console.log(e.address);
  * ```
  */
-export class MemoryAccessViolationError extends Error {
+export class MemoryAccessViolationError extends SnapvmError {
   /** The guest address that was accessed. */
   readonly address: bigint;
   /** What the guest tried to do. */
@@ -163,7 +163,7 @@ const VECTORS: Record<number, string> = {
  * console.log(e.vector);
  * ```
  */
-export class GuestCrashedError extends Error {
+export class GuestCrashedError extends SnapvmError {
   /** The exception vector, or `undefined` for a triple fault or protocol error. */
   readonly vector: number | undefined;
   /** The guest instruction pointer, when known. */
@@ -203,7 +203,7 @@ export class GuestCrashedError extends Error {
  * console.log(new ExecutionCanceledError("Spin", "timeout").message);
  * ```
  */
-export class ExecutionCanceledError extends Error {
+export class ExecutionCanceledError extends SnapvmError {
   /** Why: the time limit, or an interrupt handle. */
   readonly reason: "timeout" | "interrupted";
   /** Creates the error. */
@@ -230,7 +230,7 @@ export class ExecutionCanceledError extends Error {
  * console.log(new PoisonedSandboxError(new Error("x")).message);
  * ```
  */
-export class PoisonedSandboxError extends Error {
+export class PoisonedSandboxError extends SnapvmError {
   /** Creates the error. */
   constructor(cause: unknown) {
     super(
@@ -254,7 +254,7 @@ export class PoisonedSandboxError extends Error {
  * console.log(e.backend, e.message);
  * ```
  */
-export class HypervisorUnavailableError extends Error {
+export class HypervisorUnavailableError extends SnapvmError {
   /** The backend that could not be used. */
   readonly backend: string;
   /** What went wrong, without the hint. */
@@ -270,6 +270,28 @@ export class HypervisorUnavailableError extends Error {
 }
 
 /**
+ * The sandbox is busy: a call is running (re-entered from one of its own host functions, or, with
+ * `callAsync`, still in flight), so it cannot take another call, a snapshot, a restore or a close now.
+ * Nothing changed; the running call is unaffected.
+ *
+ * @example
+ * ```ts
+ * import { SandboxBusyError } from "./errors.ts";
+ * console.log(new SandboxBusyError("restore").message);
+ * ```
+ */
+export class SandboxBusyError extends SnapvmError {
+  /** What was refused: `call`, `snapshot`, `restore` or `close`. */
+  readonly operation: string;
+  /** Creates the error for the refused operation. */
+  constructor(operation: string, detail = "a call is running") {
+    super(`Cannot ${operation}: the sandbox is busy (${detail})`);
+    this.name = "SandboxBusyError";
+    this.operation = operation;
+  }
+}
+
+/**
  * The sandbox was used after `close()`.
  *
  * @example
@@ -278,7 +300,7 @@ export class HypervisorUnavailableError extends Error {
  * console.log(new SandboxClosedError().message);
  * ```
  */
-export class SandboxClosedError extends Error {
+export class SandboxClosedError extends SnapvmError {
   /** Creates the error. */
   constructor() {
     super("Sandbox is closed");
@@ -296,7 +318,7 @@ export class SandboxClosedError extends Error {
  * console.log(new GuestBinaryError("e_machine is 3, expected 62 (x86-64)").message);
  * ```
  */
-export class GuestBinaryError extends Error {
+export class GuestBinaryError extends SnapvmError {
   /** Creates the error. */
   constructor(detail: string) {
     super(`Cannot load guest binary: ${detail}`);
@@ -315,7 +337,7 @@ export class GuestBinaryError extends Error {
  * console.log(e.missing);
  * ```
  */
-export class HostFunctionMismatchError extends Error {
+export class HostFunctionMismatchError extends SnapvmError {
   /** Recorded functions that were not given, as signatures like `Add(i32, i32) -> i32`. */
   readonly missing: readonly string[];
   /** Functions given with another signature: what the snapshot recorded and what was given. */
@@ -342,7 +364,7 @@ export class HostFunctionMismatchError extends Error {
  * console.log(new SnapshotSandboxMismatchError().message);
  * ```
  */
-export class SnapshotSandboxMismatchError extends Error {
+export class SnapshotSandboxMismatchError extends SnapvmError {
   /** Creates the error. */
   constructor() {
     super(

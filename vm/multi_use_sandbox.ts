@@ -16,7 +16,7 @@ import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
-import { prefaultImage } from "./machine/system_area.ts";
+import { newGeneration, prefaultImage, writeInfoPage } from "./machine/system_area.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
 import type { Blob } from "./memory/blob.ts";
@@ -38,6 +38,7 @@ import {
   HostFunctionError,
   HostFunctionMismatchError,
   PoisonedSandboxError,
+  SandboxBusyError,
   SandboxClosedError,
   SnapshotSandboxMismatchError,
 } from "./errors.ts";
@@ -60,6 +61,8 @@ export interface SandboxState {
   readonly base?: Snapshot;
 }
 
+let construct: (vm: GuestVm, state: SandboxState) => MultiUseSandbox;
+
 /**
  * A running sandbox: call guest functions by name, synchronously.
  *
@@ -80,11 +83,17 @@ export class MultiUseSandbox {
   readonly #logLevel: number;
   #poison: Error | undefined;
 
-  /** Use `UninitializedSandbox.evolve()`. */
-  constructor(vm: GuestVm, state: SandboxState) {
+  /** Use `UninitializedSandbox.evolve()` or `MultiUseSandbox.fromSnapshot()`. */
+  private constructor(internal: unknown) {
+    const { vm, state } = internal as { vm: GuestVm; state: SandboxState };
     this.#vm = vm;
     this.#state = state;
     this.#logLevel = LOG_LEVELS.indexOf(state.config.guestLogLevel);
+    unclosed.register(this, vm, vm);
+  }
+
+  static {
+    construct = (vm, state) => new MultiUseSandbox({ vm, state });
   }
 
   /** True once a failure left guest state undefined. */
@@ -93,7 +102,27 @@ export class MultiUseSandbox {
   }
 
   /**
-   * Calls a guest function with arguments checked against the signature the guest registered.
+   * A typed function for one guest function, so results need no casts: `P` are the parameter types and `R`
+   * the result type as JavaScript sees them (`i32`… `f64` ↔ `number`, `i64`/`u64` ↔ `bigint`, `bool` ↔
+   * `boolean`, `string`, `bytes` ↔ `Uint8Array`, `void` ↔ `undefined`). The function must exist (else
+   * `GuestFunctionNotFoundError` now), and every call still checks the arguments against the signature the
+   * guest registered, so a wrong `P` fails as a `TypeError`, never silently.
+   *
+   * @example
+   * ```ts ignore
+   * const echo = sbx.fn<[string], string>("Echo");
+   * const text: string = echo("hello");
+   * ```
+   */
+  fn<P extends Value[] = Value[], R extends Value = Value>(name: string): (...args: P) => R {
+    if (this.#vm === undefined) throw new SandboxClosedError();
+    if (!this.#state.functions.has(name)) throw new GuestFunctionNotFoundError(name);
+    return (...args: P) => this.call(name, ...args) as R;
+  }
+
+  /**
+   * Calls a guest function with arguments checked against the signature the guest registered. For a typed
+   * result, see {@linkcode MultiUseSandbox.fn}.
    *
    * @example
    * ```ts ignore
@@ -105,9 +134,7 @@ export class MultiUseSandbox {
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
     if (vm.running) {
-      throw new Error(
-        `Cannot call ${name}: the sandbox is already running a call (re-entered from a host function)`,
-      );
+      throw new SandboxBusyError(`call ${name}`, "re-entered from one of its host functions");
     }
     const fn = this.#state.functions.get(name);
     if (fn === undefined) throw new GuestFunctionNotFoundError(name);
@@ -188,13 +215,16 @@ export class MultiUseSandbox {
     checkHostFunctions(data, fns);
     const resolved = resolveConfiguration(config);
     warnAboutLayout(config, data.layout);
-    const vm = GuestVm.create(data.layout, (persistent) => mapSnapshot(persistent, blob, data.layout));
+    const vm = GuestVm.create(data.layout, (persistent) => {
+      loadPersistent(persistent, blob, data);
+      newGeneration(persistent);
+    });
     try {
       let dispatch = data.entryAddr;
       let functions = data.functions;
       if (data.entrypoint === "Call") vm.enterAt(dispatch);
       else ({ dispatch, functions } = initialise(vm, data.entryAddr, resolved, fns));
-      return new MultiUseSandbox(vm, {
+      return construct(vm, {
         dispatch,
         functions: functions!,
         hostFunctions: fns,
@@ -250,34 +280,20 @@ export class MultiUseSandbox {
   restore(snapshot: Snapshot): void {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
-    if (vm.running) throw new Error("Cannot restore a sandbox from inside one of its calls");
+    if (vm.running) throw new SandboxBusyError("restore", "called from inside one of its calls");
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
     vm.resetCpu();
-    const dirty = snapshot === this.#state.base && data.entrypoint === "Call"
-      ? vm.dirtySinceSync()
-      : undefined;
-    if (dirty !== undefined) {
-      // Copy back runs of consecutive dirty pages, one memcpy per run.
-      const bits = new Uint32Array(dirty.buffer, dirty.byteOffset, dirty.length * 2);
-      const pages = blob.size / PAGE;
-      let run = -1;
-      for (let page = 0; page <= pages; page++) {
-        const set = page < pages && (bits[page >>> 5] & (1 << (page & 31))) !== 0;
-        if (set && run < 0) run = page;
-        else if (!set && run >= 0) {
-          vm.persistent.copyFrom(blob.ref, run * PAGE, (page - run) * PAGE);
-          run = -1;
-        }
-        if (!set && bits[page >>> 5] === 0 && (page & 31) === 0) page += 31; // skip clean words
-      }
-    } else {
-      mapSnapshot(vm.persistent, blob, data.layout);
+    const incremental = snapshot === this.#state.base && data.entrypoint === "Call" &&
+      vm.restoreDirty(blob.ref, data.system.blob.ref);
+    if (!incremental) {
+      loadPersistent(vm.persistent, blob, data);
       vm.persistentReplaced();
+      vm.resetScratch();
       vm.synced();
     }
-    vm.resetScratch();
+    newGeneration(vm.persistent);
     this.#poison = undefined;
     try {
       if (data.entrypoint === "Call") {
@@ -307,7 +323,7 @@ export class MultiUseSandbox {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
-    if (vm.running) throw new Error(`Cannot ${what} a sandbox from inside one of its calls`);
+    if (vm.running) throw new SandboxBusyError(what, "called from inside one of its calls");
     return vm;
   }
 
@@ -348,8 +364,9 @@ export class MultiUseSandbox {
   close(): void {
     const vm = this.#vm;
     if (vm === undefined) return;
-    if (vm.running) throw new Error("Cannot close a sandbox from inside one of its calls");
+    if (vm.running) throw new SandboxBusyError("close", "called from inside one of its calls");
     this.#vm = undefined;
+    unclosed.unregister(vm);
     vm.close();
   }
 
@@ -357,6 +374,16 @@ export class MultiUseSandbox {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * A snapshot's memory as a sandbox sees it: the blob, copy-on-write, with the system area mapped over it
+ * from the snapshot's rebuilt copy (never the blob's own, see `machine/system_area.ts`).
+ */
+function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): void {
+  mapSnapshot(persistent, blob, data.layout);
+  persistent.mapCopyOnWrite(data.system.blob.backing, 0);
+  writeInfoPage(persistent);
 }
 
 /**
@@ -368,6 +395,23 @@ function mapSnapshot(persistent: Mapping, blob: Blob, layout: Layout): void {
   blob.mapInto(persistent);
   prefaultImage(persistent, layout);
 }
+
+/** A sandbox around a running VM (for `UninitializedSandbox.evolve()`; not part of the public API). */
+export function sandboxOf(vm: GuestVm, state: SandboxState): MultiUseSandbox {
+  return construct(vm, state);
+}
+
+/**
+ * The safety net for sandboxes nobody closed: when one is garbage-collected its VM and memory are released
+ * (`close()` and `using` remain the way to release them on time).
+ */
+const unclosed = new FinalizationRegistry<GuestVm>((vm) => {
+  try {
+    vm.close();
+  } catch {
+    // Nothing to report to at this point.
+  }
+});
 
 function isPoisoning(e: unknown): boolean {
   if (!(e instanceof Error)) return true;

@@ -31,6 +31,7 @@ import {
 } from "./machine/abi.ts";
 import { tagOf, typeOfTag } from "./machine/codec.ts";
 import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
+import { imagePageEntries, withoutGeneration } from "./machine/system_area.ts";
 import {
   basename,
   openSnapshotFile,
@@ -40,13 +41,15 @@ import {
   writeSnapshotFile,
 } from "./snapshot/file.ts";
 import { layoutOf, readFunctionTable } from "./snapshot/checks.ts";
-import { openChain, type SnapshotBaseReference } from "./snapshot/chain.ts";
+import { chainReader, openChain, type SnapshotBaseReference } from "./snapshot/chain.ts";
 import { blobDataRuns, capRuns, coalesce, differingRuns, pageCount, union } from "./snapshot/_pages.ts";
 import { memoryHint, readAheadWorkingSet, recordPresentPages } from "./snapshot/working_set.ts";
 import { hypervisorTag } from "./backend/select.ts";
 import type { HostFunctions } from "./host_functions.ts";
 import type { Layout } from "./machine/layout.ts";
 import { Blob } from "./memory/blob.ts";
+import { exhaustion } from "./resources.ts";
+import { type SystemArea, systemAreaFor } from "./machine/system_image.ts";
 import type { Mapping } from "./memory/mapping.ts";
 import type { OpenedFile } from "./memory/os_memory.ts";
 import { MultiUseSandbox } from "./multi_use_sandbox.ts";
@@ -88,6 +91,8 @@ export interface SnapshotData {
   readonly binary?: BinaryInfo;
   /** Pages a cold start touches (see `Snapshot.recordWorkingSet`), stored in the WORKING_SET section. */
   workingSet?: readonly PageRun[];
+  /** The system area sandboxes map instead of the blob's (see `machine/system_area.ts`). */
+  readonly system: SystemArea;
 }
 
 /**
@@ -154,8 +159,21 @@ const DELTA_GAP_PAGES = 16;
 /** Runs a writer allows a delta (each is a mapping per sandbox start); the format allows more. */
 const DELTA_TARGET_RUNS = 32;
 
-const registry = new FinalizationRegistry<Blob>((blob) => blob.close());
+/** What a snapshot owns natively; released by `close()` or, as a last resort, at garbage collection. */
+interface Owned {
+  blob: Blob;
+  system: SystemArea;
+}
+
+let construct: (blob: Blob, d: SnapshotData) => Snapshot;
+
+const registry = new FinalizationRegistry<Owned>((o) => release(o));
 const internals = new WeakMap<Snapshot, { blob: Blob; data: SnapshotData }>();
+
+function release(o: Owned): void {
+  o.blob.close();
+  o.system.release();
+}
 
 /**
  * A snapshot of a sandbox: take one with `sbx.snapshot()` (or `u.snapshot()` before init), restore it with
@@ -177,9 +195,10 @@ const internals = new WeakMap<Snapshot, { blob: Blob; data: SnapshotData }>();
  */
 export class Snapshot {
   /** Not for direct use: snapshots come from sandboxes and files. */
-  private constructor(blob: Blob, data: SnapshotData) {
+  private constructor(internal: unknown) {
+    const { blob, data } = internal as { blob: Blob; data: SnapshotData };
     internals.set(this, { blob, data });
-    registry.register(this, blob, blob);
+    registry.register(this, { blob, system: data.system }, blob);
   }
 
   /**
@@ -272,9 +291,15 @@ export class Snapshot {
       if (info.compatible) {
         try {
           const parsed = parseSnapshotHeader(prefix, file.size, host);
-          checkLoadable(parsed);
-          if (parsed.base !== null) {
-            const chain = openChain(file, parsed, pathString(path), host, options?.resolveBase, info.chain);
+          const layout = checkLoadable(parsed);
+          const chain = parsed.base === null
+            ? [{ file, parsed, path: pathString(path) }]
+            : openChain(file, parsed, pathString(path), host, options?.resolveBase, info.chain);
+          try {
+            // The image's page-table entries: the one part of the system area a loader reads from a file
+            // (for a delta, from whichever file of the chain holds them).
+            imagePageEntries(chainReader(chain), layout);
+          } finally {
             for (const link of chain.slice(1)) link.file.close();
           }
         } catch (e) {
@@ -298,9 +323,16 @@ export class Snapshot {
     verify: boolean,
     options?: SnapshotLoadOptions,
   ): { snapshot: Snapshot; parsed: ParsedSnapshot } {
-    const file = openSnapshotFile(path);
+    let file;
+    try {
+      file = openSnapshotFile(path);
+    } catch (e) {
+      throw exhaustion(e);
+    }
     try {
       return Snapshot.#loadOpened(file, pathString(path), verify, options);
+    } catch (e) {
+      throw exhaustion(e);
     } finally {
       file.close();
     }
@@ -340,26 +372,32 @@ export class Snapshot {
         for (const link of chain) link.file.close();
       }
     }
+    let system: SystemArea | undefined;
     try {
       // Queue the reads a cold start will make, in one batch, before anything touches the blob.
       if (parsed.workingSet !== null) readAheadWorkingSet(blob, parsed.workingSet);
       if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
       // From here on the view is read a page at a time (restores): no 8 MiB read-around.
       blob.adviseRandom();
+      // The only bytes of the system area taken from the file are the image's page-table entries, checked.
+      system = systemAreaFor(blob.ref, layout);
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
-      const snapshot = new Snapshot(blob, {
+      const snapshot = construct(blob, {
+        system,
         layout,
         entrypoint: call ? "Call" : "Initialise",
         entryAddr: BigInt(parsed.header.entrypointAddr),
         hostFunctions: parsed.hostFunctions,
         family: newFamily(),
         functions: call ? readFunctionTable(functionTable(blob)) : undefined,
-        blobHash: parsed.blobHash,
+        // Only a verified load knows the blob matches the hash (toFile of an unchecked load hashes again).
+        blobHash: verify ? parsed.blobHash : undefined,
         binary: parsed.binary ?? undefined,
         workingSet: parsed.workingSet ?? undefined,
       });
       return { snapshot, parsed };
     } catch (e) {
+      system?.release();
       blob.close();
       throw e;
     }
@@ -531,7 +569,7 @@ export class Snapshot {
     const i = internals.get(this);
     if (i === undefined) return;
     registry.unregister(i.blob);
-    i.blob.close();
+    release({ blob: i.blob, system: i.data.system });
   }
 
   /** Same as `close()`. */
@@ -539,9 +577,8 @@ export class Snapshot {
     this.close();
   }
 
-  /** Creates a snapshot (module-internal: see {@linkcode snapshotFromMemory}). */
-  static create(blob: Blob, d: SnapshotData): Snapshot {
-    return new Snapshot(blob, d);
+  static {
+    construct = (blob, data) => new Snapshot({ blob, data });
   }
 }
 
@@ -559,11 +596,29 @@ export function live(s: Snapshot): { blob: Blob; data: SnapshotData } {
 
 /**
  * Copies `mem` (a persistent region) into a sealed backing and wraps it as a snapshot. Notes which pages of
- * `mem` may hold data (see `memoryHint`), so that `toFile` reads only those.
+ * `mem` may hold data (see `memoryHint`), so that the copy and `toFile` read only those.
  */
-export function snapshotFromMemory(mem: Mapping, d: SnapshotData): Snapshot {
-  const hint = memoryHint(mem);
-  return Snapshot.create(Blob.copyOf(mem, hint), d);
+export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">): Snapshot {
+  let blob: Blob;
+  try {
+    blob = withoutGeneration(mem, () => Blob.copyOf(mem, memoryHint(mem)));
+  } catch (e) {
+    throw exhaustion(e);
+  }
+  return snapshotOf(blob, d);
+}
+
+/**
+ * Wraps a blob as a snapshot, building its system area; takes the blob over (closed on failure). For
+ * snapshots made from memory (`snapshotFromMemory`) and tests that assemble one.
+ */
+export function snapshotOf(blob: Blob, d: Omit<SnapshotData, "system">): Snapshot {
+  try {
+    return construct(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
+  } catch (e) {
+    blob.close();
+    throw exhaustion(e);
+  }
 }
 
 /**

@@ -7,13 +7,14 @@ import { IMAGE_BASE } from "./machine/abi.ts";
 import { initialise } from "./machine/init.ts";
 import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } from "./snapshot.ts";
 import { GuestVm } from "./machine/guest_vm.ts";
-import { writeSystemArea } from "./machine/system_area.ts";
+import { newGeneration, writeInfoPage, writeSystemArea } from "./machine/system_area.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
 import { type ElfImage, parseElf } from "./machine/elf.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
 import { computeLayout, type Layout } from "./machine/layout.ts";
+import { loadGuest } from "../guest/sdk.ts";
 import { Mapping } from "./memory/mapping.ts";
-import { MultiUseSandbox } from "./multi_use_sandbox.ts";
+import { type MultiUseSandbox, sandboxOf } from "./multi_use_sandbox.ts";
 import type { Signature } from "./types.ts";
 
 /**
@@ -46,14 +47,59 @@ export class UninitializedSandbox {
   readonly #config: ResolvedConfiguration;
   readonly #layout: Layout;
   #hostFunctions: HostFunctions;
+  /** The binary's path, when it came from a file (recorded for debuggers and core dumps). */
+  readonly #path: string | undefined;
+
+  /**
+   * Like the constructor, for any guest Deno can read: a path, or a `file:`, `http:` or `https:` URL (such
+   * as a guest shipped in a package: `new URL("./guest/bin/hello", import.meta.resolve("@snapvm/snapvm"))`).
+   * Refuses files larger than the largest image the loader accepts.
+   *
+   * @example
+   * ```ts ignore
+   * const u = await UninitializedSandbox.load(new URL("https://example.com/guests/hello"));
+   * using sbx = u.evolve();
+   * ```
+   */
+  static async load(
+    guest: string | URL,
+    config?: SandboxConfiguration,
+    hostFunctions?: HostFunctions,
+  ): Promise<UninitializedSandbox> {
+    const bytes = await loadGuest(guest);
+    const u = new UninitializedSandbox(bytes, config, hostFunctions);
+    if (typeof guest === "string" && !/^[a-z]+:/i.test(guest)) u.#pathOverride = guest;
+    else if (guest instanceof URL && guest.protocol === "file:") {
+      u.#pathOverride = decodeURIComponent(guest.pathname);
+    }
+    return u;
+  }
+
+  #pathOverride: string | undefined;
+
+  /** The guest binary's path, when it was read from a file (`undefined` for bytes and remote URLs). */
+  get binaryPath(): string | undefined {
+    return this.#pathOverride ?? this.#path;
+  }
 
   /**
    * Reads and validates the guest binary and the configuration. Throws `GuestBinaryError` for a bad ELF,
    * TypeError/RangeError for a bad configuration, and Deno's own errors (such as `Deno.errors.NotFound`)
-   * when the file cannot be read.
+   * when the file cannot be read. A path or `file:` URL is read here; for `http:`/`https:` URLs (a guest
+   * shipped in a package) use {@linkcode UninitializedSandbox.load}.
    */
   constructor(guest: GuestBinary, config?: SandboxConfiguration, hostFunctions?: HostFunctions) {
+    if (guest instanceof URL && guest.protocol !== "file:") {
+      throw new TypeError(
+        `Cannot read a guest from ${guest.protocol} synchronously: use await UninitializedSandbox.load(url)`,
+      );
+    }
     this.#image = guest instanceof Uint8Array ? guest.slice() : Deno.readFileSync(guest);
+    this.#path = typeof guest === "string"
+      ? guest
+      : guest instanceof URL
+      ? decodeURIComponent(guest.pathname)
+      : undefined;
     this.#elf = parseElf(this.#image);
     this.#config = resolveConfiguration(config);
     this.#layout = computeLayout({
@@ -120,7 +166,7 @@ export class UninitializedSandbox {
         this.#config,
         this.#hostFunctions,
       );
-      return new MultiUseSandbox(vm, {
+      return sandboxOf(vm, {
         dispatch,
         functions,
         hostFunctions: this.#hostFunctions.clone(),
@@ -161,6 +207,8 @@ export class UninitializedSandbox {
       mem.window(s.vaddr, s.fileSize).set(this.#image.subarray(s.fileOffset, s.fileOffset + s.fileSize));
     }
     writeSystemArea(mem.window(0, IMAGE_BASE), this.#layout, this.#elf.segments);
+    writeInfoPage(mem);
+    newGeneration(mem);
     // The image (with its zero-filled .bss) and the start of the heap are what guest init touches first;
     // allocating them now saves a host page fault inside each guest fault.
     const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;

@@ -1,8 +1,9 @@
 /**
- * errno handling: turns a failed libc call into an {@linkcode OsCallError} that names the call.
+ * errno handling: turns a failed libc call into an {@linkcode ErrnoError} that names the call.
  *
  * @module
  */
+import { OsCallError } from "../../errors.ts";
 import { libc } from "./libc.ts";
 
 const NAMES: Record<number, string> = {
@@ -35,30 +36,22 @@ export function errnoName(errno: number): string {
 }
 
 /**
- * A libc or kernel call failed. `call` names it (for ioctls, the ioctl request name), `errno` is the raw
- * value and `code` its symbolic name.
+ * A libc or kernel call failed: an {@linkcode OsCallError} that also carries the raw `errno`.
  *
  * @example
  * ```ts
- * import { OsCallError } from "./errno.ts";
- * const e = new OsCallError("ioctl(KVM_CREATE_VM)", 12);
+ * import { ErrnoError } from "./errno.ts";
+ * const e = new ErrnoError("ioctl(KVM_CREATE_VM)", 12);
  * console.log(e.message); // "ioctl(KVM_CREATE_VM) failed: ENOMEM"
  * ```
  */
-export class OsCallError extends Error {
+export class ErrnoError extends OsCallError {
   /** The raw errno value. */
   readonly errno: number;
-  /** Symbolic errno name such as `"EINVAL"`. */
-  readonly code: string;
-  /** The call that failed. */
-  readonly call: string;
   /** Builds the error from the call name and errno. */
   constructor(call: string, errno: number) {
-    super(`${call} failed: ${errnoName(errno)}`);
-    this.name = "OsCallError";
+    super(call, errnoName(errno));
     this.errno = errno;
-    this.code = errnoName(errno);
-    this.call = call;
   }
 }
 
@@ -81,16 +74,17 @@ export function lastErrno(): number {
 }
 
 /**
- * Throws {@linkcode OsCallError} when `result` is negative; returns it otherwise.
+ * Throws {@linkcode ErrnoError} when `result` is negative; returns it otherwise.
  *
  * @example
  * ```ts
  * import { check } from "./errno.ts";
- * import { libc } from "./libc.ts";
+ * import { OsCallError } from "../../errors.ts";
+import { libc } from "./libc.ts";
  * const pid = check("getpid", libc().getpid());
  * ```
  */
 export function check(call: string, result: number): number {
-  if (result < 0) throw new OsCallError(call, lastErrno());
+  if (result < 0) throw new ErrnoError(call, lastErrno());
   return result;
 }

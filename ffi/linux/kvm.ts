@@ -115,10 +115,14 @@ export const RUN = {
   DIRTY_REGS: 296,
   /** `s.regs`: a `struct kvm_regs` inside the mapping (KVM_CAP_SYNC_REGS). */
   SYNC_REGS: 304,
+  /** `s.sregs`: a `struct kvm_sregs` inside the mapping, after `s.regs`. */
+  SYNC_SREGS: 448,
 } as const;
 
 /** `KVM_SYNC_X86_REGS`: the general-purpose register set of `kvm_run.s`. */
 export const KVM_SYNC_X86_REGS = 1n;
+/** `KVM_SYNC_X86_SREGS`: the special register set of `kvm_run.s`. */
+export const KVM_SYNC_X86_SREGS = 2n;
 
 /**
  * MSRs a guest at CPL0 could change, with the values a vCPU has after `KVM_CREATE_VCPU` (Intel SDM vol. 3,
@@ -153,6 +157,7 @@ export const REGS = {
   RSP: 48,
   RBP: 56,
   R8: 64,
+  R11: 88,
   RIP: 128,
   RFLAGS: 136,
 } as const;

@@ -39,6 +39,8 @@ const SYMBOLS = {
   timer_settime: { parameters: ["usize", "i32", "buffer", "pointer"], result: "i32" },
   timer_delete: { parameters: ["usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  syscall_ptr: { name: "syscall", parameters: ["i64", "i64", "buffer"], result: "i64" },
+  syscall3: { name: "syscall", parameters: ["i64", "i64", "u64"], result: "i64" },
 } as const;
 
 /** The opened symbols; see {@linkcode libc}. */

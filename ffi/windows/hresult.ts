@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { OsCallError } from "../../errors.ts";
 
 /**
  * HRESULT values (as unsigned 32-bit numbers) with a name and a sentence each. `WHV_E_*` come from
@@ -183,21 +184,16 @@ export function describeWin32Error(code: number): string {
  * console.log(e.message); // WHvMapGpaRange failed: E_INVALIDARG (0x80070057): invalid argument
  * ```
  */
-export class HresultError extends Error {
-  /** The function that failed. */
-  readonly call: string;
+export class HresultError extends OsCallError {
   /** The HRESULT, unsigned. */
   readonly hresult: number;
-  /** Its symbolic name, or `0xXXXXXXXX`. */
-  readonly code: string;
   /** Builds the error from the call name and the HRESULT (signed or unsigned). */
   constructor(call: string, hr: number) {
-    super(`${call} failed: ${describeHresult(hr)}`);
+    const u = hr >>> 0;
+    super(call, HRESULT_NAMES[u] ?? `0x${u.toString(16).toUpperCase().padStart(8, "0")}`);
+    this.message = `${call} failed: ${describeHresult(hr)}`;
     this.name = "HresultError";
-    this.call = call;
-    this.hresult = hr >>> 0;
-    this.code = HRESULT_NAMES[this.hresult] ??
-      `0x${this.hresult.toString(16).toUpperCase().padStart(8, "0")}`;
+    this.hresult = u;
   }
 }
 
@@ -210,20 +206,15 @@ export class HresultError extends Error {
  * console.log(new Win32Error("VirtualAlloc2", 1455).message);
  * ```
  */
-export class Win32Error extends Error {
-  /** The function that failed. */
-  readonly call: string;
+export class Win32Error extends OsCallError {
   /** The Win32 error code. */
   readonly error: number;
-  /** Its symbolic name, or `Win32 error N`. */
-  readonly code: string;
   /** Builds the error from the call name and the Win32 error code. */
   constructor(call: string, error: number) {
-    super(`${call} failed: ${describeWin32Error(error)}`);
+    super(call, WIN32_NAMES[error] ?? `Win32 error ${error}`);
+    this.message = `${call} failed: ${describeWin32Error(error)}`;
     this.name = "Win32Error";
-    this.call = call;
     this.error = error;
-    this.code = WIN32_NAMES[error] ?? `Win32 error ${error}`;
   }
 }
 

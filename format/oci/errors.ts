@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../../errors.ts";
 
 /**
  * A reference such as `127.0.0.1:5000/team/app:v1` that does not follow the distribution grammar.
@@ -28,7 +29,7 @@
  * }
  * ```
  */
-export class OciReferenceError extends Error {
+export class OciReferenceError extends SnapvmError {
   /** Always `"OciReferenceError"`. */
   override name = "OciReferenceError";
   /** The reference as given. */
@@ -121,7 +122,7 @@ function describeCodes(codes: readonly RegistryErrorCode[]): string {
  * console.log(error.hasCode("MANIFEST_UNKNOWN")); // true
  * ```
  */
-export class RegistryError extends Error {
+export class RegistryError extends SnapvmError {
   /** `"RegistryError"` (or the subclass name). */
   override name: string = "RegistryError";
   /** The HTTP method. */
@@ -208,7 +209,7 @@ export class RegistryAuthError extends RegistryError {
  * console.log(error.message); // Cannot reach registry: GET http://127.0.0.1:1/v2/ failed: Connection refused
  * ```
  */
-export class RegistryConnectionError extends Error {
+export class RegistryConnectionError extends SnapvmError {
   /** Always `"RegistryConnectionError"`. */
   override name = "RegistryConnectionError";
   /** The HTTP method. */
@@ -245,7 +246,7 @@ export class RegistryConnectionError extends Error {
  * // Refusing plain HTTP to registry.internal for a token realm: only loopback hosts use HTTP unless `insecure: true` is set
  * ```
  */
-export class InsecureRegistryError extends Error {
+export class InsecureRegistryError extends SnapvmError {
   /** Always `"InsecureRegistryError"`. */
   override name = "InsecureRegistryError";
   /** The refused URL, without its query string. */
@@ -284,7 +285,7 @@ export class InsecureRegistryError extends Error {
  * console.log(error.message.startsWith("Digest mismatch for layer: content has sha256:bbbb")); // true
  * ```
  */
-export class DigestMismatchError extends Error {
+export class DigestMismatchError extends SnapvmError {
   /** Always `"DigestMismatchError"`. */
   override name = "DigestMismatchError";
   /** What was checked: `manifest`, `config`, `layer`, `manifest (Docker-Content-Digest)`, … */
@@ -359,7 +360,7 @@ export type OciContentErrorKind = typeof OCI_CONTENT_ERROR_KINDS[number];
  * console.log(error.message); // Invalid manifest: schemaVersion is 1, expected 2
  * ```
  */
-export class OciContentError extends Error {
+export class OciContentError extends SnapvmError {
   /** Always `"OciContentError"`. */
   override name = "OciContentError";
   /** The class of problem. */
@@ -412,7 +413,7 @@ function clip(text: string): string {
  * console.log(error.message); // Cannot use OCI image layout /tmp/layout: has no manifest tagged "v2" (tags: v1)
  * ```
  */
-export class OciLayoutError extends Error {
+export class OciLayoutError extends SnapvmError {
   /** Always `"OciLayoutError"`. */
   override name = "OciLayoutError";
   /** The layout directory. */
@@ -442,7 +443,7 @@ export class OciLayoutError extends Error {
  * console.log(error.message); // Cannot locate the snapshot cache: neither DENO_DIR nor HOME is set; pass `cacheDir`
  * ```
  */
-export class OciCacheError extends Error {
+export class OciCacheError extends SnapvmError {
   /** Always `"OciCacheError"`. */
   override name = "OciCacheError";
 

@@ -5,6 +5,7 @@
  * in a sandbox made from a snapshot. Nothing here is an example of how to write a guest.
  */
 #include "snapvm.h"
+#include "../runtime/internal.h" /* sv_rt.in / sv_rt.out: the raw I/O buffers */
 
 /* ---- segment selectors ---- */
 
@@ -99,6 +100,38 @@ static int32_t read_vector(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* SetWide(u64 x): x into the upper half of ymm14 (AVX) — #UD where the guest cannot use AVX. */
+static int32_t set_ymm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  __asm__ volatile("vmovq %0, %%xmm13\n\tvinserti128 $1, %%xmm13, %%ymm14, %%ymm14" : : "r"(a[0].u64) : "xmm13", "xmm14");
+  return SV_OK;
+}
+
+/* ReadWide() -> u64: the low quadword of ymm14's upper half. */
+static int32_t read_ymm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  uint64_t v;
+  __asm__ volatile("vextracti128 $1, %%ymm14, %%xmm13\n\tvmovq %%xmm13, %0" : "=r"(v) : : "xmm13");
+  r->u64 = v;
+  return SV_OK;
+}
+
+/* SetZmm(u64 x): x into zmm31 and opmask k1 (AVX-512) — #UD where the guest cannot use AVX-512. */
+static int32_t set_zmm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  __asm__ volatile("vpbroadcastq %0, %%zmm31\n\tkmovq %0, %%k1" : : "r"(a[0].u64) : "memory");
+  return SV_OK;
+}
+
+/* ReadZmm() -> u64: the low quadword of zmm31 xor opmask k1. */
+static int32_t read_zmm(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  uint64_t v, k;
+  __asm__ volatile("vmovq %%xmm31, %0\n\tkmovq %%k1, %1" : "=r"(v), "=r"(k));
+  r->u64 = v ^ k;
+  return SV_OK;
+}
+
 /* ---- flags and identity ---- */
 
 /* SetFlags(u64 bits): ORs bits into RFLAGS with popf (AC, DF and the like; TF is refused). */
@@ -155,6 +188,29 @@ static int32_t call_host(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* CallHostBytes(string name) -> bytes: calls a host function with no arguments that returns bytes. */
+static int32_t call_host_bytes(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  sv_value result;
+  int32_t rc = sv_call_host(a[0].str.ptr, SV_BYTES, NULL, 0, &result);
+  if (rc != SV_OK) return sv_error(rc, sv_last_host_error());
+  uint8_t *copy = sv_ret_alloc(r, SV_BYTES, result.bytes.len);
+  if (copy == NULL) return sv_error(SV_ERR_NO_MEMORY, "no memory for the result");
+  memcpy(copy, result.bytes.ptr, result.bytes.len);
+  return SV_OK;
+}
+
+/* CallHostLen(string name) -> u32: calls a host function returning bytes, returns only its length (so the
+ * host's answer stays in the output buffer, beyond what the result overwrites). */
+static int32_t call_host_len(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  sv_value result;
+  int32_t rc = sv_call_host(a[0].str.ptr, SV_BYTES, NULL, 0, &result);
+  if (rc != SV_OK) return sv_error(rc, sv_last_host_error());
+  r->u32 = result.bytes.len;
+  return SV_OK;
+}
+
 /* Counter(): a global counter, to see which memory state a sandbox has. */
 static int32_t g_counter;
 static int32_t counter(const sv_value *a, uint32_t n, sv_value *r) {
@@ -191,6 +247,38 @@ static int32_t addr(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* FillStack(u64 x) -> u64: fills 8 KiB of its own stack frame with x; returns the frame's address. */
+static int32_t fill_stack(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  volatile uint64_t frame[1024];
+  for (int i = 0; i < 1024; i++) frame[i] = a[0].u64;
+  r->u64 = (uint64_t)(uintptr_t)&frame[512];
+  return SV_OK;
+}
+
+/* Alloc(u64 size) -> u64: malloc (heap pages for tests to write). */
+static int32_t alloc(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  r->u64 = (uint64_t)(uintptr_t)malloc((size_t)a[0].u64);
+  return SV_OK;
+}
+
+/* Echo(string) -> string. */
+static int32_t echo(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  *r = a[0];
+  return SV_OK;
+}
+
+/* BufferByte(u32 which, u32 offset) -> u32: a byte of the input (0) or output (1) buffer as it is now. */
+static int32_t buffer_byte(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n;
+  const uint8_t *buf = a[0].u32 == 0 ? sv_rt.in : sv_rt.out;
+  uint64_t size = a[0].u32 == 0 ? sv_rt.in_size : sv_rt.out_size;
+  r->u32 = a[1].u32 < size ? ((const volatile uint8_t *)buf)[a[1].u32] : 0xffffffffu;
+  return SV_OK;
+}
+
 /* Escalated(): a function a forged IDT gate would send the CPU to at CPL0; returns CS. */
 static int32_t escalated(const sv_value *a, uint32_t n, sv_value *r) {
   (void)a, (void)n;
@@ -217,16 +305,26 @@ void guest_main(void) {
   REG0("RdPkru", SV_U32, rd_pkru);
   REG("SetVector", SV_VOID, set_vector, SV_U64);
   REG0("ReadVector", SV_U64, read_vector);
+  REG("SetYmm", SV_VOID, set_ymm, SV_U64);
+  REG0("ReadYmm", SV_U64, read_ymm);
+  REG("SetZmm", SV_VOID, set_zmm, SV_U64);
+  REG0("ReadZmm", SV_U64, read_zmm);
   REG("SetFlags", SV_VOID, set_flags, SV_U64);
   REG0("ReadFlags", SV_U64, read_flags);
   REG0("Rdtscp", SV_U64, do_rdtscp);
   REG0("Rdpid", SV_U64, do_rdpid);
   REG0("Spin", SV_VOID, spin);
   REG("CallHost", SV_I32, call_host, SV_STRING);
+  REG("CallHostBytes", SV_BYTES, call_host_bytes, SV_STRING);
+  REG("CallHostLen", SV_U32, call_host_len, SV_STRING);
   REG0("Counter", SV_I32, counter);
   REG0("Int3", SV_VOID, do_int3);
   REG("Peek", SV_U64, peek, SV_U64);
   REG("Poke", SV_VOID, poke, SV_U64, SV_U64);
   REG0("Addr", SV_U64, addr);
   REG0("Escalated", SV_U64, escalated);
+  REG("FillStack", SV_U64, fill_stack, SV_U64);
+  REG("Alloc", SV_U64, alloc, SV_U64);
+  REG("Echo", SV_STRING, echo, SV_STRING);
+  REG("BufferByte", SV_U32, buffer_byte, SV_U32, SV_U32);
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Must equal the host's ABI_VERSION (docs/ABI.md); the runtime refuses to start on a mismatch. */
-#define SNAPVM_ABI_VERSION 2
+#define SNAPVM_ABI_VERSION 3
 
 /* Value types; the numbers are the ABI's wire tags. */
 typedef enum sv_type {
@@ -147,6 +147,20 @@ void *calloc(size_t n, size_t size);
 void *realloc(void *p, size_t n);
 /* Largest block malloc could return right now. */
 size_t sv_heap_available(void);
+
+/*
+ * Clones (ABI 3). The host writes a new, never-zero generation into a read-only info page whenever this
+ * guest's memory is restored from a snapshot or a new sandbox starts from one, so two sandboxes made from
+ * one snapshot, or one sandbox before and after a restore, see different generations. Random numbers
+ * derived from state in a snapshot would repeat across clones: sv_random() reseeds itself from fresh
+ * host entropy whenever the generation changed.
+ */
+uint64_t sv_generation(void);
+/* A 64-bit random number: xoshiro256** seeded from host entropy, reseeded on every new generation. */
+uint64_t sv_random(void);
+/* rand() of the C library, from sv_random(): 0..SV_RAND_MAX. */
+#define SV_RAND_MAX 0x7fffffff
+int rand(void);
 
 /* The C library functions gcc may emit calls to, plus a few string helpers. */
 void *memcpy(void *dst, const void *src, size_t n);

@@ -14,6 +14,9 @@
 #define SV_PORT_ABORT 0xE2
 #define SV_PORT_LOG 0xE3
 
+/* The info page (ABI 3): generation u64 @0, seed 32 bytes @8; read-only for the guest. */
+#define SV_INFO_ADDR 0x1FF000
+
 #ifndef __ASSEMBLER__
 #include "snapvm.h"
 

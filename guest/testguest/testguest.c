@@ -30,6 +30,20 @@ static int32_t get_static(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* Generation() -> u64: the info page's generation (changes on every restore and every clone). */
+static int32_t generation(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  r->u64 = sv_generation();
+  return SV_OK;
+}
+
+/* Random() -> u64: sv_random(), reseeded from host entropy whenever the generation changed. */
+static int32_t random_u64(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)a, (void)n;
+  r->u64 = sv_random();
+  return SV_OK;
+}
+
 static int32_t add_to_static(const sv_value *a, uint32_t n, sv_value *r) {
   (void)n;
   g_static += a[0].i32;
@@ -181,6 +195,8 @@ void guest_main(void) {
   sv_register("Nothing", SV_VOID, 0, NULL, nothing);
   REG("Add", SV_I32, add, SV_I32, SV_I32);
   sv_register("GetStatic", SV_I32, 0, NULL, get_static);
+  sv_register("Generation", SV_U64, 0, NULL, generation);
+  sv_register("Random", SV_U64, 0, NULL, random_u64);
   REG("AddToStatic", SV_I32, add_to_static, SV_I32);
   REG("PrintOutput", SV_I32, print_output, SV_STRING);
   sv_register("Spin", SV_VOID, 0, NULL, spin);

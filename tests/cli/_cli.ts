@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { hasKvm } from "../_kvm.ts";
+import { hasHypervisor } from "../_hypervisor.ts";
 import { haveGcc } from "../../guest/sdk.ts";
 
 /** `cli/main.ts` of this checkout. */
@@ -48,7 +48,7 @@ export function needsTest(
   name: string,
   fn: (t: Deno.TestContext) => void | Promise<void>,
 ): void {
-  const missing = needs.filter((n) => (n === "kvm" ? !hasKvm : !hasGcc));
+  const missing = needs.filter((n) => (n === "kvm" ? !hasHypervisor : !hasGcc));
   if (missing.length === 0) {
     Deno.test({ name, fn, sanitizeResources: false, sanitizeOps: false });
   } else if (Deno.env.get("CI") === "true") {

@@ -10,11 +10,8 @@
 import assert from "node:assert/strict";
 import { needsTest, ROOT } from "../cli/_cli.ts";
 
-/**
- * What `blake3Backend()` returns for a consumer of the published package on this machine.
- * LEAD: flip to "native" once the native backend for consumers lands.
- */
-const EXPECTED_CONSUMER_BLAKE3_BACKEND = "wasm";
+/** What `blake3Backend()` returns for a consumer of the published package on this machine (x86-64). */
+const EXPECTED_CONSUMER_BLAKE3_BACKEND = "native";
 
 /** The files of `deno publish --dry-run`, relative to the repository root. */
 async function publishedFiles(): Promise<string[]> {

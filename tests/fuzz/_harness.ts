@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { dropIdleSystemAreas } from "../../vm/machine/system_image.ts";
 import { gunzipSync, gzipSync } from "node:zlib";
 import {
   ExecutionCanceledError,
@@ -198,15 +199,17 @@ export function describeError(e: unknown): string {
 
 // ---- resources ---------------------------------------------------------------------------------------------
 
-/** Open fds of this process. */
+/** Open fds of this process (after dropping idle caches, which hold a bounded number of fds). */
 export function fdCount(): number {
+  dropIdleSystemAreas();
   let n = 0;
   for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
   return n;
 }
 
-/** Lines of /proc/self/maps. */
+/** Lines of /proc/self/maps (after dropping idle caches). */
 export function mapCount(): number {
+  dropIdleSystemAreas();
   return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l).length;
 }
 
@@ -216,6 +219,7 @@ export function mapCount(): number {
  * heap pages at random addresses elsewhere, so this count does not move with the JS heap.
  */
 export function nativeMapCount(): number {
+  dropIdleSystemAreas();
   let n = 0;
   for (const line of Deno.readTextFileSync("/proc/self/maps").split("\n")) {
     if (!line) continue;

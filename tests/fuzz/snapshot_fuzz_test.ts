@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { kvmTest } from "../_kvm.ts";
+import { vmTest } from "../_hypervisor.ts";
 import { formatFailures, supervise } from "./main.ts";
 import { CORPUS_DIR } from "./_harness.ts";
 
@@ -15,14 +15,14 @@ export const CI_BUDGET = 3500;
 /** Seed of the CI run. */
 export const CI_SEED = 20261126;
 
-kvmTest(`snapshot fuzzer: CI budget of ${CI_BUDGET} cases without a disallowed outcome`, async () => {
+vmTest(`snapshot fuzzer: CI budget of ${CI_BUDGET} cases without a disallowed outcome`, async () => {
   const r = await supervise("snapshot", { seed: CI_SEED, iterations: CI_BUDGET, stallSeconds: 120 });
   assert.equal(r.crashes, 0, `the fuzzed process crashed or hung:\n${formatFailures(r)}`);
   assert.equal(r.cases, CI_BUDGET);
   assert.equal(r.failures.length, 0, `${r.failures.length} failing cases:\n${formatFailures(r)}`);
 });
 
-kvmTest("snapshot fuzzer: every corpus input passes", async () => {
+vmTest("snapshot fuzzer: every corpus input passes", async () => {
   const r = await supervise("snapshot", { seed: CI_SEED, replayDir: CORPUS_DIR, stallSeconds: 120 });
   assert.equal(r.failures.length, 0, `${r.failures.length} corpus inputs fail:\n${formatFailures(r)}`);
 });

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { ExecutionCanceledError, PoisonedSandboxError, UninitializedSandbox } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 
-kvmTest("maxExecutionTimeMs stops a spinning guest", () => {
+vmTest("maxExecutionTimeMs stops a spinning guest", () => {
   using sbx = new UninitializedSandbox(guestPath("testguest"), { maxExecutionTimeMs: 50 }).evolve();
   assert.throws(() => sbx.call("Spin"), (e: unknown) => {
     assert.ok(e instanceof ExecutionCanceledError);
@@ -15,12 +15,12 @@ kvmTest("maxExecutionTimeMs stops a spinning guest", () => {
   assert.equal(fresh.call("Echo", "after"), "after");
 });
 
-kvmTest("a call that finishes in time is not affected by the limit, many times over", () => {
+vmTest("a call that finishes in time is not affected by the limit, many times over", () => {
   using sbx = new UninitializedSandbox(guestPath("testguest"), { maxExecutionTimeMs: 5 }).evolve();
   for (let i = 0; i < 300; i++) assert.equal(sbx.call("EchoI32", i), i);
 });
 
-kvmTest("an interrupt handle stops a spinning guest from a Worker", async () => {
+vmTest("an interrupt handle stops a spinning guest from a Worker", async () => {
   using sbx = new UninitializedSandbox(guestPath("testguest"), { maxExecutionTimeMs: 0 }).evolve();
   const handle = sbx.interruptHandle();
   assert.equal(handle.kill(), false, "kill on an idle sandbox does nothing");

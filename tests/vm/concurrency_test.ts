@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { InterruptHandle, UninitializedSandbox } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 
 const STEADY_WORKERS = 3;
 const VICTIM_ROUNDS = 60;
@@ -17,7 +17,7 @@ interface Done {
   errors: string[];
 }
 
-kvmTest("workers share one snapshot file; one is cancelled repeatedly; all results correct", async () => {
+vmTest("workers share one snapshot file; one is cancelled repeatedly; all results correct", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "snapvm-concurrency-" });
   const path = `${dir}/shared.hls`;
   const workers: Worker[] = [];

@@ -7,7 +7,7 @@ import {
   PoisonedSandboxError,
   UninitializedSandbox,
 } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 
 function sandbox(config = {}): MultiUseSandbox {
   return new UninitializedSandbox(guestPath("testguest"), config).evolve();
@@ -35,7 +35,7 @@ function expectPoisoning(provoke: (s: MultiUseSandbox) => unknown, check: (e: un
   assert.equal(fresh.call("Echo", "healthy"), "healthy");
 }
 
-kvmTest("Abort gives GuestAbortedError with code and message", () => {
+vmTest("Abort gives GuestAbortedError with code and message", () => {
   expectPoisoning((s) => s.call("Abort", 42, "guest gave up"), (e) => {
     assert.ok(e instanceof GuestAbortedError);
     assert.equal(e.name, "GuestAbortedError");
@@ -44,7 +44,7 @@ kvmTest("Abort gives GuestAbortedError with code and message", () => {
   });
 });
 
-kvmTest("a write to an unmapped address is a MemoryAccessViolationError with the address", () => {
+vmTest("a write to an unmapped address is a MemoryAccessViolationError with the address", () => {
   expectPoisoning((s) => s.call("WildWrite", 0x3000_0000n), (e) => {
     assert.ok(e instanceof MemoryAccessViolationError);
     assert.equal(e.name, "MemoryAccessViolationError");
@@ -54,7 +54,7 @@ kvmTest("a write to an unmapped address is a MemoryAccessViolationError with the
   });
 });
 
-kvmTest("a null read is a MemoryAccessViolationError", () => {
+vmTest("a null read is a MemoryAccessViolationError", () => {
   expectPoisoning((s) => s.call("ReadAddr", 8n), (e) => {
     assert.ok(e instanceof MemoryAccessViolationError);
     assert.equal(e.address, 8n);
@@ -62,7 +62,7 @@ kvmTest("a null read is a MemoryAccessViolationError", () => {
   });
 });
 
-kvmTest("a write to guest code (read-only) is a MemoryAccessViolationError", () => {
+vmTest("a write to guest code (read-only) is a MemoryAccessViolationError", () => {
   expectPoisoning((s) => s.call("WildWrite", 0x200000n), (e) => {
     assert.ok(e instanceof MemoryAccessViolationError);
     assert.equal(e.address, 0x200000n);
@@ -71,7 +71,7 @@ kvmTest("a write to guest code (read-only) is a MemoryAccessViolationError", () 
   });
 });
 
-kvmTest("the guest cannot read or write its page tables and descriptor tables", () => {
+vmTest("the guest cannot read or write its page tables and descriptor tables", () => {
   for (const addr of [0x1000n, 0x2000n, 0x5000n, 0x8000n]) {
     expectPoisoning((s) => s.call("WildWrite", addr), (e) => {
       assert.ok(e instanceof MemoryAccessViolationError, String(e));
@@ -83,7 +83,7 @@ kvmTest("the guest cannot read or write its page tables and descriptor tables", 
   }
 });
 
-kvmTest("divide by zero is a GuestCrashedError with vector 0 and RIP", () => {
+vmTest("divide by zero is a GuestCrashedError with vector 0 and RIP", () => {
   expectPoisoning((s) => s.call("DivideByZero"), (e) => {
     assert.ok(e instanceof GuestCrashedError);
     assert.equal(e.name, "GuestCrashedError");
@@ -92,14 +92,14 @@ kvmTest("divide by zero is a GuestCrashedError with vector 0 and RIP", () => {
   });
 });
 
-kvmTest("ud2 is a GuestCrashedError with vector 6", () => {
+vmTest("ud2 is a GuestCrashedError with vector 6", () => {
   expectPoisoning((s) => s.call("IllegalInstruction"), (e) => {
     assert.ok(e instanceof GuestCrashedError);
     assert.equal(e.vector, 6);
   });
 });
 
-kvmTest("stack overflow hits the guard page: GuestCrashedError with vector 14 and CR2", () => {
+vmTest("stack overflow hits the guard page: GuestCrashedError with vector 14 and CR2", () => {
   expectPoisoning((s) => s.call("StackOverflow", 100000), (e) => {
     assert.ok(e instanceof GuestCrashedError, String(e));
     assert.equal(e.vector, 14);
@@ -108,7 +108,7 @@ kvmTest("stack overflow hits the guard page: GuestCrashedError with vector 14 an
   });
 });
 
-kvmTest("moderate recursion within the stack works", () => {
+vmTest("moderate recursion within the stack works", () => {
   using sbx = sandbox();
   assert.equal(typeof sbx.call("StackOverflow", 4), "number");
 });

@@ -16,11 +16,12 @@ import {
   MemoryAccessViolationError,
   type MultiUseSandbox,
   PoisonedSandboxError,
+  SandboxBusyError,
   type Snapshot,
   UninitializedSandbox,
   type Value,
 } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 
 const HEAP = 64 * 1024;
 const OUTPUT = 8192;
@@ -131,7 +132,7 @@ function addressOf(fn: "CodeAddr" | "RodataAddr" | "HeapAddr"): bigint {
 
 // ---- runaway code -----------------------------------------------------------------------------------------
 
-kvmTest("infinite loop: canceled by maxExecutionTimeMs, poisoned, restored", () => {
+vmTest("infinite loop: canceled by maxExecutionTimeMs, poisoned, restored", () => {
   misbehave("testguest", "Spin", [], true, (e) => {
     assert.ok(e instanceof ExecutionCanceledError);
     assert.equal(e.reason, "timeout");
@@ -139,7 +140,7 @@ kvmTest("infinite loop: canceled by maxExecutionTimeMs, poisoned, restored", () 
   }, { config: { maxExecutionTimeMs: 30 } });
 });
 
-kvmTest("deep recursion runs into the guard page: stack overflow, poisoned, restored", () => {
+vmTest("deep recursion runs into the guard page: stack overflow, poisoned, restored", () => {
   misbehave("testguest", "StackOverflow", [100_000], true, (e) => {
     assert.ok(e instanceof GuestCrashedError, String(e));
     assert.equal(e.vector, 14);
@@ -148,7 +149,7 @@ kvmTest("deep recursion runs into the guard page: stack overflow, poisoned, rest
   });
 });
 
-kvmTest("recursion that fits the stack is fine", () => {
+vmTest("recursion that fits the stack is fine", () => {
   const { sbx, snap } = setUp("testguest");
   assert.equal(sbx.call("StackOverflow", 8), 8);
   assert.equal(sbx.poisoned, false);
@@ -158,45 +159,45 @@ kvmTest("recursion that fits the stack is fine", () => {
 
 // ---- memory -----------------------------------------------------------------------------------------------
 
-kvmTest("write to the guest's own code: protected page, poisoned, restored", () => {
+vmTest("write to the guest's own code: protected page, poisoned, restored", () => {
   const code = addressOf("CodeAddr");
   misbehave("fuzzguest", "Poke", [code, 0xcc], true, violation("write", code, /page is protected/));
 });
 
-kvmTest("write to read-only data: protected page", () => {
+vmTest("write to read-only data: protected page", () => {
   const ro = addressOf("RodataAddr");
   misbehave("fuzzguest", "Poke", [ro, 1], true, violation("write", ro, /page is protected/));
 });
 
-kvmTest("writes and reads of supervisor pages (GDT/TSS/IDT, stubs, exception stack) are refused", () => {
+vmTest("writes and reads of supervisor pages (GDT/TSS/IDT, stubs, exception stack) are refused", () => {
   for (const addr of [0x1000n, 0x1100n, 0x1800n, 0x2000n, 0x3000n, 0x4ff8n]) {
     misbehave("fuzzguest", "Poke", [addr, 0], true, violation("write", addr, /page is protected/));
     misbehave("fuzzguest", "Peek", [addr], true, violation("read", addr, /page is protected/));
   }
 });
 
-kvmTest("page tables and the function table are not mapped for the guest", () => {
+vmTest("page tables and the function table are not mapped for the guest", () => {
   for (const addr of [0x5000n, 0x6000n, 0x7000n, 0x8000n, 0x1e0000n]) {
     misbehave("fuzzguest", "Peek", [addr], true, violation("read", addr, /not mapped/));
     misbehave("fuzzguest", "Poke", [addr, 0xff], true, violation("write", addr, /not mapped/));
   }
 });
 
-kvmTest("reads and writes of unmapped addresses: null page, past the end of guest memory", () => {
+vmTest("reads and writes of unmapped addresses: null page, past the end of guest memory", () => {
   for (const addr of [0n, 8n, 0xfffn, 0x3ffff000n, 0x40000000n, 0x7fff_ffff_f000n]) {
     misbehave("fuzzguest", "Peek", [addr], true, violation("read", addr, /not mapped/));
     misbehave("fuzzguest", "Poke", [addr, 1], true, violation("write", addr, /not mapped/));
   }
 });
 
-kvmTest("non-canonical addresses raise #GP", () => {
+vmTest("non-canonical addresses raise #GP", () => {
   for (const addr of [0x8000_0000_0000n, 0xdead_0000_0000_0000n]) {
     misbehave("fuzzguest", "Peek", [addr], true, crashed(13));
     misbehave("fuzzguest", "Poke", [addr, 1], true, crashed(13));
   }
 });
 
-kvmTest("executing data, heap, supervisor or unmapped memory is refused", () => {
+vmTest("executing data, heap, supervisor or unmapped memory is refused", () => {
   const heap = addressOf("HeapAddr"), ro = addressOf("RodataAddr");
   misbehave("fuzzguest", "Jump", [heap], true, violation("execute", heap, /page is protected/));
   misbehave("fuzzguest", "Jump", [ro], true, violation("execute", ro, /page is protected/));
@@ -204,7 +205,7 @@ kvmTest("executing data, heap, supervisor or unmapped memory is refused", () => 
   misbehave("fuzzguest", "Jump", [0n], true, violation("execute", 0n, /not mapped/));
 });
 
-kvmTest(
+vmTest(
   "a fault with a broken stack pointer is still reported (the CPU switches to the exception stack)",
   () => {
     misbehave(
@@ -226,39 +227,39 @@ kvmTest(
 
 // ---- instructions -----------------------------------------------------------------------------------------
 
-kvmTest("privileged instructions (hlt, cli, mov cr3, lgdt, wrmsr, ...) raise #GP", () => {
+vmTest("privileged instructions (hlt, cli, mov cr3, lgdt, wrmsr, ...) raise #GP", () => {
   for (const fn of ["Hlt", "Cli", "MovCr3", "Lgdt", "Wrmsr", "Sti", "MovCr0", "ReadCr3", "Lidt", "Rdmsr"]) {
     misbehave("fuzzguest", fn, [], true, crashed(13, (e) => assert.equal(e.errorCode, 0n)));
   }
   for (const fn of ["Invd", "Invlpg", "Ltr", "Rdpmc"]) misbehave("fuzzguest", fn, [], true, crashed(13));
 });
 
-kvmTest("loading a kernel selector (mov ss, far return to CPL0) raises #GP with the selector", () => {
+vmTest("loading a kernel selector (mov ss, far return to CPL0) raises #GP with the selector", () => {
   misbehave("fuzzguest", "MovSs", [], true, crashed(13, (e) => assert.equal(e.errorCode, 0x10n)));
   misbehave("fuzzguest", "LretKernel", [], true, crashed(13, (e) => assert.equal(e.errorCode, 0x8n)));
 });
 
-kvmTest("int3 is a breakpoint crash", () => {
+vmTest("int3 is a breakpoint crash", () => {
   misbehave("fuzzguest", "Int3", [], true, crashed(3, (e) => assert.match(e.message, /breakpoint/)));
 });
 
-kvmTest("ud2 (and the testguest's IllegalInstruction) is #UD", () => {
+vmTest("ud2 (and the testguest's IllegalInstruction) is #UD", () => {
   misbehave("fuzzguest", "Ud2", [], true, crashed(6, (e) => assert.match(e.message, /#UD/)));
   misbehave("testguest", "IllegalInstruction", [], true, crashed(6));
 });
 
-kvmTest("divide by zero is #DE", () => {
+vmTest("divide by zero is #DE", () => {
   misbehave("testguest", "DivideByZero", [], true, crashed(0, (e) => assert.match(e.message, /#DE/)));
 });
 
-kvmTest("other CPU exceptions: icebp and single-step (#DB), alignment check (#AC), SIMD (#XM)", () => {
+vmTest("other CPU exceptions: icebp and single-step (#DB), alignment check (#AC), SIMD (#XM)", () => {
   misbehave("fuzzguest", "Int1", [], true, crashed(1));
   misbehave("fuzzguest", "SingleStep", [], true, crashed(1));
   misbehave("fuzzguest", "AlignmentCheck", [], true, crashed(17));
   misbehave("fuzzguest", "SimdException", [], true, crashed(19));
 });
 
-kvmTest("int n to a kernel gate, sysenter: a typed crash", () => {
+vmTest("int n to a kernel gate, sysenter: a typed crash", () => {
   for (const fn of ["Int80", "IntGp", "Sysenter"]) {
     misbehave("fuzzguest", fn, [], true, (e) => {
       assert.ok(e instanceof GuestCrashedError, String(e));
@@ -267,7 +268,7 @@ kvmTest("int n to a kernel gate, sysenter: a typed crash", () => {
   }
 });
 
-kvmTest("syscall: a typed error, poisoned, restored", () => {
+vmTest("syscall: a typed error, poisoned, restored", () => {
   // EFER.SCE is set (docs/ABI.md), so syscall enters CPL0 at LSTAR = 0, which is not mapped.
   misbehave("fuzzguest", "Syscall", [], true, (e) => {
     assert.ok(e instanceof MemoryAccessViolationError || e instanceof GuestCrashedError, String(e));
@@ -279,7 +280,7 @@ kvmTest("syscall: a typed error, poisoned, restored", () => {
   }
 });
 
-kvmTest("vmcall from the guest is refused and changes nothing", () => {
+vmTest("vmcall from the guest is refused and changes nothing", () => {
   // Documented outcomes: hardware KVM and some PVM hosts return -KVM_EPERM in RAX for a hypercall from
   // CPL3; other PVM hosts raise #GP (vector 13) or #UD (vector 6). Both are refusals; neither may change
   // guest state beyond what restore undoes.
@@ -301,7 +302,7 @@ kvmTest("vmcall from the guest is refused and changes nothing", () => {
   }
 });
 
-kvmTest("AVX: #UD where the host's CR4 applies, or runs (PVM hosts run CPL3 code natively)", () => {
+vmTest("AVX: #UD where the host's CR4 applies, or runs (PVM hosts run CPL3 code natively)", () => {
   const { sbx, snap } = setUp("fuzzguest");
   try {
     try {
@@ -321,7 +322,7 @@ kvmTest("AVX: #UD where the host's CR4 applies, or runs (PVM hosts run CPL3 code
 
 // ---- host functions ---------------------------------------------------------------------------------------
 
-kvmTest("a host function that throws: HostFunctionError with the cause, not poisoned", () => {
+vmTest("a host function that throws: HostFunctionError with the cause, not poisoned", () => {
   const boom = new RangeError("boom from the host");
   const fns = new HostFunctions().register("Add", { params: ["i32", "i32"], returns: "i32" }, () => {
     throw boom;
@@ -334,7 +335,7 @@ kvmTest("a host function that throws: HostFunctionError with the cause, not pois
   }, { hostFunctions: fns });
 });
 
-kvmTest("a host function that re-enters its sandbox is refused with a clear error, no deadlock", () => {
+vmTest("a host function that re-enters its sandbox is refused with a clear error, no deadlock", () => {
   const ref: { sbx?: MultiUseSandbox; snap?: Snapshot } = {};
   const attempts: [string, () => unknown][] = [
     ["call", () => ref.sbx!.call("Echo", "inner")],
@@ -361,7 +362,11 @@ kvmTest("a host function that re-enters its sandbox is refused with a clear erro
     for (attempt = 0; attempt < attempts.length; attempt++) {
       assert.throws(() => sbx.call("Add", 1, 2), (e) => {
         assert.ok(e instanceof HostFunctionError, String(e));
-        assert.match(String((e.cause as Error).message), /inside one of its calls|already running a call/);
+        assert.ok(e.cause instanceof SandboxBusyError, String(e.cause));
+        assert.match(
+          e.cause.message,
+          /busy \((called from inside one of its calls|re-entered from one of its host functions)\)/,
+        );
         return true;
       });
       assert.equal(sbx.poisoned, false);
@@ -374,7 +379,7 @@ kvmTest("a host function that re-enters its sandbox is refused with a clear erro
   }
 });
 
-kvmTest("a host function that calls another sandbox works (no global lock)", () => {
+vmTest("a host function that calls another sandbox works (no global lock)", () => {
   using other = new UninitializedSandbox(guestPath("testguest")).evolve();
   const fns = new HostFunctions().register(
     "Add",
@@ -392,7 +397,7 @@ kvmTest("a host function that calls another sandbox works (no global lock)", () 
 
 // ---- resources --------------------------------------------------------------------------------------------
 
-kvmTest("heap exhaustion: GuestError code 4, not poisoned, restore frees the heap", () => {
+vmTest("heap exhaustion: GuestError code 4, not poisoned, restore frees the heap", () => {
   misbehave("testguest", "Malloc", [BigInt(HEAP) * 2n], false, (e) => {
     assert.ok(e instanceof GuestError, String(e));
     assert.equal(e.code, 4);
@@ -419,7 +424,7 @@ kvmTest("heap exhaustion: GuestError code 4, not poisoned, restore frees the hea
   }
 });
 
-kvmTest("output larger than the buffer: GuestError code 5, not poisoned", () => {
+vmTest("output larger than the buffer: GuestError code 5, not poisoned", () => {
   misbehave("testguest", "ReturnLarge", [OUTPUT], false, (e) => {
     assert.ok(e instanceof GuestError, String(e));
     assert.equal(e.code, 5);
@@ -429,13 +434,13 @@ kvmTest("output larger than the buffer: GuestError code 5, not poisoned", () => 
   });
 });
 
-kvmTest("a host call larger than the output buffer fails in the guest, not the host", () => {
+vmTest("a host call larger than the output buffer fails in the guest, not the host", () => {
   misbehave("testguest", "PrintOutput", ["x".repeat(OUTPUT)], false, (e) => {
     assert.ok(e instanceof GuestError, String(e));
   });
 });
 
-kvmTest("a host function error message larger than the output buffer is cut, not overflowing", () => {
+vmTest("a host function error message larger than the output buffer is cut, not overflowing", () => {
   const long = new HostFunctions().register("Add", { params: ["i32", "i32"], returns: "i32" }, () => {
     throw new Error("e".repeat(OUTPUT * 4));
   });
@@ -456,14 +461,14 @@ function protocolError(port: RegExp) {
   };
 }
 
-kvmTest("out with the wrong width, or to an undefined port in the ABI's range: protocol error", () => {
+vmTest("out with the wrong width, or to an undefined port in the ABI's range: protocol error", () => {
   misbehave("fuzzguest", "OutWidth", [0xe0, 1], true, protocolError(/0xe0.*size 1/));
   misbehave("fuzzguest", "OutWidth", [0xe1, 2], true, protocolError(/0xe1.*size 2/));
   misbehave("fuzzguest", "OutWidth", [0xe4, 1], true, protocolError(/0xe4/));
   misbehave("fuzzguest", "OutImm", [0], true, protocolError(/0xe0/));
 });
 
-kvmTest("out to ports outside the I/O bitmap raises #GP", () => {
+vmTest("out to ports outside the I/O bitmap raises #GP", () => {
   for (const port of [0x80, 0xef, 0xff, 0x3f8, 0xcf8, 0xffff]) {
     misbehave("fuzzguest", "OutWidth", [port, 4], true, crashed(13));
     misbehave("fuzzguest", "OutWidth", [port, 1], true, crashed(13));
@@ -472,7 +477,7 @@ kvmTest("out to ports outside the I/O bitmap raises #GP", () => {
 
 // DEFECT (reported): after an `in` exit, KVM completes the pending instruction on the next KVM_RUN and
 // writes back the old RIP over the registers restore() set, so the guest resumes inside the failed call.
-kvmTest("in from an ABI port: protocol error, poisoned, and restore brings the sandbox back", () => {
+vmTest("in from an ABI port: protocol error, poisoned, and restore brings the sandbox back", () => {
   misbehave("fuzzguest", "InWidth", [0xe0, 4], true, protocolError(/0xe0 accessed with in\b/));
   misbehave("fuzzguest", "InWidth", [0xe3, 1], true, protocolError(/0xe3/));
 });

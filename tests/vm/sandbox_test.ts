@@ -5,7 +5,7 @@ import {
   SandboxClosedError,
   UninitializedSandbox,
 } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 
 function testguest(config = {}) {
   const u = new UninitializedSandbox(guestPath("testguest"), config);
@@ -13,14 +13,14 @@ function testguest(config = {}) {
   return u;
 }
 
-kvmTest("Echo returns its string argument", () => {
+vmTest("Echo returns its string argument", () => {
   using sbx = testguest().evolve();
   assert.equal(sbx.call("Echo", "hello"), "hello");
   assert.equal(sbx.call("Echo", ""), "");
   assert.equal(sbx.call("Echo", "héllo wörld ✓ 🎉"), "héllo wörld ✓ 🎉");
 });
 
-kvmTest("every value type round-trips", () => {
+vmTest("every value type round-trips", () => {
   using sbx = testguest().evolve();
   for (const v of [0, 1, -1, 2 ** 31 - 1, -(2 ** 31)]) assert.equal(sbx.call("EchoI32", v), v);
   for (const v of [0, 1, 2 ** 32 - 1]) assert.equal(sbx.call("EchoU32", v), v);
@@ -38,7 +38,7 @@ kvmTest("every value type round-trips", () => {
   assert.equal(sbx.call("Nothing"), undefined);
 });
 
-kvmTest("guestFunctions lists the guest's registrations", () => {
+vmTest("guestFunctions lists the guest's registrations", () => {
   using sbx = testguest().evolve();
   const fns = sbx.guestFunctions();
   const echo = fns.find((f) => f.name === "Echo");
@@ -51,13 +51,13 @@ kvmTest("guestFunctions lists the guest's registrations", () => {
   assert.ok(fns.length >= 25);
 });
 
-kvmTest("Add calls the host's Add", () => {
+vmTest("Add calls the host's Add", () => {
   using sbx = testguest().evolve();
   assert.equal(sbx.call("Add", 2, 3), 5);
   assert.equal(sbx.call("Add", -10, 4), -6);
 });
 
-kvmTest("guest global state persists across calls", () => {
+vmTest("guest global state persists across calls", () => {
   using sbx = testguest().evolve();
   assert.equal(sbx.call("GetStatic"), 0);
   assert.equal(sbx.call("AddToStatic", 5), 5);
@@ -67,14 +67,14 @@ kvmTest("guest global state persists across calls", () => {
   assert.equal(other.call("GetStatic"), 0);
 });
 
-kvmTest("PrintOutput reaches registerPrint", () => {
+vmTest("PrintOutput reaches registerPrint", () => {
   const printed: string[] = [];
   using sbx = testguest().registerPrint((t) => void printed.push(t)).evolve();
   assert.equal(sbx.call("PrintOutput", "hi there\n"), 9);
   assert.deepEqual(printed, ["hi there\n"]);
 });
 
-kvmTest("arguments are checked against the guest signature before the guest runs", () => {
+vmTest("arguments are checked against the guest signature before the guest runs", () => {
   using sbx = testguest().evolve();
   assert.throws(() => sbx.call("Echo"), { name: "TypeError", message: /Echo takes 1 argument/ });
   assert.throws(() => sbx.call("Echo", 1), {
@@ -93,7 +93,7 @@ kvmTest("arguments are checked against the guest signature before the guest runs
   assert.equal(sbx.call("Echo", "still usable"), "still usable");
 });
 
-kvmTest("arguments and results up to the buffer limits", () => {
+vmTest("arguments and results up to the buffer limits", () => {
   using sbx = testguest({ inputDataSize: 64 * 1024, outputDataSize: 64 * 1024 }).evolve();
   const big = new Uint8Array(60 * 1024).map((_, i) => i);
   assert.deepEqual(sbx.call("EchoBytes", big), big);
@@ -108,7 +108,7 @@ kvmTest("arguments and results up to the buffer limits", () => {
   assert.equal(sbx.call("Echo", "usable"), "usable");
 });
 
-kvmTest("host function that throws gives HostFunctionError and does not poison", () => {
+vmTest("host function that throws gives HostFunctionError and does not poison", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   u.registerHostFunction("Add", { params: ["i32", "i32"], returns: "i32" }, () => {
     throw new Error("host exploded");
@@ -126,7 +126,7 @@ kvmTest("host function that throws gives HostFunctionError and does not poison",
   assert.equal(sbx.call("Echo", "ok"), "ok");
 });
 
-kvmTest("a missing host function is an error the guest sees", () => {
+vmTest("a missing host function is an error the guest sees", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   using sbx = u.evolve();
   assert.throws(() => sbx.call("Add", 1, 2), {
@@ -137,21 +137,21 @@ kvmTest("a missing host function is an error the guest sees", () => {
   assert.equal(sbx.call("Echo", "ok"), "ok");
 });
 
-kvmTest("a host function returning the wrong type is a HostFunctionError", () => {
+vmTest("a host function returning the wrong type is a HostFunctionError", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   u.registerHostFunction("Add", { params: ["i32", "i32"], returns: "i32" }, () => "nope");
   using sbx = u.evolve();
   assert.throws(() => sbx.call("Add", 1, 2), { name: "HostFunctionError", message: /returned a bad value/ });
 });
 
-kvmTest("calling a closed sandbox throws SandboxClosedError; close twice is fine", () => {
+vmTest("calling a closed sandbox throws SandboxClosedError; close twice is fine", () => {
   const sbx = testguest().evolve();
   sbx.close();
   sbx.close();
   assert.throws(() => sbx.call("Echo", "x"), SandboxClosedError);
 });
 
-kvmTest("re-entering the sandbox from a host function is refused", () => {
+vmTest("re-entering the sandbox from a host function is refused", () => {
   const u = new UninitializedSandbox(guestPath("testguest"));
   // deno-lint-ignore prefer-const
   let sbx: ReturnType<typeof u.evolve>;
@@ -163,13 +163,13 @@ kvmTest("re-entering the sandbox from a host function is refused", () => {
   sbx = u.evolve();
   assert.throws(() => sbx.call("Add", 1, 2), {
     name: "HostFunctionError",
-    message: /already running a call/,
+    message: /busy \(re-entered from one of its host functions\)/,
   });
   assert.equal(sbx.call("Echo", "fine"), "fine");
   sbx.close();
 });
 
-kvmTest("Malloc works until the heap is exhausted", () => {
+vmTest("Malloc works until the heap is exhausted", () => {
   using sbx = testguest({ heapSize: 256 * 1024 }).evolve();
   const a = sbx.call("Malloc", 4096n) as bigint;
   assert.ok(a > 0n);
@@ -178,7 +178,7 @@ kvmTest("Malloc works until the heap is exhausted", () => {
   assert.ok((sbx.call("Malloc", 100n * 1024n) as bigint) > 0n);
 });
 
-kvmTest("guest errors carry code and message and do not poison", () => {
+vmTest("guest errors carry code and message and do not poison", () => {
   using sbx = testguest().evolve();
   assert.throws(() => sbx.call("Fail", 123, "custom failure"), {
     name: "GuestError",
@@ -188,7 +188,7 @@ kvmTest("guest errors carry code and message and do not poison", () => {
   assert.equal(sbx.call("Echo", "ok"), "ok");
 });
 
-kvmTest("guest log records reach the logger at or above guestLogLevel", async () => {
+vmTest("guest log records reach the logger at or above guestLogLevel", async () => {
   const { setLogger } = await import("../../mod.ts");
   const records: { level: string; message: string }[] = [];
   setLogger((r) => void records.push(r));
@@ -207,5 +207,35 @@ kvmTest("guest log records reach the logger at or above guestLogLevel", async ()
     );
   } finally {
     setLogger(undefined);
+  }
+});
+
+vmTest("fn<P, R>() gives a typed function: no casts, the same checks as call()", () => {
+  using sbx = new UninitializedSandbox(guestPath("testguest")).evolve();
+  const echo = sbx.fn<[string], string>("Echo");
+  const text: string = echo("typed");
+  assert.equal(text, "typed");
+  const add = sbx.fn<[number, number], number>("Add");
+  assert.throws(() => add(1, 2), { name: "GuestError" }); // the guest calls the host's Add: not registered
+  const wrong = sbx.fn<[number], string>("Echo");
+  assert.throws(() => wrong(1), TypeError);
+  assert.throws(() => sbx.fn("NoSuchFunction"), { name: "GuestFunctionNotFoundError" });
+});
+
+vmTest("UninitializedSandbox.load reads a guest from a path, a file: URL or over HTTP", async () => {
+  const path = guestPath("hello");
+  const bytes = Deno.readFileSync(path);
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(bytes));
+  try {
+    const remote = new URL(`http://127.0.0.1:${server.addr.port}/hello`);
+    for (const guest of [path, new URL(`file://${path}`), remote]) {
+      const u = await UninitializedSandbox.load(guest);
+      using sbx = u.evolve();
+      assert.equal(sbx.call("Hello", "load"), "Hello, load!");
+      assert.equal(u.binaryPath, guest === remote ? undefined : path);
+    }
+    assert.throws(() => new UninitializedSandbox(remote), /UninitializedSandbox\.load/);
+  } finally {
+    await server.shutdown();
   }
 });

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { HostFunctions, MultiUseSandbox, Snapshot, UninitializedSandbox, type Value } from "../../mod.ts";
-import { guestPath, kvmTest } from "../_kvm.ts";
+import { guestPath, vmTest } from "../_hypervisor.ts";
 import { fdCount, mapCount, nativeMapCount, rssBytes } from "../fuzz/_harness.ts";
 
 const CYCLES = 10_000;
@@ -33,7 +33,7 @@ function sample() {
   return { fds: fdCount(), native: nativeMapCount(), maps: mapCount(), rss: rssBytes() };
 }
 
-kvmTest(`soak: ${CYCLES} cycles of fromSnapshot, call, restore, close leak nothing`, async () => {
+vmTest(`soak: ${CYCLES} cycles of fromSnapshot, call, restore, close leak nothing`, async () => {
   const dir = Deno.makeTempDirSync({ prefix: "snapvm-soak-" });
   const subjects: Subject[] = [];
   try {

@@ -41,6 +41,8 @@ export interface EntryRegisters {
   rflags: bigint;
   /** First argument (System V ABI). */
   rdi: bigint;
+  /** R11: where the entry code jumps to (docs/ABI.md, "Entry"); 0 when absent. */
+  r11?: bigint;
 }
 
 /**
@@ -209,21 +211,30 @@ export interface VirtualMachine {
    */
   memoryReplaced(offset: number, size: number): void;
 
-  /**
-   * Starts recording which of the first `memory.trackedPages` pages the guest writes. Idempotent: when
-   * already tracking, it forgets what was recorded so far instead.
-   */
+  /** Starts recording which pages the guest writes (all set bits clear). Idempotent. */
   startDirtyTracking(): void;
 
   /** True once {@linkcode startDirtyTracking} ran for the current mapping. */
   readonly tracking: boolean;
 
   /**
-   * The tracked pages written since tracking started or since the last call, one bit per page from
-   * guest-physical 0 (bit `p % 64` of word `p / 64`), and re-arms tracking for them. The array is reused by
-   * the next call.
+   * True when the backend records writes to every page of the mapping (the scratch region too); otherwise
+   * only to the first `memory.trackedPages`.
+   */
+  readonly tracksScratch: boolean;
+
+  /**
+   * The pages written since tracking started, one bit per page from guest-physical 0 (bit `p % 64` of word
+   * `p / 64`). Bits stay set until {@linkcode clearDirtyPages} clears them, and a page with its bit set is
+   * not tracked again until then: writing it costs the guest nothing more. The array is reused.
    */
   takeDirtyPages(): BigUint64Array;
+
+  /**
+   * Clears the bits set in `bitmap` among the first `pages` pages and tracks those pages again (their next
+   * write is recorded). `pages` is a multiple of 64 or covers the whole tracked range.
+   */
+  clearDirtyPages(bitmap: BigUint64Array, pages: number): void;
 
   /** Sets the registers of the next entry; see {@linkcode EntryRegisters}. */
   setEntryRegisters(r: EntryRegisters): void;

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
+import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import {
   AF_INET,
   EAGAIN,
@@ -51,9 +51,9 @@ const fdRegistry = new FinalizationRegistry<number>((fd) => {
   socketLib().close(fd);
 });
 
-/** A thrown {@linkcode OsCallError} for the call that just failed. */
-function osError(call: string): OsCallError {
-  return new OsCallError(call, lastErrno());
+/** A thrown {@linkcode ErrnoError} for the call that just failed. */
+function osError(call: string): ErrnoError {
+  return new ErrnoError(call, lastErrno());
 }
 
 function checkPort(port: number): void {
@@ -127,7 +127,7 @@ export class SocketConnection implements Connection {
       if (errno === EINTR) continue;
       lib.close(fd);
       throw new DebuggerConnectionError(`cannot connect to 127.0.0.1:${port}`, {
-        cause: new OsCallError("connect", errno),
+        cause: new ErrnoError("connect", errno),
       });
     }
     return new SocketConnection(fd);
@@ -148,7 +148,7 @@ export class SocketConnection implements Connection {
       if (errno === EINTR) continue;
       if (errno === ECONNRESET) return 0;
       throw new DebuggerConnectionError("cannot read from the debugger", {
-        cause: new OsCallError("recv", errno),
+        cause: new ErrnoError("recv", errno),
       });
     }
   }
@@ -172,7 +172,7 @@ export class SocketConnection implements Connection {
       const errno = lastErrno();
       if (errno === EINTR) continue;
       throw new DebuggerConnectionError("cannot write to the debugger", {
-        cause: new OsCallError("send", errno),
+        cause: new ErrnoError("send", errno),
       });
     }
   }
@@ -268,7 +268,7 @@ export class LoopbackListener {
       if (errno === EINTR) continue;
       if (errno === EAGAIN) return undefined;
       throw new DebuggerConnectionError("cannot accept a debugger", {
-        cause: new OsCallError("accept4", errno),
+        cause: new ErrnoError("accept4", errno),
       });
     }
   }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../../errors.ts";
 
 /** Why a guest virtual address could not be used; see {@linkcode GuestAddressError}. */
 export type GuestAddressProblem =
@@ -35,7 +36,7 @@ export type GuestAddressProblem =
  * console.log(e.message); // "Cannot access guest address 0x1000: not mapped (PT entry 1 is not present)"
  * ```
  */
-export class GuestAddressError extends Error {
+export class GuestAddressError extends SnapvmError {
   /** The guest virtual address. */
   readonly address: bigint;
   /** What went wrong. */
@@ -59,7 +60,7 @@ export class GuestAddressError extends Error {
  * console.log(e.message); // "Cannot write core dump: memory range 2 overlaps range 1"
  * ```
  */
-export class CoreDumpError extends Error {
+export class CoreDumpError extends SnapvmError {
   /** Creates the error. */
   constructor(detail: string, options?: ErrorOptions) {
     super(`Cannot write core dump: ${detail}`, options);
@@ -69,7 +70,7 @@ export class CoreDumpError extends Error {
 
 /**
  * The debugger connection failed or timed out (accepting, reading or writing the TCP socket). The cause is
- * the failed system call (an `OsCallError`), when there is one.
+ * the failed system call (an `ErrnoError`), when there is one.
  *
  * @example
  * ```ts
@@ -78,7 +79,7 @@ export class CoreDumpError extends Error {
  * console.log(e.message);
  * ```
  */
-export class DebuggerConnectionError extends Error {
+export class DebuggerConnectionError extends SnapvmError {
   /** Creates the error. */
   constructor(detail: string, options?: ErrorOptions) {
     super(`Debugger connection failed: ${detail}`, options);

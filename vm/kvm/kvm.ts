@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { check, errnoName, lastErrno } from "../../ffi/linux/errno.ts";
+import { check, ErrnoError, errnoName, lastErrno } from "../../ffi/linux/errno.ts";
+import { exhaustion } from "../resources.ts";
 import { libc, O_CLOEXEC, O_RDWR } from "../../ffi/linux/libc.ts";
 import { KVM, KVM_API_VERSION, KVM_CAP } from "../../ffi/linux/kvm.ts";
 import { HypervisorUnavailableError } from "../errors.ts";
@@ -131,8 +132,11 @@ export class Kvm {
 let instance: Kvm | undefined;
 
 /** The error for a failed open of `/dev/kvm`, with what to do about it. */
-function unavailable(errno: number): HypervisorUnavailableError {
+function unavailable(errno: number): Error {
   const name = errnoName(errno);
+  if (name === "EMFILE" || name === "ENFILE" || name === "ENOMEM") {
+    return exhaustion(new ErrnoError("open(/dev/kvm)", errno)) as Error;
+  }
   if (name === "ENOENT") {
     return new HypervisorUnavailableError(
       "kvm",

@@ -16,6 +16,19 @@
 import { check } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 
+/** True in a Worker: its end cannot be observed (Deno fires no `unload` there), which decides two things. */
+export const IN_WORKER: boolean = typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
+  "undefined";
+
+/**
+ * While a call without any time limit runs in a Worker, the thread still leaves `KVM_RUN` this often (ms),
+ * at the cost of one extra exit per interval, so that it is never blocked in the guest for longer: a thread
+ * that runs the guest on behalf of an isolate that has gone away (an asynchronous call of a terminated
+ * Worker) stops within one interval. (Deno cannot terminate a Worker that runs synchronous code at all,
+ * denoland/deno#35657: stop such a call with an interrupt handle first.)
+ */
+export const HEARTBEAT_MS: number = IN_WORKER ? 100 : 0;
+
 /** The signal that interrupts `KVM_RUN`. */
 export const SIGUSR2 = 12;
 const SIG_BLOCK = 0;
@@ -85,7 +98,7 @@ export class ThreadSignals {
     const outer = this.#deadlines.length > 0 ? this.#deadlines[this.#deadlines.length - 1] : Infinity;
     const deadline = Math.min(ms > 0 ? performance.now() + ms : Infinity, outer);
     this.#deadlines.push(deadline);
-    if (deadline !== outer) this.#program(deadline);
+    if (deadline !== outer || (this.#deadlines.length === 1 && HEARTBEAT_MS > 0)) this.#program();
     return deadline;
   }
 
@@ -93,23 +106,33 @@ export class ThreadSignals {
   disarm(): void {
     const inner = this.#deadlines.pop();
     const outer = this.#deadlines.length > 0 ? this.#deadlines[this.#deadlines.length - 1] : Infinity;
-    if (inner !== outer) this.#program(outer);
+    if (inner !== outer || (this.#deadlines.length === 0 && HEARTBEAT_MS > 0)) this.#program();
   }
 
-  /** Programs the timer to fire at `deadline` (now, if it has passed), or turns it off for Infinity. */
-  #program(deadline: number): void {
-    if (deadline === Infinity && !this.#armed) return;
+  /**
+   * Programs the timer for the innermost deadline (now, if it has passed); with no deadline, off, or in a
+   * Worker a periodic heartbeat while a call runs (see {@linkcode HEARTBEAT_MS}).
+   */
+  #program(): void {
+    const running = this.#deadlines.length > 0;
+    const deadline = running ? this.#deadlines[this.#deadlines.length - 1] : Infinity;
+    const heartbeat = running && deadline === Infinity && HEARTBEAT_MS > 0;
+    if (deadline === Infinity && !heartbeat && !this.#armed) return;
     if (this.#timer === undefined) this.#timer = this.#createTimer();
     const spec = this.#timerSpec;
-    if (deadline === Infinity) {
-      spec.fill(0n);
-      this.#armed = false;
-    } else {
+    spec.fill(0n);
+    if (heartbeat) {
+      spec[0] = spec[2] = 0n;
+      spec[1] = spec[3] = BigInt(HEARTBEAT_MS * 1_000_000);
+      this.#armed = true;
+    } else if (deadline !== Infinity) {
       // At least 1 µs: a zero it_value would disarm the timer instead of firing it.
       const us = Math.max(1, Math.ceil((deadline - performance.now()) * 1000));
       spec[2] = BigInt(Math.floor(us / 1_000_000));
       spec[3] = BigInt((us % 1_000_000) * 1000);
       this.#armed = true;
+    } else {
+      this.#armed = false;
     }
     check("timer_settime", libc().timer_settime(this.#timer, 0, spec, null));
   }

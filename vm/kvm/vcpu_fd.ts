@@ -3,11 +3,12 @@
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
+import { check, ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import {
   KVM,
   KVM_SYNC_X86_REGS,
+  KVM_SYNC_X86_SREGS,
   REGS,
   RESET_DR6,
   RESET_DR7,
@@ -63,28 +64,45 @@ export class VcpuFd {
     if (libc().ioctl(this.#fd, KVM.RUN, 0n) < 0) {
       const errno = lastErrno();
       if (errno === 4 || errno === 11) return RUN_INTERRUPTED; // EINTR, EAGAIN
-      throw new OsCallError("ioctl(KVM_RUN)", errno);
+      throw new ErrnoError("ioctl(KVM_RUN)", errno);
     }
     return this.run.view.getUint32(RUN.EXIT_REASON, true);
   }
 
   /**
    * Stages general-purpose registers for the next `KVM_RUN` through `kvm_run.s.regs`, without an ioctl.
-   * Only RIP, RSP, RFLAGS and RDI are set; every other register is zeroed.
+   * Only RIP, RSP, RFLAGS, RDI and R11 are set; every other register is zeroed.
    *
    * @example
    * ```ts
    * // vcpu.stageRegs({ rip: 0x200000n, rsp: 0x400000n, rflags: 2n, rdi: 0n });
    * ```
    */
-  stageRegs(r: { rip: bigint; rsp: bigint; rflags: bigint; rdi: bigint }): void {
+  stageRegs(r: { rip: bigint; rsp: bigint; rflags: bigint; rdi: bigint; r11?: bigint }): void {
     const v = this.run.view;
     this.run.bytes.fill(0, RUN.SYNC_REGS, RUN.SYNC_REGS + REGS.SIZE);
     v.setBigUint64(RUN.SYNC_REGS + REGS.RIP, r.rip, true);
     v.setBigUint64(RUN.SYNC_REGS + REGS.RSP, r.rsp, true);
     v.setBigUint64(RUN.SYNC_REGS + REGS.RFLAGS, r.rflags, true);
     v.setBigUint64(RUN.SYNC_REGS + REGS.RDI, r.rdi, true);
-    v.setBigUint64(RUN.DIRTY_REGS, KVM_SYNC_X86_REGS, true);
+    v.setBigUint64(RUN.SYNC_REGS + REGS.R11, r.r11 ?? 0n, true);
+    v.setBigUint64(RUN.DIRTY_REGS, v.getBigUint64(RUN.DIRTY_REGS, true) | KVM_SYNC_X86_REGS, true);
+  }
+
+  /**
+   * Stages special registers (a 312-byte `struct kvm_sregs`) for the next `KVM_RUN` through
+   * `kvm_run.s.sregs`: KVM loads them on entry, without a `KVM_SET_SREGS` ioctl (each vCPU ioctl costs
+   * ~5–10 µs on PVM hosts; this costs the kernel's own copy).
+   *
+   * @example
+   * ```ts
+   * // vcpu.stageSregs(sregsToKvm(abiSregs()));
+   * ```
+   */
+  stageSregs(sregs: Uint8Array): void {
+    const v = this.run.view;
+    this.run.bytes.set(sregs.subarray(0, SREGS.SIZE), RUN.SYNC_SREGS);
+    v.setBigUint64(RUN.DIRTY_REGS, v.getBigUint64(RUN.DIRTY_REGS, true) | KVM_SYNC_X86_SREGS, true);
   }
 
   /**

@@ -9,7 +9,7 @@ import { VALUE_TAG_NAMES } from "../../format/host_functions.ts";
 import type { ReturnType } from "../types.ts";
 
 /** Version of the memory layout, call protocol and register conventions. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Page size. */
 export const PAGE = 4096;
@@ -32,7 +32,26 @@ export const IMAGE_BASE = 0x200000;
  * Written by the host after init and kept in snapshots, so a sandbox made from a Call snapshot knows the
  * guest's signatures without asking the guest. Not mapped for the guest.
  */
-export const FUNC_TABLE_ADDR = 0x1e0000, FUNC_TABLE_SIZE = 0x20000;
+export const FUNC_TABLE_ADDR = 0x1e0000, FUNC_TABLE_SIZE = 0x1f000;
+/**
+ * The info page (ABI 3): host-written, mapped read-only and executable for the guest. `generation` (u64 @0)
+ * changes on every restore and every sandbox made from a snapshot, so clones can tell they are clones; `seed`
+ * (32 bytes @8) is fresh entropy written with it, for reseeding the guest's random numbers. At 0x40 an XSAVE
+ * area in its initial state, at 0x300 the entry code every entry into the guest goes through (docs/ABI.md,
+ * "Entry"): it resets x87/SSE/AVX state from that area with XRSTOR (or FXRSTOR where XRSTOR is not
+ * available at CPL3) and jumps to the address the host put in R11.
+ */
+export const INFO_ADDR = 0x1ff000, INFO_GENERATION = 0, INFO_SEED = 8, INFO_SEED_SIZE = 32, INFO_SIZE = 40;
+/** Offsets in the info page: the XSAVE area, and the entry code with its two entry points. */
+export const INFO_XSAVE_AREA = 0x40, INFO_XSAVE_AREA_SIZE = 576, INFO_ENTRY = 0x300;
+/** Addresses of the entry code: through XRSTOR, through FXRSTOR, and of the XRSTOR instruction itself. */
+export const ENTRY_XRSTOR = INFO_ADDR + INFO_ENTRY,
+  ENTRY_FXRSTOR = INFO_ADDR + INFO_ENTRY + 0x14,
+  ENTRY_XRSTOR_SITE = INFO_ADDR + INFO_ENTRY + 0x0a;
+/** The system area proper (descriptor tables, stubs, exception stack, page tables): rebuilt on every load. */
+export const SYSTEM_AREA_END = FUNC_TABLE_ADDR;
+/** The exception frame the IDT stubs leave below `EXC_STACK_TOP`: offsets from the top (ABI 3). */
+export const FRAME = { SS: -8, RSP: -16, RFLAGS: -24, CS: -32, RIP: -40, ERROR_CODE: -48, RAX: -56 } as const;
 /** Page tables fit between PT_ADDR and FUNC_TABLE_ADDR: one per 2 MiB, so at most this much guest memory. */
 export const MAX_GUEST_MEMORY = ((FUNC_TABLE_ADDR - PT_ADDR) / PAGE) * 0x200000;
 

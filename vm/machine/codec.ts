@@ -46,6 +46,8 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 export class Writer {
   /** Current position. */
   pos = 0;
+  /** How far into the buffer anything was written (also by a write that did not fit). */
+  high = 0;
   /** Wraps `bytes`/`view` (same memory); writes never pass `limit`. */
   constructor(readonly bytes: Uint8Array, readonly view: DataView, readonly limit: number) {}
 
@@ -53,6 +55,7 @@ export class Writer {
     const at = this.pos;
     if (n > this.limit - at) throw new BufferFullError();
     this.pos = at + n;
+    if (this.pos > this.high) this.high = this.pos;
     return at;
   }
 
@@ -70,6 +73,7 @@ export class Writer {
   string(s: string): void {
     const at = this.#need(4);
     const { read, written } = encoder.encodeInto(s, this.bytes.subarray(this.pos, this.limit));
+    this.high = Math.max(this.high, this.pos + written);
     if (read < s.length) throw new BufferFullError();
     this.view.setUint32(at, written, true);
     this.pos += written;
@@ -243,15 +247,53 @@ export function valueProblem(type: ReturnType, v: unknown): string | undefined {
     case "string":
       return typeof v === "string" ? undefined : `expected a string, got ${describe(v)}`;
     case "bytes":
-      return v instanceof Uint8Array ? undefined : `expected a Uint8Array, got ${describe(v)}`;
+      if (!isUint8Array(v)) return `expected a Uint8Array, got ${describe(v)}`;
+      return v.buffer instanceof ArrayBuffer && v.buffer.detached
+        ? "expected a Uint8Array, got one whose buffer is detached"
+        : undefined;
   }
 }
 
-function describe(v: unknown): string {
+/** `instanceof Uint8Array` that cannot throw (a revoked Proxy throws on any prototype lookup). */
+function isUint8Array(v: unknown): v is Uint8Array {
+  try {
+    return v instanceof Uint8Array;
+  } catch {
+    return false;
+  }
+}
+
+/** What a value is, for messages; never throws, whatever the value (revoked proxies, hostile getters). */
+export function describe(v: unknown): string {
   if (v === null) return "null";
   if (typeof v === "string") return `a string`;
-  if (typeof v === "object") return (v as object).constructor?.name ?? "an object";
+  if (typeof v === "object" || typeof v === "function") {
+    try {
+      const name = Object.getPrototypeOf(v)?.constructor?.name;
+      return typeof name === "string" && name !== "" ? name : "an object";
+    } catch {
+      return "an object that cannot be inspected";
+    }
+  }
   return `${typeof v} ${String(v)}`;
+}
+
+/**
+ * The message of a thrown value, for the guest and for error messages: an Error's string `message`, a
+ * string, or a description; never throws, whatever a host function threw (objects without prototype,
+ * hostile `toString`, revoked proxies, non-string messages).
+ */
+export function thrownMessage(e: unknown): string {
+  try {
+    if (typeof e === "string") return e;
+    if (e instanceof Error) {
+      const m = Reflect.get(e, "message");
+      if (typeof m === "string") return m;
+    }
+  } catch {
+    // fall through to a description
+  }
+  return `threw ${describe(e)}`;
 }
 
 /**

@@ -6,8 +6,12 @@
  * @module
  */
 import {
+  ENTRY_FXRSTOR,
+  ENTRY_XRSTOR,
+  ENTRY_XRSTOR_SITE,
   ERROR_CODE_VECTORS,
   EXC_STACK_TOP,
+  FRAME,
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
   LOG_LEVELS,
@@ -20,8 +24,9 @@ import {
   RFLAGS,
   STATUS_ERROR,
   STATUS_OK,
+  SYSTEM_AREA_END,
 } from "./abi.ts";
-import { checkArgs, ProtocolError, Reader, valueProblem, Writer } from "./codec.ts";
+import { checkArgs, ProtocolError, Reader, thrownMessage, valueProblem, Writer } from "./codec.ts";
 import type { VirtualMachine, VmExit } from "../backend/backend.ts";
 import { backend } from "../backend/select.ts";
 import { CallState } from "../interrupt_handle.ts";
@@ -36,6 +41,25 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
+import { exhaustion } from "../resources.ts";
+
+/** The registers the IDT stub saved when the guest took an exception (docs/ABI.md, "Exceptions"). */
+export interface ExceptionFrame {
+  /** The guest's stack segment. */
+  readonly ss: bigint;
+  /** The guest's stack pointer. */
+  readonly rsp: bigint;
+  /** The guest's RFLAGS. */
+  readonly rflags: bigint;
+  /** The guest's code segment. */
+  readonly cs: bigint;
+  /** Where the guest was: the faulting instruction, or the one after a trap (`int3`, single step). */
+  readonly rip: bigint;
+  /** The error code (0 for vectors without one). */
+  readonly errorCode: bigint;
+  /** The guest's RAX (saved by the stub before it reports the vector in EAX). */
+  readonly rax: bigint;
+}
 
 /** A guest I/O buffer as bytes and a DataView over the same memory. */
 interface BufferView {
@@ -120,7 +144,7 @@ export class GuestVm {
       return new GuestVm(layout, guest, persistent, scratch, vm);
     } catch (e) {
       for (const o of owned.reverse()) o.close();
-      throw e;
+      throw exhaustion(e);
     }
   }
 
@@ -131,8 +155,9 @@ export class GuestVm {
 
   /** A writer over the input buffer. */
   inputWriter(): Writer {
+    this.#noteHostWrites();
     const b = this.#buffers().input;
-    return new Writer(b.bytes, b.view, b.bytes.length);
+    return this.#lastInput = new Writer(b.bytes, b.view, b.bytes.length);
   }
 
   /** A reader over the output buffer. */
@@ -143,8 +168,23 @@ export class GuestVm {
 
   /** A writer over the output buffer (host-call answers). */
   outputWriter(): Writer {
+    this.#noteHostWrites();
     const b = this.#buffers().output;
-    return new Writer(b.bytes, b.view, b.bytes.length);
+    return this.#lastOutput = new Writer(b.bytes, b.view, b.bytes.length);
+  }
+
+  #lastInput: Writer | undefined;
+  #lastOutput: Writer | undefined;
+
+  /** Host writes are not in the hypervisor's log: remember how far they reached, for restore to zero. */
+  #noteHostWrites(): void {
+    if (this.#lastInput !== undefined) {
+      this.#inputWritten = Math.max(this.#inputWritten, this.#lastInput.high);
+    }
+    if (this.#lastOutput !== undefined) {
+      this.#outputWritten = Math.max(this.#outputWritten, this.#lastOutput.high);
+    }
+    this.#lastInput = this.#lastOutput = undefined;
   }
 
   #views: { input: BufferView; output: BufferView } | undefined;
@@ -162,10 +202,25 @@ export class GuestVm {
     return this.#views;
   }
 
-  /** Next run starts at `rip` with a fresh stack (`rdi` as its first argument). */
+  /**
+   * Next run starts at `rip` with a fresh stack (`rdi` as its first argument), through the entry code of the
+   * info page, which first puts x87/SSE/AVX state in its initial state (docs/ABI.md, "Entry"): no vector
+   * register survives from the state before, at the cost of a few instructions in the guest instead of a
+   * `KVM_SET_XSAVE` ioctl (13 µs on PVM hosts).
+   */
   enterAt(rip: bigint, rdi = 0n): void {
-    this.#vm.setEntryRegisters({ rip, rsp: BigInt(this.layout.stackTop), rflags: RFLAGS, rdi });
+    this.#entry = { rip, rdi };
+    this.#vm.setEntryRegisters({
+      rip: BigInt(xrstorAtCpl3 ? ENTRY_XRSTOR : ENTRY_FXRSTOR),
+      rsp: BigInt(this.layout.stackTop),
+      rflags: RFLAGS,
+      rdi,
+      r11: rip,
+    });
   }
+
+  /** The entry staged last, until the guest runs past the entry code. */
+  #entry: { rip: bigint; rdi: bigint } | undefined;
 
   /**
    * Runs the vCPU until the guest reports `DONE`. Everything else is handled here or thrown as a typed
@@ -196,8 +251,10 @@ export class GuestVm {
             if (performance.now() >= deadline) throw this.#timeout(ctx, limit);
           } else if (port === PORT_LOG) this.#log();
           else if (port === PORT_ABORT) throw this.#abort();
-          else if (port === PORT_EXCEPTION) throw this.#exception(exit.value);
-          else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
+          else if (port === PORT_EXCEPTION) {
+            if (this.#entryFallback(exit.value)) continue;
+            throw this.#exception(exit.value);
+          } else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
         } else if (exit.kind === "interrupted") {
           vm.acknowledgeInterrupt();
           if (this.callState.killed()) throw new ExecutionCanceledError(ctx.functionName, "interrupted");
@@ -215,6 +272,20 @@ export class GuestVm {
       vm.disarmTimeout();
       this.callState.end();
     }
+  }
+
+  /**
+   * XRSTOR at CPL3 needs CR4.OSXSAVE, which hardware KVM takes from the guest's CR4 (clear: #UD) and PVM
+   * from the host's (set): the entry code tries XRSTOR first and, where it faults, this process uses the
+   * FXRSTOR entry from then on (there a guest cannot use AVX state either, so FXRSTOR resets all it can reach).
+   */
+  #entryFallback(vector: number): boolean {
+    if (vector !== 6 || this.#entry === undefined || !xrstorAtCpl3) return false;
+    if (this.exceptionFrame().rip !== BigInt(ENTRY_XRSTOR_SITE)) return false;
+    xrstorAtCpl3 = false;
+    this.#vm.setSregs(ABI_SREGS); // back from the exception stub's CPL0
+    this.enterAt(this.#entry.rip, this.#entry.rdi);
+    return true;
   }
 
   #timeout(ctx: RunContext, limit: number): ExecutionCanceledError {
@@ -256,7 +327,7 @@ export class GuestVm {
         }
       } catch (e) {
         ctx.hostFailure = { name, error: e };
-        failure = e instanceof Error ? e.message : String(e);
+        failure = thrownMessage(e);
       }
     }
     const w = this.outputWriter();
@@ -290,11 +361,8 @@ export class GuestVm {
   }
 
   #exception(vector: number): Error {
-    const frame = this.persistent.window(EXC_STACK_TOP - 48, 48);
-    const view = new DataView(frame.buffer, frame.byteOffset, 48);
-    const errorCode = view.getBigUint64(0, true);
-    const rip = view.getBigUint64(8, true);
-    const rsp = view.getBigUint64(32, true);
+    const frame = this.exceptionFrame();
+    const { errorCode, rip, rsp } = frame;
     if (vector === 14) {
       const cr2 = this.#vm.getSregs().cr2;
       const l = this.layout;
@@ -318,6 +386,22 @@ export class GuestVm {
       rip,
       errorCode: ERROR_CODE_VECTORS.has(vector) ? errorCode : undefined,
     });
+  }
+
+  /** The frame the IDT stub left on the exception stack (docs/ABI.md, "Exceptions"). */
+  exceptionFrame(): ExceptionFrame {
+    const bytes = this.persistent.read(EXC_STACK_TOP + FRAME.RAX, -FRAME.RAX);
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const at = (offset: number) => v.getBigUint64(offset - FRAME.RAX, true);
+    return {
+      ss: at(FRAME.SS),
+      rsp: at(FRAME.RSP),
+      rflags: at(FRAME.RFLAGS),
+      cs: at(FRAME.CS),
+      rip: at(FRAME.RIP),
+      errorCode: at(FRAME.ERROR_CODE),
+      rax: at(FRAME.RAX),
+    };
   }
 
   #unexpectedExit(exit: VmExit): Error {
@@ -353,12 +437,39 @@ export class GuestVm {
   }
 
   /**
-   * The persistent pages the guest wrote since memory last equalled a snapshot, one bit per page from
-   * guest-physical 0; `undefined` when dirty tracking has not started yet. Tracking re-arms for those pages.
-   * The bitmap is reused by the next call.
+   * Puts memory back to the snapshot it was last synchronised with, touching only what changed: the
+   * persistent pages the guest wrote are copied back (from `system` below `SYSTEM_AREA_END`, from `blob`
+   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed. Returns
+   * false when dirty tracking has not started (the caller maps the snapshot afresh instead).
+   *
+   * Dirty bits are sticky (see `VirtualMachine.takeDirtyPages`): the persistent pages a guest writes on
+   * every call are copied back on every restore without being write-protected again, until more than
+   * {@linkcode STICKY_MAX} of them accumulate; scratch pages stay untracked once written.
    */
-  dirtySinceSync(): BigUint64Array | undefined {
-    return this.#vm.tracking ? this.#vm.takeDirtyPages() : undefined;
+  restoreDirty(blob: Mapping, system: Mapping): boolean {
+    const vm = this.#vm;
+    if (!vm.tracking) return false;
+    const dirty = vm.takeDirtyPages();
+    const persistentPages = this.layout.persistentSize / PAGE;
+    let copied = 0;
+    forEachRun(dirty, 0, persistentPages, SYSTEM_AREA_END / PAGE, (first, end) => {
+      this.persistent.copyFrom(
+        first < SYSTEM_AREA_END / PAGE ? system : blob,
+        first * PAGE,
+        (end - first) * PAGE,
+      );
+      copied += end - first;
+    });
+    if (copied > STICKY_MAX) vm.clearDirtyPages(dirty, persistentPages);
+    if (!vm.tracksScratch || !this.#scratchTracked) this.resetScratch();
+    else {
+      const base = this.layout.scratchBase / PAGE, bytes = this.scratch.bytes;
+      forEachRun(dirty, base, base + this.layout.scratchSize / PAGE, Infinity, (first, end) => {
+        bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
+      });
+      this.#clearHostWrites();
+    }
+    return true;
   }
 
   /**
@@ -367,8 +478,18 @@ export class GuestVm {
    * on KVM: cold start to the first call 620 µs with logging from the start, 448 µs without).
    */
   synced(): void {
-    this.#vm.startDirtyTracking();
+    const vm = this.#vm;
+    if (!vm.tracking) {
+      vm.startDirtyTracking();
+      // Scratch pages written before tracking started are not in the log: the next restore zeroes all.
+      this.#scratchTracked = false;
+      return;
+    }
+    vm.clearDirtyPages(vm.takeDirtyPages(), this.layout.persistentSize / PAGE);
   }
+
+  /** Scratch pages written since tracking started are in the log (so restore can zero just those). */
+  #scratchTracked = false;
 
   /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
   resetScratch(): void {
@@ -381,6 +502,28 @@ export class GuestVm {
       this.scratch.discard(0, this.layout.scratchSize);
       prefaultScratch(this.scratch, this.layout);
     }
+    this.#lastInput = this.#lastOutput = undefined;
+    this.#inputWritten = this.#outputWritten = 0;
+    this.#scratchTracked = this.#vm.tracking;
+  }
+
+  /**
+   * Records that the host wrote `end` bytes at the start of the input buffer without a writer (the boot
+   * record): host writes are not in the hypervisor's log, so restore zeroes these extents itself.
+   */
+  hostWroteInput(end: number): void {
+    this.#inputWritten = Math.max(this.#inputWritten, end);
+  }
+
+  #inputWritten = 0;
+  #outputWritten = 0;
+
+  #clearHostWrites(): void {
+    this.#noteHostWrites();
+    const b = this.#buffers();
+    b.input.bytes.fill(0, 0, this.#inputWritten);
+    b.output.bytes.fill(0, 0, this.#outputWritten);
+    this.#inputWritten = this.#outputWritten = 0;
   }
 
   /** Writes the function table (docs/ABI.md) into persistent memory. */
@@ -392,9 +535,10 @@ export class GuestVm {
         } allowed`,
       );
     }
-    const table = this.persistent.window(FUNC_TABLE_ADDR, 4 + list.length);
-    new DataView(table.buffer, table.byteOffset).setUint32(0, list.length, true);
+    const table = new Uint8Array(4 + list.length);
+    new DataView(table.buffer).setUint32(0, list.length, true);
     table.set(list, 4);
+    this.persistent.write(FUNC_TABLE_ADDR, table);
   }
 
   /** The persistent region now maps other host pages (another snapshot's view): tell the hypervisor. */
@@ -415,6 +559,54 @@ export class GuestVm {
     this.#vm.release(this.#clean);
     this.#guest.close();
   }
+}
+
+/** Whether XRSTOR works at CPL3 on this host (see `GuestVm.#entryFallback`); found out on the first entry. */
+let xrstorAtCpl3 = true;
+
+/**
+ * Restore copies back up to this many sticky dirty persistent pages before it write-protects them again:
+ * copying a page costs ~0.2 µs, protecting again ~1.6 µs plus a ~2.5 µs fault at the page's next write (PVM).
+ */
+const STICKY_MAX = 64;
+
+/**
+ * Calls `fn(first, end)` for every run of set bits among pages [from, to) of `bitmap`, never letting a run
+ * cross `split` (a page number where the source changes).
+ */
+function forEachRun(
+  bitmap: BigUint64Array,
+  from: number,
+  to: number,
+  split: number,
+  fn: (first: number, end: number) => void,
+): void {
+  const bits = new Uint32Array(bitmap.buffer, bitmap.byteOffset, bitmap.length * 2);
+  let run = -1;
+  const flush = (end: number) => {
+    if (run >= 0) fn(run, end);
+    run = -1;
+  };
+  for (let word = from >>> 5, last = (to - 1) >>> 5; word <= last; word++) {
+    const w = bits[word];
+    if (w === 0) {
+      flush(Math.max(from, Math.min(to, word << 5)));
+      continue;
+    }
+    for (let bit = 0; bit < 32; bit++) {
+      const page = (word << 5) + bit;
+      if (page >= to) break;
+      if (page < from) continue;
+      if (page === split) flush(page);
+      if (((w >>> bit) & 1) !== 0) {
+        if (run < 0) run = page;
+      } else {
+        flush(page);
+        if (bit < 31 && w >>> (bit + 1) === 0) break; // the rest of the word is clean
+      }
+    }
+  }
+  flush(to);
 }
 
 /** Scratch regions up to this size are zeroed on restore; bigger ones are dropped and refaulted. */

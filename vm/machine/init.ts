@@ -41,6 +41,7 @@ export function initialise(
   v.setUint32(56, LOG_LEVELS.indexOf(config.guestLogLevel), true);
   v.setUint32(60, 0, true);
   v.setBigUint64(64, config.guestInitArg, true);
+  vm.hostWroteInput(72);
   vm.enterAt(entry, BigInt(l.inputBase));
   vm.run({ functionName: "<init>", hostFunctions, maxExecutionTimeMs: config.maxExecutionTimeMs });
   const r = vm.outputReader();

@@ -12,7 +12,7 @@
 import type { Backing } from "./os_memory.ts";
 import { Mapping, osMemory } from "./mapping.ts";
 import { backingFd } from "./posix/os_memory.ts";
-import { lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
+import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import {
   libc,
   MADV_POPULATE_READ,
@@ -442,7 +442,7 @@ function preadAll(fd: number, to: Deno.PointerObject, length: number, offset: nu
       libc().pread_ptr(fd, Deno.UnsafePointer.offset(to, done), BigInt(length - done), BigInt(offset + done)),
     );
     if (n <= 0) {
-      throw new OsCallError("pread(snapshot file)", n < 0 ? lastErrno() : 5 /* EIO: file shorter */);
+      throw new ErrnoError("pread(snapshot file)", n < 0 ? lastErrno() : 5 /* EIO: file shorter */);
     }
     done += n;
   }
@@ -461,6 +461,6 @@ function mapOverlay(base: Deno.PointerObject, s: Segment, backing: Backing, writ
     BigInt(backing.offset + s.from * PAGE),
   );
   if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
-    throw new OsCallError("mmap(MAP_FIXED, delta pages)", lastErrno());
+    throw new ErrnoError("mmap(MAP_FIXED, delta pages)", lastErrno());
   }
 }

@@ -142,8 +142,8 @@ export class Mapping {
   }
 
   /**
-   * Replaces the whole mapping, in place, with a copy-on-write view of `backing`: the address and every
-   * view stay valid, guest writes stay private, and hypervisors pick the new pages up without re-mapping.
+   * Replaces the whole mapping (or, with `offset`, the backing's size from there), in place, with a
+   * copy-on-write view of `backing`: the address and every view stay valid, and guest writes stay private.
    *
    * @example
    * ```ts
@@ -155,12 +155,12 @@ export class Mapping {
    * backing.close();
    * ```
    */
-  mapCopyOnWrite(backing: Backing): void {
-    this.#open();
-    if (backing.size !== this.size) {
+  mapCopyOnWrite(backing: Backing, offset?: number): void {
+    if (offset === undefined && backing.size !== this.size) {
       throw new RangeError(`backing of ${backing.size} bytes does not fit the ${this.size}-byte mapping`);
     }
-    osMemory.mapCopyOnWrite(this.pointer, this.size, backing);
+    this.#range(offset ?? 0, backing.size);
+    osMemory.mapCopyOnWrite(this.#at(offset ?? 0), backing.size, backing);
   }
 
   /**
@@ -237,6 +237,8 @@ export class Mapping {
 
   /**
    * Bytes of `[offset, offset + length)` over their own small buffer, detached like the others at close.
+   * The buffer stays attached to the mapping until it closes: for reads and writes repeated over a long
+   * life, use `read()` / `write()`.
    *
    * @example
    * ```ts
@@ -254,6 +256,43 @@ export class Mapping {
     const buffer = Deno.UnsafePointerView.getArrayBuffer(this.#at(offset), length);
     this.#windows.push(buffer);
     return new Uint8Array(buffer);
+  }
+
+  /**
+   * Copies `length` bytes at `offset` out into a new array. Unlike `window()`, nothing stays attached to
+   * the mapping: use it for small reads repeated over a mapping's life.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.reserve(4096);
+   * console.log(m.read(0, 4)); // Uint8Array(4) [ 0, 0, 0, 0 ]
+   * ```
+   */
+  read(offset: number, length: number): Uint8Array {
+    this.#range(offset, length);
+    const out = new Uint8Array(length);
+    if (length > 0) new Deno.UnsafePointerView(this.#at(offset)).copyInto(out);
+    return out;
+  }
+
+  /**
+   * Copies `bytes` into the mapping at `offset`, through a view that is detached before this returns.
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.reserve(4096);
+   * m.write(8, new Uint8Array([1, 2]));
+   * console.log(m.read(8, 2)); // Uint8Array(2) [ 1, 2 ]
+   * ```
+   */
+  write(offset: number, bytes: Uint8Array): void {
+    this.#range(offset, bytes.length);
+    if (bytes.length === 0) return;
+    const buffer = Deno.UnsafePointerView.getArrayBuffer(this.#at(offset), bytes.length);
+    new Uint8Array(buffer).set(bytes);
+    buffer.transfer(0);
   }
 
   /**

@@ -19,7 +19,7 @@ import {
   SEEK_HOLE,
   STAT,
 } from "../../ffi/linux/libc.ts";
-import { lastErrno, OsCallError } from "../../ffi/linux/errno.ts";
+import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import type { Blob } from "../memory/blob.ts";
 import type { Mapping } from "../memory/mapping.ts";
 import type { Backing } from "../memory/os_memory.ts";
@@ -255,7 +255,7 @@ export function differingRuns(a: Mapping, b: Mapping, within?: readonly PageRun[
 
 function openProc(path: string): number {
   const fd = libc().open(encoder.encode(`${path}\0`), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) throw new OsCallError(`open(${path})`, lastErrno());
+  if (fd < 0) throw new ErrnoError(`open(${path})`, lastErrno());
   return fd;
 }
 
@@ -294,14 +294,18 @@ export function presentRuns(mapping: Mapping): PageRun[] | undefined {
   }
 }
 
+/** One mapping (VMA) inside a range: its pages relative to the range, and its file's inode (none: anonymous). */
+export interface RangePart extends PageRun {
+  /** The inode of the mapped file as `/proc/self/maps` prints it, or undefined for anonymous memory. */
+  readonly inode: string | undefined;
+}
+
 /**
- * What backs `[address, address + size)` of this process, from `/proc/self/maps`: whether every part is
- * anonymous memory, and the inodes of the files mapped there. Undefined when it cannot be read.
+ * The mappings that make up `[address, address + size)` of this process, from `/proc/self/maps`: each
+ * one's pages (relative to `address`) and whether it maps a file. Undefined when it cannot be read or the
+ * range has a gap.
  */
-export function backingOfRange(
-  address: bigint,
-  size: number,
-): { anonymous: boolean; inodes: Set<string> } | undefined {
+export function partsOfRange(address: bigint, size: number): RangePart[] | undefined {
   if (!LINUX) return undefined;
   let text: string;
   try {
@@ -310,9 +314,9 @@ export function backingOfRange(
     return undefined;
   }
   const end = address + BigInt(size);
+  const page = BigInt(PAGE);
   let covered = address;
-  let anonymous = true;
-  const inodes = new Set<string>();
+  const parts: RangePart[] = [];
   for (const line of text.split("\n")) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
     if (m === null) continue;
@@ -320,11 +324,12 @@ export function backingOfRange(
     if (to <= address || from >= end) continue;
     if (from > covered) return undefined; // a gap: not one mapping
     covered = to;
-    if (m[4] === "0" && m[5] === "") continue;
-    anonymous = false;
-    inodes.add(m[4]);
+    const first = Number(((from < address ? address : from) - address) / page);
+    const last = Number(((to > end ? end : to) - address) / page);
+    const anonymous = m[4] === "0" && m[5] === "";
+    parts.push({ first, count: last - first, inode: anonymous ? undefined : m[4] });
   }
-  return covered >= end ? { anonymous, inodes } : undefined;
+  return covered >= end ? parts : undefined;
 }
 
 /** The inode of a backing's file, as `/proc/self/maps` prints it. */
@@ -374,7 +379,7 @@ export function fdOfBacking(backing: Backing): number | undefined {
 export function evictFromPageCache(path: string): void {
   if (!LINUX) return;
   const fd = libc().open(encoder.encode(`${path}\0`), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) throw new OsCallError(`open(${path})`, lastErrno());
+  if (fd < 0) throw new ErrnoError(`open(${path})`, lastErrno());
   try {
     libc().posix_fadvise(fd, 0n, 0n, POSIX_FADV_DONTNEED);
   } finally {

@@ -194,3 +194,49 @@ function openBase(basePath: string, delta: ChainLink, seen: Set<string>, host: H
     throw e;
   }
 }
+
+/**
+ * Reads bytes of the memory a chain describes (top first, as `openChain` returns it) from its files: each
+ * page from the topmost delta that stores it, else from the complete file at the bottom. For the few bytes
+ * a check needs before anything is mapped (inspection); short reads return fewer bytes.
+ */
+export function chainReader(
+  chain: readonly ChainLink[],
+): { read(offset: number, length: number): Uint8Array } {
+  return {
+    read(offset, length) {
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        const at = offset + done, page = Math.floor(at / 4096);
+        const n = Math.min(length - done, (page + 1) * 4096 - at);
+        let fileOffset: number | undefined;
+        let link: ChainLink | undefined;
+        for (const l of chain) {
+          if (l.parsed.base === null) {
+            fileOffset = l.parsed.header.memoryOffset + at;
+            link = l;
+            break;
+          }
+          let packed = 0;
+          for (const r of l.parsed.base.runs) {
+            if (page >= r.first && page < r.first + r.count) {
+              fileOffset = l.parsed.header.memoryOffset + (packed + page - r.first) * 4096 + at % 4096;
+              break;
+            }
+            packed += r.count;
+          }
+          if (fileOffset !== undefined) {
+            link = l;
+            break;
+          }
+        }
+        const bytes = link!.file.read(fileOffset!, n);
+        out.set(bytes, done);
+        if (bytes.length < n) return out.subarray(0, done + bytes.length);
+        done += n;
+      }
+      return out;
+    },
+  };
+}

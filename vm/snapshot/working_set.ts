@@ -8,12 +8,13 @@
 import type { PageRun } from "../../format/sections.ts";
 import { Blob } from "../memory/blob.ts";
 import type { Mapping } from "../memory/mapping.ts";
+import { SYSTEM_AREA_END } from "../machine/abi.ts";
 import {
-  backingOfRange,
   blobDataRuns,
   fdOfBacking,
   type FileRange,
   inodeOf,
+  partsOfRange,
   presentRuns,
   readAhead,
   union,
@@ -31,22 +32,33 @@ const HINT_MIN_SIZE = 16 * 1024 * 1024;
  * Pages of a sandbox's memory that may hold data, or undefined when that cannot be told cheaply and safely.
  * A page the process never touched reads as zero in anonymous memory, and as the mapped blob's page in a
  * copy-on-write view of a blob (`Blob.mapInto`); so the answer is the touched pages, plus that blob's own
- * data pages. Anything else mapped there (another file) makes the answer undefined.
+ * data pages. The system area (below `SYSTEM_AREA_END`, mapped from the snapshot's rebuilt copy) counts as
+ * data throughout. Anything else mapped there (another file) makes the answer undefined.
  */
 export function memoryHint(memory: Mapping): PageRun[] | undefined {
   if (memory.size < HINT_MIN_SIZE) return undefined;
-  const backing = backingOfRange(memory.address, memory.size);
-  if (backing === undefined) return undefined;
-  let fromBlob: readonly PageRun[] = [];
-  if (!backing.anonymous) {
-    const blob = Blob.mappedInto(memory);
-    if (blob === undefined || blob.closed) return undefined;
-    const inodes = new Set([blob.backing, ...blob.overlays.map((o) => o.backing)].map(inodeOf));
-    for (const inode of backing.inodes) if (!inodes.has(inode)) return undefined;
-    fromBlob = blobDataRuns(blob);
+  const parts = partsOfRange(memory.address, memory.size);
+  if (parts === undefined) return undefined;
+  let candidates: readonly PageRun[] = [];
+  let blobInodes: Set<string | undefined> | undefined;
+  for (const part of parts) {
+    if (part.inode === undefined) continue;
+    if (blobInodes === undefined) {
+      const blob = Blob.mappedInto(memory);
+      blobInodes = blob === undefined || blob.closed
+        ? new Set()
+        : new Set([blob.backing, ...blob.overlays.map((o) => o.backing)].map(inodeOf));
+      if (blob !== undefined && !blob.closed) candidates = union(candidates, blobDataRuns(blob));
+    }
+    if (blobInodes.has(part.inode)) continue;
+    if ((part.first + part.count) * PAGE <= SYSTEM_AREA_END) {
+      candidates = union(candidates, [{ first: part.first, count: part.count }]);
+      continue;
+    }
+    return undefined;
   }
   const touched = presentRuns(memory);
-  return touched === undefined ? undefined : union(touched, fromBlob);
+  return touched === undefined ? undefined : union(touched, candidates);
 }
 
 /**

@@ -339,32 +339,50 @@ class WhpVm implements VirtualMachine {
       this.#tracking = this.#memory !== undefined;
       return;
     }
-    if (this.#tracking) {
-      c.partition.queryDirtyBitmap(0n, piece.size, null);
-      return;
-    }
+    if (this.#tracking) return;
     c.partition.unmapGpaRange(BigInt(piece.gpa), piece.size);
     this.#map(c, piece, true);
     this.#tracking = true;
+    this.#dirty = this.#sticky = undefined;
   }
 
+  readonly tracksScratch = false;
+
+  /**
+   * WHvQueryGpaRangeDirtyBitmap reads and clears WHP's bits in one call, so the backend keeps the bits set
+   * itself until `clearDirtyPages` (the interface's semantics); WHP tracks every page again right away.
+   */
   takeDirtyPages(): BigUint64Array {
     const c = this.#c();
     if (!this.#tracking || this.#memory === undefined) throw new Error("dirty tracking has not started");
     const pages = this.#memory.trackedPages;
     if (this.#dirty === undefined || this.#dirty.length !== bitmapBytes(pages) / 8) {
       this.#dirty = new BigUint64Array(bitmapBytes(pages) / 8);
+      this.#sticky = new BigUint64Array(bitmapBytes(pages) / 8);
     }
     if (pages > 0) c.partition.queryDirtyBitmap(0n, pages * PAGE, this.#dirty);
-    return maskToPages(this.#dirty, pages);
+    const fresh = maskToPages(this.#dirty, pages);
+    const sticky = this.#sticky!;
+    for (let i = 0; i < sticky.length; i++) sticky[i] |= fresh[i];
+    return sticky;
+  }
+
+  #sticky: BigUint64Array | undefined;
+
+  clearDirtyPages(bitmap: BigUint64Array, pages: number): void {
+    const sticky = this.#sticky;
+    if (sticky === undefined) return;
+    const words = Math.min(sticky.length, Math.ceil(pages / 64), bitmap.length);
+    for (let i = 0; i < words; i++) sticky[i] &= ~bitmap[i];
   }
 
   setEntryRegisters(r: EntryRegisters): void {
     const c = this.#c();
     const v = new DataView(c.gp.values.buffer, c.gp.values.byteOffset, c.gp.values.byteLength);
     c.gp.values.fill(0);
-    // GP_NAMES follows REGISTER_NAMES: rdi is index 5, rsp 6, rip 16, rflags 17.
+    // GP_NAMES follows REGISTER_NAMES: rdi is index 5, rsp 6, r11 15, rip 16, rflags 17.
     v.setBigUint64(5 * 16, r.rdi, true);
+    v.setBigUint64(15 * 16, r.r11 ?? 0n, true);
     v.setBigUint64(6 * 16, r.rsp, true);
     v.setBigUint64(16 * 16, r.rip, true);
     v.setBigUint64(17 * 16, r.rflags, true);

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { SnapvmError } from "../../errors.ts";
 import { HypervisorUnavailableError } from "../errors.ts";
 
 /** Why the Windows Hypervisor Platform cannot be used. */
@@ -70,7 +71,7 @@ export class WhpUnavailableError extends HypervisorUnavailableError {
  * console.log(new WhpPartitionLimitError().message);
  * ```
  */
-export class WhpPartitionLimitError extends Error {
+export class WhpPartitionLimitError extends SnapvmError {
   /** Creates the error. */
   constructor() {
     super(
@@ -91,7 +92,7 @@ export class WhpPartitionLimitError extends Error {
  * console.log(new WhpUnsupportedWindowsError("WHvMapGpaRange2").message);
  * ```
  */
-export class WhpUnsupportedWindowsError extends Error {
+export class WhpUnsupportedWindowsError extends SnapvmError {
   /** The missing export. */
   readonly symbol: string;
   /** Creates the error for the missing export `symbol`. */

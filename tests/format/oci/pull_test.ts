@@ -15,16 +15,10 @@ import {
   SNAPSHOT_LAYER_MEDIA_TYPE,
 } from "../../../format/oci/mod.ts";
 import { registryTest, startRegistry } from "./_registry.ts";
+import { hasHypervisor } from "../../_hypervisor.ts";
 import { listFiles, rawPushBlob, rawPushManifest } from "./_raw.ts";
 
 const GOLDEN = new URL("../../golden/testguest-call.hls", import.meta.url).pathname;
-const hasKvm = (() => {
-  try {
-    return Deno.statSync("/dev/kvm") !== null;
-  } catch {
-    return false;
-  }
-})();
 
 async function withCache<T>(fn: (cacheDir: string) => Promise<T>): Promise<T> {
   const cacheDir = await Deno.makeTempDir({ prefix: "snapvm-oci-cache-" });
@@ -68,7 +62,7 @@ registryTest("a pushed snapshot pulls into an empty cache byte for byte and load
       cached,
       "the cached path is stable, so loads are reused",
     );
-    if (hasKvm) {
+    if (hasHypervisor) {
       const fns = new HostFunctions().register(
         "Add",
         { params: ["i32", "i32"], returns: "i32" },
@@ -77,7 +71,7 @@ registryTest("a pushed snapshot pulls into an empty cache byte for byte and load
       using sbx = MultiUseSandbox.fromSnapshot(cached, fns);
       assert.equal(sbx.call("GetStatic"), 41);
     } else if (Deno.env.get("CI") === "true") {
-      assert.fail("/dev/kvm is missing in CI");
+      assert.fail("no usable hypervisor in CI");
     } else {
       console.error("!!! /dev/kvm not found: SKIPPING running a sandbox from the pulled snapshot !!!");
     }

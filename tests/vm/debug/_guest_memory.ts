@@ -19,7 +19,7 @@ import {
 import { type ElfImage, parseElf, PF_W, PF_X } from "../../../vm/machine/elf.ts";
 import { emptyRegisters, FXSAVE, type X86Registers } from "../../../vm/debug/registers.ts";
 import type { DebugTarget } from "../../../vm/debug/target.ts";
-import { guestPath } from "../../_kvm.ts";
+import { guestPath } from "../../_hypervisor.ts";
 
 export const PAGE = 4096;
 /** Page-table entry bits. */

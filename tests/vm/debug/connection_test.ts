@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { OsCallError } from "../../../ffi/linux/errno.ts";
+import { ErrnoError } from "../../../ffi/linux/errno.ts";
 import { EADDRINUSE, INADDR_LOOPBACK, readSockaddrIn, sockaddrIn } from "../../../ffi/linux/socket.ts";
 import { LoopbackListener, SocketConnection } from "../../../vm/debug/connection.ts";
 import { DebuggerConnectionError } from "../../../vm/debug/errors.ts";
@@ -90,7 +90,7 @@ Deno.test("a taken port and a refused connection are DebuggerConnectionErrors wi
   assert.throws(() => LoopbackListener.listen(listener.port), (e: unknown) => {
     assert.ok(e instanceof DebuggerConnectionError);
     assert.match(e.message, new RegExp(`cannot listen on 127.0.0.1:${listener.port}`));
-    assert.ok(e.cause instanceof OsCallError);
+    assert.ok(e.cause instanceof ErrnoError);
     assert.equal(e.cause.errno, EADDRINUSE);
     return true;
   });

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import * as abi from "../../../vm/machine/abi.ts";
 import { ABI_VERSION } from "../../../mod.ts";
 
-Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
-  assert.equal(ABI_VERSION, 2);
+Deno.test("ABI constants are pinned to ABI_VERSION 3", () => {
+  assert.equal(ABI_VERSION, 3);
   assert.deepEqual(
     {
       GDT_ADDR: abi.GDT_ADDR,
@@ -19,6 +19,10 @@ Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
       PD_ADDR: abi.PD_ADDR,
       PT_ADDR: abi.PT_ADDR,
       IMAGE_BASE: abi.IMAGE_BASE,
+      FUNC_TABLE: [abi.FUNC_TABLE_ADDR, abi.FUNC_TABLE_SIZE],
+      INFO: [abi.INFO_ADDR, abi.INFO_GENERATION, abi.INFO_SEED, abi.INFO_SEED_SIZE, abi.INFO_SIZE],
+      FRAME: abi.FRAME,
+      ERROR_CODE_VECTORS: [...abi.ERROR_CODE_VECTORS],
       SEL: [abi.SEL_KERNEL_CODE, abi.SEL_KERNEL_DATA, abi.SEL_USER_DATA, abi.SEL_USER_CODE, abi.SEL_TSS],
       TSS_LIMIT: abi.TSS_LIMIT,
       CR: [abi.CR0, abi.CR4, abi.EFER, abi.RFLAGS],
@@ -48,6 +52,10 @@ Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
       PD_ADDR: 0x7000,
       PT_ADDR: 0x8000,
       IMAGE_BASE: 0x200000,
+      FUNC_TABLE: [0x1e0000, 0x1f000],
+      INFO: [0x1ff000, 0, 8, 32, 40],
+      FRAME: { SS: -8, RSP: -16, RFLAGS: -24, CS: -32, RIP: -40, ERROR_CODE: -48, RAX: -56 },
+      ERROR_CODE_VECTORS: [8, 10, 11, 12, 13, 14, 17, 21, 29, 30],
       SEL: [0x08, 0x10, 0x2b, 0x33, 0x38],
       TSS_LIMIT: 0x67 + 33,
       CR: [0x80050033n, 0x620n, 0xd00n, 0x2n],
@@ -64,5 +72,7 @@ Deno.test("ABI constants are pinned to ABI_VERSION 2", () => {
 
 Deno.test("the guest SDK header carries the same ABI version and ports", () => {
   const h = Deno.readTextFileSync(new URL("../../../guest/include/snapvm.h", import.meta.url));
-  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+2\b/);
+  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+3\b/);
+  const internal = Deno.readTextFileSync(new URL("../../../guest/runtime/internal.h", import.meta.url));
+  assert.match(internal, new RegExp(`#define\\s+SV_INFO_ADDR\\s+0x${abi.INFO_ADDR.toString(16)}\\b`, "i"));
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { GuestBinaryError, UninitializedSandbox } from "../../../mod.ts";
-import { guestPath } from "../../_kvm.ts";
+import { guestPath } from "../../_hypervisor.ts";
 
 const good = Deno.readFileSync(guestPath("testguest"));
 

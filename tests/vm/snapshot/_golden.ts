@@ -6,7 +6,7 @@
  */
 import { MultiUseSandbox, Snapshot } from "../../../mod.ts";
 import { Blob } from "../../../vm/memory/blob.ts";
-import { live } from "../../../vm/snapshot.ts";
+import { live, snapshotOf } from "../../../vm/snapshot.ts";
 import { hostFns, testguest } from "./_util.ts";
 
 /** Where the golden file lives. */
@@ -49,7 +49,7 @@ export async function makeGoldenDelta(path: string, base: string): Promise<void>
   if (sbx.call("AddToStatic", 1) !== 42) throw new Error("AddToStatic(1) did not return 42");
   using plain = sbx.snapshot();
   const { blob, data } = live(plain);
-  using snap = Snapshot.create(Blob.copyOf(blob.ref), {
+  using snap = snapshotOf(Blob.copyOf(blob.ref), {
     ...data,
     binary: GOLDEN_DELTA_BINARY,
     workingSet: GOLDEN_DELTA_WORKING_SET,

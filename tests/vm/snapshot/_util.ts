@@ -7,6 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { dropIdleSystemAreas } from "../../../vm/machine/system_image.ts";
 import {
   HostFunctions,
   type SandboxConfiguration,
@@ -15,7 +16,7 @@ import {
 } from "../../../mod.ts";
 // Only to forge files with a consistent header_hash (corruption tests); never to check the library.
 import { blake3 } from "../../../format/blake3.ts";
-import { guestPath } from "../../_kvm.ts";
+import { guestPath } from "../../_hypervisor.ts";
 
 /** The test guest binary. */
 export const TESTGUEST: string = guestPath("testguest");
@@ -56,7 +57,7 @@ export async function fileDigest(path: string): Promise<string> {
 /** Open file descriptors and mappings of this process. */
 export function counts(): { fds: number; maps: number } {
   return {
-    fds: [...Deno.readDirSync("/proc/self/fd")].length,
+    fds: (dropIdleSystemAreas(), [...Deno.readDirSync("/proc/self/fd")].length),
     maps: Deno.readTextFileSync("/proc/self/maps").split("\n").length,
   };
 }

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { MultiUseSandbox, Snapshot } from "../../../mod.ts";
 import { parseSnapshotHeader } from "../../../format/mod.ts";
 import { Blob } from "../../../vm/memory/blob.ts";
-import { hostIdentity, live } from "../../../vm/snapshot.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { hostIdentity, live, snapshotOf } from "../../../vm/snapshot.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { hostFns, TESTGUEST, testguest, withTempDir } from "./_util.ts";
 
 const BINARY = { path: `${TESTGUEST} (Größe 🦀)`, entry: 0x2012_34n };
@@ -18,7 +18,7 @@ function parse(path: string) {
   return parseSnapshotHeader(bytes, bytes.length, hostIdentity());
 }
 
-kvmTest(
+vmTest(
   "a snapshot's binary is stored in its file, loaded back and carried into files written from it",
   async () => {
     await withTempDir(async (dir) => {
@@ -27,7 +27,7 @@ kvmTest(
       using plain = sbx.snapshot();
       assert.equal(plain.binary, undefined);
       const { blob, data } = live(plain);
-      using snap = Snapshot.create(Blob.copyOf(blob.ref), { ...data, binary: BINARY });
+      using snap = snapshotOf(Blob.copyOf(blob.ref), { ...data, binary: BINARY });
       assert.deepEqual(snap.binary, BINARY);
 
       await snap.toFile(`${dir}/a.hls`);

@@ -13,7 +13,7 @@ import {
   SNAPSHOT_FORMAT_ERROR_KINDS,
   type SnapshotFormatErrorKind,
 } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import {
   assertFormatError,
   counts,
@@ -768,7 +768,7 @@ function checkAllLoaders(what: string, path: string, c: Omit<Case, "what" | "dam
   }
 }
 
-kvmTest(
+vmTest(
   "every damaged header field, sregs, host function, hash and blob gives its kind through each loader",
   async () => {
     await withTempDir(async (dir) => {
@@ -788,7 +788,7 @@ kvmTest(
   },
 );
 
-kvmTest("truncation at (and around) every section boundary is Truncated for every loader", async () => {
+vmTest("truncation at (and around) every section boundary is Truncated for every loader", async () => {
   await withTempDir(async (dir) => {
     const files = await originals(dir);
     const before = counts();
@@ -830,7 +830,7 @@ kvmTest("truncation at (and around) every section boundary is Truncated for ever
   });
 });
 
-kvmTest(
+vmTest(
   "fromFileUnchecked does not detect blob corruption that fromFile detects; sandboxes from it still run",
   async () => {
     await withTempDir(async (dir) => {
@@ -852,7 +852,7 @@ kvmTest(
   },
 );
 
-kvmTest(
+vmTest(
   "a renamed host function (with a consistent header_hash) loads and is then refused by fromSnapshot",
   async () => {
     await withTempDir(async (dir) => {

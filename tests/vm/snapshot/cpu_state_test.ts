@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { GUEST_CFLAGS, haveGcc } from "../../../guest/build.ts";
 import { MultiUseSandbox, type Snapshot, UninitializedSandbox } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { withTempDir } from "./_util.ts";
 
 const SOURCE = `
@@ -103,7 +103,7 @@ const gcc = await haveGcc();
 if (!gcc) {
   Deno.test({ name: "restore resets the x87/SSE state (needs gcc)", ignore: true, fn() {} });
 } else {
-  kvmTest("restore resets the x87/SSE state: MXCSR and XMM registers do not survive it", async () => {
+  vmTest("restore resets the x87/SSE state: MXCSR and XMM registers do not survive it", async () => {
     await withTempDir(async (dir) => {
       const guest = await buildCpuGuest(dir);
       using sbx = new UninitializedSandbox(guest).evolve();
@@ -135,7 +135,7 @@ if (!gcc) {
     });
   });
 
-  kvmTest("restore resets the AVX state too, where the guest can use AVX", async () => {
+  vmTest("restore resets the AVX state too, where the guest can use AVX", async () => {
     await withTempDir(async (dir) => {
       const guest = await buildCpuGuest(dir);
       using sbx = new UninitializedSandbox(guest).evolve();
@@ -156,7 +156,7 @@ if (!gcc) {
     });
   });
 
-  kvmTest("a sandbox made from a snapshot sees no vector state of sandboxes closed before it", async () => {
+  vmTest("a sandbox made from a snapshot sees no vector state of sandboxes closed before it", async () => {
     await withTempDir(async (dir) => {
       const guest = await buildCpuGuest(dir);
       using pre = new UninitializedSandbox(guest).snapshot();

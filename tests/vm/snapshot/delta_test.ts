@@ -21,7 +21,7 @@ import {
 import { blake3 } from "../../../format/blake3.ts";
 import { hostIdentity, live } from "../../../vm/snapshot.ts";
 import { ABI_SREGS } from "../../../vm/machine/sregs.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { hostFns, testguest, withTempDir } from "./_util.ts";
 
 const MIB = 1024 * 1024;
@@ -109,7 +109,7 @@ function reencode(path: string, out: string, edit: (input: SnapshotPrefixInput) 
   Deno.writeFileSync(out, file);
 }
 
-kvmTest("a delta stores only the changed pages and loads as the snapshot it was taken from", async () => {
+vmTest("a delta stores only the changed pages and loads as the snapshot it was taken from", async () => {
   await withTempDir(async (dir) => {
     await writeBase(`${dir}/base.hls`);
     using base = Snapshot.fromFile(`${dir}/base.hls`);
@@ -187,7 +187,7 @@ kvmTest("a delta stores only the changed pages and loads as the snapshot it was 
   });
 });
 
-kvmTest(
+vmTest(
   `chains load up to MAX_DELTA_CHAIN (${MAX_DELTA_CHAIN}) deltas deep; a deeper one is refused`,
   async () => {
     await withTempDir(async (dir) => {
@@ -215,7 +215,7 @@ kvmTest(
   },
 );
 
-kvmTest("a missing base is BaseNotFound; resolveBase says where it is", async () => {
+vmTest("a missing base is BaseNotFound; resolveBase says where it is", async () => {
   await withTempDir(async (dir) => {
     Deno.mkdirSync(`${dir}/bases`);
     await writeBase(`${dir}/base.hls`);
@@ -254,7 +254,7 @@ kvmTest("a missing base is BaseNotFound; resolveBase says where it is", async ()
   });
 });
 
-kvmTest("a base that is another snapshot, or a loop, is BaseMismatch", async () => {
+vmTest("a base that is another snapshot, or a loop, is BaseMismatch", async () => {
   await withTempDir(async (dir) => {
     await writeBase(`${dir}/base.hls`);
     await writeDelta(`${dir}/base.hls`, `${dir}/delta.hls`, 10);
@@ -305,7 +305,7 @@ kvmTest("a base that is another snapshot, or a loop, is BaseMismatch", async () 
   });
 });
 
-kvmTest(
+vmTest(
   "fromFile verifies the composed memory: corrupt delta pages or base pages are BlobHashMismatch",
   async () => {
     await withTempDir(async (dir) => {
@@ -349,7 +349,7 @@ kvmTest(
   },
 );
 
-kvmTest("toFile refuses a base of another layout, and a delta over itself", async () => {
+vmTest("toFile refuses a base of another layout, and a delta over itself", async () => {
   await withTempDir(async (dir) => {
     await writeBase(`${dir}/base.hls`);
     using sbx = testguest({ heapSize: HEAP * 2 }).evolve();
@@ -365,7 +365,7 @@ kvmTest("toFile refuses a base of another layout, and a delta over itself", asyn
   });
 });
 
-kvmTest("a delta identical to its base stores no page", async () => {
+vmTest("a delta identical to its base stores no page", async () => {
   await withTempDir(async (dir) => {
     await writeBase(`${dir}/base.hls`);
     using base = Snapshot.fromFile(`${dir}/base.hls`);
@@ -378,7 +378,7 @@ kvmTest("a delta identical to its base stores no page", async () => {
   });
 });
 
-kvmTest(
+vmTest(
   "random corruption of a delta's prefix is a SnapshotFormatError or a clean load, never a crash",
   async () => {
     await withTempDir(async (dir) => {

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotSandboxMismatchError } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import {
   counts,
   fileDigest,
@@ -46,7 +46,7 @@ const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---- inspectFile ----------------------------------------------------------------------------------------------
 
-kvmTest(
+vmTest(
   "inspectFile describes every header field, versions, names, compatibility, host functions, hashes",
   async () => {
     await withTempDir(async (dir) => {
@@ -94,7 +94,7 @@ kvmTest(
   },
 );
 
-kvmTest("inspectFile reports why a file does not load on this host instead of throwing", async () => {
+vmTest("inspectFile reports why a file does not load on this host instead of throwing", async () => {
   await withTempDir(async (dir) => {
     await saveState(`${dir}/call.hls`, 41);
     const bytes = Deno.readFileSync(`${dir}/call.hls`);
@@ -122,7 +122,7 @@ kvmTest("inspectFile reports why a file does not load on this host instead of th
   });
 });
 
-kvmTest("inspectFile maps nothing and leaves no fd behind", async () => {
+vmTest("inspectFile maps nothing and leaves no fd behind", async () => {
   await withTempDir(async (dir) => {
     await saveState(`${dir}/call.hls`, 41);
     Snapshot.inspectFile(`${dir}/call.hls`);
@@ -139,7 +139,7 @@ kvmTest("inspectFile maps nothing and leaves no fd behind", async () => {
 
 // ---- fromFileCached -------------------------------------------------------------------------------------------
 
-kvmTest("fromFileCached returns the same verified Snapshot for the same unchanged file", async () => {
+vmTest("fromFileCached returns the same verified Snapshot for the same unchanged file", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/s.hls`;
     await saveState(path, 41);
@@ -161,7 +161,7 @@ kvmTest("fromFileCached returns the same verified Snapshot for the same unchange
   });
 });
 
-kvmTest("fromFileCached does not hash the blob again for an unchanged file", async () => {
+vmTest("fromFileCached does not hash the blob again for an unchanged file", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/s.hls`;
     await saveState(path, 41);
@@ -180,7 +180,7 @@ kvmTest("fromFileCached does not hash the blob again for an unchanged file", asy
   });
 });
 
-kvmTest("fromFileCached verifies again after the file changes", async () => {
+vmTest("fromFileCached verifies again after the file changes", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/s.hls`;
     await saveState(path, 41);
@@ -249,7 +249,7 @@ kvmTest("fromFileCached verifies again after the file changes", async () => {
   });
 });
 
-kvmTest(
+vmTest(
   "sandboxes from two fromFileCached calls are siblings; from two fromFile calls they are not",
   async () => {
     await withTempDir(async (dir) => {
@@ -272,7 +272,7 @@ kvmTest(
 
 // ---- Across processes -----------------------------------------------------------------------------------------
 
-kvmTest("a file saved by one Deno process is used by another, both ways", async () => {
+vmTest("a file saved by one Deno process is used by another, both ways", async () => {
   await withTempDir(async (dir) => {
     // This process writes, a child reads.
     await saveState(`${dir}/parent.hls`, 41);
@@ -301,7 +301,7 @@ kvmTest("a file saved by one Deno process is used by another, both ways", async 
   });
 });
 
-kvmTest("child processes inherit no snapshot file descriptors", async () => {
+vmTest("child processes inherit no snapshot file descriptors", async () => {
   await withTempDir(async (dir) => {
     using src = testguest().evolve();
     using snap = src.snapshot(); // a memfd
@@ -326,7 +326,7 @@ kvmTest("child processes inherit no snapshot file descriptors", async () => {
   });
 });
 
-kvmTest(
+vmTest(
   "toFile killed mid-write leaves the old file (or nothing) at the path, never a partial file",
   async () => {
     await withTempDir(async (dir) => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotFormatError } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import {
   GOLDEN_CONFIG,
   GOLDEN_DELTA_BINARY,
@@ -19,7 +19,7 @@ import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "
 /** Every header field of the golden file. */
 const GOLDEN_HEADER = {
   arch: 1, // x86_64
-  abi_version: 2,
+  abi_version: 3,
   stack_top_gva: 0x252000,
   entrypoint_tag: 1, // Call
   entrypoint_addr: 0x200016,
@@ -38,9 +38,9 @@ const GOLDEN_HEADER = {
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "9a089d0ff9ce2467284baefd5db715c47c4a21b34aebbc61af1f09838043595e";
-const GOLDEN_BLOB_HASH = "5871c6d55ed0af73d54bcc6b7b25cdbd141dfb2e003034abaa74a2cb2417f0fb";
-const GOLDEN_FILE_SHA256 = "daeff5a449124fb580ec13064725aeffe080fa8c14f1d7ef6a6f37de4692f321";
+const GOLDEN_HEADER_HASH = "2c0a84b665bb7cbcedb07bd847fb914a4c30537036ddf7b4a944c2fd81c34a18";
+const GOLDEN_BLOB_HASH = "3b5285d9430168caabd07a470ec5eb0a47a916cf5bbf566ccf3c2a5eb4daed99";
+const GOLDEN_FILE_SHA256 = "54457d23f7041c5800379c218288f957f89a2e643040672fae596bbb012142de";
 const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
@@ -51,10 +51,10 @@ Deno.test("the golden file is the committed one", async () => {
 Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
   const info = Snapshot.inspectFile(GOLDEN_PATH);
   assert.equal(info.formatVersion, 1);
-  assert.equal(info.abiVersion, 2);
+  assert.equal(info.abiVersion, 3);
   assert.equal(
     ABI_VERSION,
-    2,
+    3,
     "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
   );
   assert.equal(info.arch, "x86_64");
@@ -85,7 +85,7 @@ Deno.test("inspectFile of the golden file gives the pinned header, versions, nam
   assert.equal(seg("tr").limit, 0x67 + 33);
 });
 
-kvmTest("the golden file loads with every loader and resumes with the recorded state", () => {
+vmTest("the golden file loads with every loader and resumes with the recorded state", () => {
   for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
     const snap = load(GOLDEN_PATH);
     try {
@@ -112,7 +112,7 @@ kvmTest("the golden file loads with every loader and resumes with the recorded s
   }
 });
 
-kvmTest("a snapshot made now by the golden recipe has the golden file's format", async () => {
+vmTest("a snapshot made now by the golden recipe has the golden file's format", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/now.hls`;
     await makeGolden(path);
@@ -157,27 +157,35 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-kvmTest("the golden file of ABI version 1 is refused with AbiMismatch, and inspectFile says why", () => {
-  const old = GOLDEN_PATH.replace("testguest-call.hls", "testguest-call-abi1.hls");
+vmTest(
+  "golden files of retired ABI versions 1 and 2 are refused with AbiMismatch, and inspectFile says why",
+  () => {
+    for (const version of [1, 2]) {
+      checkRetired(GOLDEN_PATH.replace("testguest-call.hls", `testguest-call-abi${version}.hls`), version);
+    }
+  },
+);
+
+function checkRetired(old: string, version: number): void {
   const info = Snapshot.inspectFile(old);
-  assert.equal(info.abiVersion, 1);
+  assert.equal(info.abiVersion, version);
   assert.equal(info.compatible, false);
   assert.equal(info.incompatibilities.length, 1);
   for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
     assert.throws(() => load(old), (e: unknown) => {
       assert.ok(e instanceof SnapshotFormatError, String(e));
       assert.equal(e.kind, "AbiMismatch");
-      assert.match(e.message, /abi_version is 1/);
+      assert.match(e.message, new RegExp(`abi_version is ${version}`));
       return true;
     });
   }
-});
+}
 
 // ---- The golden delta (format version 2) ------------------------------------------------------------------------
 
-const GOLDEN_DELTA_SHA256 = "89f85a90e838252c4579ae342e3a76f08d965138baaba889a5cc4a935d686dcf";
-const GOLDEN_DELTA_HEADER_HASH = "c2376c0118218d7876fb040180af886e7d306e61fa62626858dae8ce1d4c7cea";
-const GOLDEN_DELTA_BLOB_HASH = "f31d88cbd0d77660969d63cab0138c55ecb7779162e4a72fe0027df9bd752860";
+const GOLDEN_DELTA_SHA256 = "2d15ec06fdae2e83b9b6e4a4e995b56c4dae6120c6f0150b31719a771d12c35a";
+const GOLDEN_DELTA_HEADER_HASH = "2f55ad6a06cbc82293581844f5d8dd1882800e481ec82f106144d423a842f43c";
+const GOLDEN_DELTA_BLOB_HASH = "5fa73d073b01cb1eae6983428f4d26d26b0f2f52580b8272b801aba82d8af58e";
 
 Deno.test("the golden delta is the committed one, a version-2 file with every section, over the golden file", async () => {
   assert.equal(Deno.statSync(GOLDEN_DELTA_PATH).size, 4096 + 4096 + 4096);
@@ -205,7 +213,7 @@ Deno.test("the golden delta is the committed one, a version-2 file with every se
   assert.deepEqual(info.chain, [{ path: GOLDEN_PATH, blobHash: GOLDEN_BLOB_HASH, chainDepth: 0 }]);
 });
 
-kvmTest("the golden delta loads over the golden file with every loader", async () => {
+vmTest("the golden delta loads over the golden file with every loader", async () => {
   for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
     using snap = load(GOLDEN_DELTA_PATH);
     assert.deepEqual(snap.binary, GOLDEN_DELTA_BINARY);

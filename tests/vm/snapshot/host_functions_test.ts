@@ -12,7 +12,7 @@ import {
   Snapshot,
   UninitializedSandbox,
 } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { hostFns, TESTGUEST, testguest, withTempDir } from "./_util.ts";
 
 /** Runs `fn` with the module's logger capturing records. */
@@ -44,7 +44,7 @@ Deno.test("HostFunctions is a public class that starts with the default HostPrin
   );
 });
 
-kvmTest("UninitializedSandbox takes a HostFunctions set", () => {
+vmTest("UninitializedSandbox takes a HostFunctions set", () => {
   const printed: string[] = [];
   const fns = new HostFunctions()
     .register("Add", { params: ["i32", "i32"], returns: "i32" }, (a, b) => a * 1000 + b)
@@ -57,7 +57,7 @@ kvmTest("UninitializedSandbox takes a HostFunctions set", () => {
   assert.deepEqual(printed, ["via the set"]);
 });
 
-kvmTest(
+vmTest(
   "fromSnapshot accepts a superset of the recorded host functions and uses the given implementations",
   async () => {
     await withTempDir(async (dir) => {
@@ -87,7 +87,7 @@ kvmTest(
   },
 );
 
-kvmTest("fromSnapshot without host functions works when the snapshot records only HostPrint", () => {
+vmTest("fromSnapshot without host functions works when the snapshot records only HostPrint", () => {
   const u = new UninitializedSandbox(TESTGUEST); // only the default HostPrint
   using src = u.evolve();
   using snap = src.snapshot();
@@ -101,7 +101,7 @@ kvmTest("fromSnapshot without host functions works when the snapshot records onl
   assert.equal(fromPre.call("Echo", "x"), "x");
 });
 
-kvmTest("a snapshot records the host functions of its source when it is taken", () => {
+vmTest("a snapshot records the host functions of its source when it is taken", () => {
   const u = testguest();
   using pre = u.snapshot();
   u.registerHostFunction("Later", { params: ["u32"], returns: "u32" }, (x) => x);
@@ -120,7 +120,7 @@ kvmTest("a snapshot records the host functions of its source when it is taken", 
   });
 });
 
-kvmTest("HostFunctionMismatchError lists every missing function and every signature mismatch", async () => {
+vmTest("HostFunctionMismatchError lists every missing function and every signature mismatch", async () => {
   await withTempDir(async (dir) => {
     const recorded = new HostFunctions()
       .register("Add", { params: ["i32", "i32"], returns: "i32" }, (a, b) => a + b)
@@ -203,7 +203,7 @@ kvmTest("HostFunctionMismatchError lists every missing function and every signat
   });
 });
 
-kvmTest("fromSnapshot: maxExecutionTimeMs and guestLogLevel of the given config take effect", async () => {
+vmTest("fromSnapshot: maxExecutionTimeMs and guestLogLevel of the given config take effect", async () => {
   await withTempDir(async (dir) => {
     // The source has no time limit and logs only errors; neither is part of the snapshot.
     using src = testguest({ maxExecutionTimeMs: 0, guestLogLevel: "error" }).evolve();
@@ -230,7 +230,7 @@ kvmTest("fromSnapshot: maxExecutionTimeMs and guestLogLevel of the given config 
   });
 });
 
-kvmTest(
+vmTest(
   "fromSnapshot: the layout comes from the snapshot; a config asking for another one is a logged warning",
   async () => {
     await withTempDir(async (dir) => {
@@ -294,7 +294,7 @@ kvmTest(
   },
 );
 
-kvmTest("fromSnapshot: guestInitArg of the config reaches guest init of an Initialise snapshot", async () => {
+vmTest("fromSnapshot: guestInitArg of the config reaches guest init of an Initialise snapshot", async () => {
   await withTempDir(async (dir) => {
     const u = testguest({ heapSize: 1 << 20 });
     using pre = u.snapshot();

@@ -9,7 +9,7 @@ import {
   Snapshot,
   SnapshotSandboxMismatchError,
 } from "../../../mod.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { fileDigest, hostFns, testguest, withTempDir } from "./_util.ts";
 
 /** Saves a snapshot and returns the file's SHA-256: equal digests mean equal memory, registers and layout. */
@@ -68,7 +68,7 @@ function assertScratchEmpty(
   assert.ok(deepStackWords(sbx, a.stackTop).every((w) => w === 0n), `${what}: stack`);
 }
 
-kvmTest("restore returns to a snapshot taken from the sandbox itself, again and again", () => {
+vmTest("restore returns to a snapshot taken from the sandbox itself, again and again", () => {
   using sbx = testguest().evolve();
   sbx.call("AddToStatic", 41);
   using a = sbx.snapshot();
@@ -84,7 +84,7 @@ kvmTest("restore returns to a snapshot taken from the sandbox itself, again and 
   assert.equal(sbx.call("GetStatic"), 41);
 });
 
-kvmTest(
+vmTest(
   "restore after heavy dirtying gives back the exact state (dirty-page copy-back and remap)",
   async () => {
     await withTempDir(async (dir) => {
@@ -124,7 +124,7 @@ kvmTest(
   },
 );
 
-kvmTest("restore to a loaded snapshot gives back the file's exact state", async () => {
+vmTest("restore to a loaded snapshot gives back the file's exact state", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/base.hls`;
     {
@@ -160,7 +160,7 @@ kvmTest("restore to a loaded snapshot gives back the file's exact state", async 
   });
 });
 
-kvmTest("restore to an Initialise snapshot runs guest init again from the pristine image", () => {
+vmTest("restore to an Initialise snapshot runs guest init again from the pristine image", () => {
   const u = testguest();
   using pre = u.snapshot();
   using sbx = MultiUseSandbox.fromSnapshot(pre, hostFns());
@@ -182,7 +182,7 @@ kvmTest("restore to an Initialise snapshot runs guest init again from the pristi
   assert.equal(sbx.call("GetStatic"), 5);
 });
 
-kvmTest(
+vmTest(
   "the scratch region (stack, input and output buffers) is empty after restore and in new sandboxes",
   async () => {
     await withTempDir(async (dir) => {
@@ -248,7 +248,7 @@ async function interruptedSpin(sbx: Sandbox): Promise<unknown> {
   }
 }
 
-kvmTest("restore after a crash clears poisoning, for every way of poisoning", async () => {
+vmTest("restore after a crash clears poisoning, for every way of poisoning", async () => {
   await withTempDir(async (dir) => {
     const crashes: [string, (s: Sandbox) => unknown, string][] = [
       ["ud2", (s) => s.call("IllegalInstruction"), "GuestCrashedError"],
@@ -297,7 +297,7 @@ kvmTest("restore after a crash clears poisoning, for every way of poisoning", as
   });
 });
 
-kvmTest("a snapshot of a poisoned sandbox is refused, with the poisoning error as cause", () => {
+vmTest("a snapshot of a poisoned sandbox is refused, with the poisoning error as cause", () => {
   using sbx = testguest().evolve();
   using good = sbx.snapshot();
   assert.throws(() => sbx.call("DivideByZero"), { name: "GuestCrashedError" });
@@ -311,7 +311,7 @@ kvmTest("a snapshot of a poisoned sandbox is refused, with the poisoning error a
   assert.equal(after.entrypoint, "Call");
 });
 
-kvmTest(
+vmTest(
   "restore accepts the sandbox's own snapshots, its siblings' and the Snapshot it was made from",
   async () => {
     await withTempDir(async (dir) => {
@@ -360,7 +360,7 @@ kvmTest(
   },
 );
 
-kvmTest(
+vmTest(
   "restore refuses any other snapshot with SnapshotSandboxMismatchError, leaving the sandbox intact",
   async () => {
     await withTempDir(async (dir) => {
@@ -410,7 +410,7 @@ kvmTest(
   },
 );
 
-kvmTest("restore and snapshot from inside a host function are refused", () => {
+vmTest("restore and snapshot from inside a host function are refused", () => {
   // deno-lint-ignore prefer-const
   let sbx: Sandbox;
   let snap: Snapshot | undefined;

@@ -9,13 +9,13 @@ import {
   Snapshot,
   UninitializedSandbox,
 } from "../../../mod.ts";
-import { guestPath, kvmTest } from "../../_kvm.ts";
+import { guestPath, vmTest } from "../../_hypervisor.ts";
 import { fileDigest, hostFns, testguest, withTempDir } from "./_util.ts";
 
 const ADD = { name: "Add", params: ["i32", "i32"], returns: "i32" };
 const HOST_PRINT = { name: "HostPrint", params: ["string"], returns: "i32" };
 
-kvmTest("Initialise snapshot (before guest init): in-memory round trip runs guest init", () => {
+vmTest("Initialise snapshot (before guest init): in-memory round trip runs guest init", () => {
   const u = testguest();
   using pre = u.snapshot();
   assert.equal(pre.entrypoint, "Initialise");
@@ -32,7 +32,7 @@ kvmTest("Initialise snapshot (before guest init): in-memory round trip runs gues
   assert.equal(again.call("GetStatic"), 0);
 });
 
-kvmTest("Initialise snapshot through a file, with both loaders", async () => {
+vmTest("Initialise snapshot through a file, with both loaders", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/pre.hls`;
     const u = testguest({ heapSize: 512 * 1024 });
@@ -58,7 +58,7 @@ kvmTest("Initialise snapshot through a file, with both loaders", async () => {
   });
 });
 
-kvmTest(
+vmTest(
   "an Initialise snapshot of a guest whose init fails: fromSnapshot throws the init error",
   async () => {
     await withTempDir(async (dir) => {
@@ -80,7 +80,7 @@ kvmTest(
   },
 );
 
-kvmTest("Call snapshot (after init): in-memory round trip keeps guest state and does not rerun init", () => {
+vmTest("Call snapshot (after init): in-memory round trip keeps guest state and does not rerun init", () => {
   using src = testguest().evolve();
   src.call("AddToStatic", 41);
   const kept = src.call("Malloc", 10_000n) as bigint;
@@ -98,7 +98,7 @@ kvmTest("Call snapshot (after init): in-memory round trip keeps guest state and 
   assert.equal(sbx.call("Echo", "after"), "after");
 });
 
-kvmTest("Call snapshot through a file, with both loaders", async () => {
+vmTest("Call snapshot through a file, with both loaders", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/call.hls`;
     {
@@ -119,7 +119,7 @@ kvmTest("Call snapshot through a file, with both loaders", async () => {
   });
 });
 
-kvmTest("snapshot → save → load → call preserves state over several generations", async () => {
+vmTest("snapshot → save → load → call preserves state over several generations", async () => {
   await withTempDir(async (dir) => {
     let sbx = testguest().evolve();
     let expected = 0;
@@ -144,7 +144,7 @@ kvmTest("snapshot → save → load → call preserves state over several genera
   });
 });
 
-kvmTest("memory protections survive saving and loading", async () => {
+vmTest("memory protections survive saving and loading", async () => {
   await withTempDir(async (dir) => {
     {
       using src = testguest().evolve();
@@ -172,7 +172,7 @@ kvmTest("memory protections survive saving and loading", async () => {
   });
 });
 
-kvmTest("overwriting an existing file; snapshots loaded from the old file keep the old state", async () => {
+vmTest("overwriting an existing file; snapshots loaded from the old file keep the old state", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/state.hls`;
     using src = testguest().evolve();
@@ -206,7 +206,7 @@ kvmTest("overwriting an existing file; snapshots loaded from the old file keep t
   });
 });
 
-kvmTest(
+vmTest(
   "saving is deterministic: a loaded snapshot saves byte-identically, equal states give equal files",
   async () => {
     await withTempDir(async (dir) => {
@@ -236,7 +236,7 @@ kvmTest(
   },
 );
 
-kvmTest("toFile and the loaders accept file: URLs and relative paths", async () => {
+vmTest("toFile and the loaders accept file: URLs and relative paths", async () => {
   await withTempDir(async (dir) => {
     using src = testguest().evolve();
     src.call("AddToStatic", 7);
@@ -264,7 +264,7 @@ kvmTest("toFile and the loaders accept file: URLs and relative paths", async () 
   });
 });
 
-kvmTest("a missing file, or writing into a missing directory, gives Deno's own NotFound", async () => {
+vmTest("a missing file, or writing into a missing directory, gives Deno's own NotFound", async () => {
   await withTempDir(async (dir) => {
     const missing = `${dir}/no-such.hls`;
     for (
@@ -312,7 +312,7 @@ Deno.test("a directory given as a snapshot file gives Deno's own IsADirectory, l
   });
 });
 
-kvmTest(
+vmTest(
   "toFile onto a directory or below a file gives Deno's own errors and leaves no temporary file",
   async () => {
     await withTempDir(async (dir) => {
@@ -328,7 +328,7 @@ kvmTest(
   },
 );
 
-kvmTest("a snapshot and its sandboxes stay valid while the file is renamed or deleted", async () => {
+vmTest("a snapshot and its sandboxes stay valid while the file is renamed or deleted", async () => {
   await withTempDir(async (dir) => {
     {
       using src = testguest().evolve();
@@ -360,7 +360,7 @@ kvmTest("a snapshot and its sandboxes stay valid while the file is renamed or de
   });
 });
 
-kvmTest("guest writes never reach the snapshot file (copy-on-write), nor an in-memory snapshot", async () => {
+vmTest("guest writes never reach the snapshot file (copy-on-write), nor an in-memory snapshot", async () => {
   await withTempDir(async (dir) => {
     const path = `${dir}/cow.hls`;
     using src = testguest({ heapSize: 4 << 20 }).evolve();
@@ -402,7 +402,7 @@ kvmTest("guest writes never reach the snapshot file (copy-on-write), nor an in-m
   });
 });
 
-kvmTest("many sandboxes from one snapshot are isolated, also from the source and after it is closed", () => {
+vmTest("many sandboxes from one snapshot are isolated, also from the source and after it is closed", () => {
   const src = testguest({ heapSize: 1 << 20 }).evolve();
   src.call("AddToStatic", 41);
   using snap = src.snapshot();
@@ -426,7 +426,7 @@ kvmTest("many sandboxes from one snapshot are isolated, also from the source and
   }
 });
 
-kvmTest("a snapshot remains usable after close() of the source sandbox", async () => {
+vmTest("a snapshot remains usable after close() of the source sandbox", async () => {
   await withTempDir(async (dir) => {
     const src = testguest().evolve();
     src.call("AddToStatic", 41);
@@ -447,7 +447,7 @@ kvmTest("a snapshot remains usable after close() of the source sandbox", async (
   });
 });
 
-kvmTest("Snapshot.close(): further use throws TypeError, sandboxes made from it keep working", async () => {
+vmTest("Snapshot.close(): further use throws TypeError, sandboxes made from it keep working", async () => {
   await withTempDir(async (dir) => {
     using src = testguest({ heapSize: 2 << 20 }).evolve();
     src.call("AddToStatic", 41);
@@ -481,7 +481,7 @@ kvmTest("Snapshot.close(): further use throws TypeError, sandboxes made from it 
   });
 });
 
-kvmTest("Snapshot getters describe the snapshot", () => {
+vmTest("Snapshot getters describe the snapshot", () => {
   const fns = new HostFunctions()
     .register("Add", { params: ["i32", "i32"], returns: "i32" }, (a, b) => a + b)
     .register("Zeta", { params: ["bytes", "u64", "bool", "f64"], returns: "void" }, () => undefined);

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { MultiUseSandbox, Snapshot, UninitializedSandbox } from "../../../mod.ts";
-import { guestPath, kvmTest } from "../../_kvm.ts";
+import { guestPath, vmTest } from "../../_hypervisor.ts";
 import { Rng } from "../../fuzz/_rng.ts";
 
 /** SIGKILLs that must land while the child is still running (trials where it finished first do not count). */
@@ -55,7 +55,7 @@ function marker(path: string): number {
   return sbx.call("GetStatic") as number;
 }
 
-kvmTest(`toFile survives SIGKILL at ${KILLS} random points: old or new file, never a torn one`, async () => {
+vmTest(`toFile survives SIGKILL at ${KILLS} random points: old or new file, never a torn one`, async () => {
   const dir = Deno.makeTempDirSync({ prefix: "snapvm-tofile-crash-" });
   const path = `${dir}/target.hls`;
   try {

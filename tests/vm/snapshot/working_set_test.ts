@@ -9,7 +9,7 @@ import { HostFunctionMismatchError, MultiUseSandbox, Snapshot } from "../../../m
 import { parseSnapshotHeader } from "../../../format/mod.ts";
 import { hostIdentity, live } from "../../../vm/snapshot.ts";
 import { evictFromPageCache } from "../../../vm/snapshot/_pages.ts";
-import { kvmTest } from "../../_kvm.ts";
+import { vmTest } from "../../_hypervisor.ts";
 import { hostFns, testguest, withTempDir } from "./_util.ts";
 
 const MIB = 1024 * 1024;
@@ -56,7 +56,7 @@ function parse(path: string) {
   return parseSnapshotHeader(bytes, bytes.length, hostIdentity());
 }
 
-kvmTest("recordWorkingSet notes the touched pages; toFile stores them; loads keep them", async () => {
+vmTest("recordWorkingSet notes the touched pages; toFile stores them; loads keep them", async () => {
   await withTempDir(async (dir) => {
     using sbx = testguest({ heapSize: 16 * MIB }).evolve();
     using snap = sbx.snapshot();
@@ -89,7 +89,7 @@ kvmTest("recordWorkingSet notes the touched pages; toFile stores them; loads kee
   });
 });
 
-kvmTest("recordWorkingSet needs the snapshot's host functions, and works for Initialise snapshots", () => {
+vmTest("recordWorkingSet needs the snapshot's host functions, and works for Initialise snapshots", () => {
   const u = testguest({ heapSize: 4 * MIB });
   using snap = u.snapshot();
   assert.throws(() => snap.recordWorkingSet(), HostFunctionMismatchError);
@@ -98,7 +98,7 @@ kvmTest("recordWorkingSet needs the snapshot's host functions, and works for Ini
   assert.ok(recorded.pages > 0);
 });
 
-kvmTest(
+vmTest(
   "loading a file with a working set reads those pages ahead; without one, nothing is read ahead",
   async () => {
     await withTempDir(async (dir) => {
@@ -137,7 +137,7 @@ kvmTest(
   },
 );
 
-kvmTest("a delta's working set is read from the file that stores each page", async () => {
+vmTest("a delta's working set is read from the file that stores each page", async () => {
   await withTempDir(async (dir) => {
     {
       using sbx = testguest({ heapSize: 8 * MIB, guestInitArg: 1n }).evolve();

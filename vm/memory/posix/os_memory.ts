@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { check, lastErrno, OsCallError } from "../../../ffi/linux/errno.ts";
+import { check, ErrnoError, lastErrno } from "../../../ffi/linux/errno.ts";
 import {
   F_ADD_SEALS,
   F_SEAL_GROW,
@@ -45,10 +45,10 @@ function mapOrThrow(
 ): Deno.PointerObject {
   const p = libc().mmap(at, BigInt(size), prot, flags, fd, BigInt(offset));
   if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
-    throw new OsCallError(call, lastErrno());
+    throw new ErrnoError(call, lastErrno());
   }
   if (at !== null && Deno.UnsafePointer.value(p) !== Deno.UnsafePointer.value(at)) {
-    throw new OsCallError(call, lastErrno());
+    throw new ErrnoError(call, lastErrno());
   }
   return p;
 }
@@ -111,7 +111,7 @@ function pwriteAll(fd: number, from: Deno.PointerObject, size: number): void {
     const n = Number(
       libc().pwrite(fd, Deno.UnsafePointer.offset(from, done), BigInt(size - done), BigInt(done)),
     );
-    if (n <= 0) throw new OsCallError("pwrite(memfd)", lastErrno());
+    if (n <= 0) throw new ErrnoError("pwrite(memfd)", lastErrno());
     done += n;
   }
 }
@@ -138,7 +138,7 @@ class PosixFile implements OpenedFile {
       const n = Number(
         libc().pread(this.#fd, out.subarray(done), BigInt(length - done), BigInt(offset + done)),
       );
-      if (n < 0) throw new OsCallError("pread", lastErrno());
+      if (n < 0) throw new ErrnoError("pread", lastErrno());
       if (n === 0) break;
       done += n;
     }
@@ -241,7 +241,7 @@ export const osMemory: OsMemory = {
         const n = Number(
           libc().pwrite_buf(fd, bytes.subarray(done), BigInt(bytes.byteLength - done), BigInt(done)),
         );
-        if (n <= 0) throw new OsCallError("pwrite(memfd)", lastErrno());
+        if (n <= 0) throw new ErrnoError("pwrite(memfd)", lastErrno());
         done += n;
       }
     });
@@ -256,13 +256,13 @@ export const osMemory: OsMemory = {
       if (errno === 13 || errno === 1) {
         throw new Deno.errors.PermissionDenied(`Permission denied (os error ${errno}): open '${path}'`);
       }
-      throw new OsCallError(`open(${path})`, errno);
+      throw new ErrnoError(`open(${path})`, errno);
     }
     const st = new BigUint64Array(STAT.SIZE / 8);
     if (libc().fstat(fd, new Uint8Array(st.buffer)) < 0) {
       const errno = lastErrno();
       libc().close(fd);
-      throw new OsCallError("fstat", errno);
+      throw new ErrnoError("fstat", errno);
     }
     const mode = Number(new DataView(st.buffer).getUint32(STAT.MODE, true)) & 0o170000;
     if (mode === 0o040000) {

@@ -1,6 +1,8 @@
 /**
- * Builds `libblake3.so`, the native BLAKE3 backend of `format/blake3.ts`, from the official C sources that
- * Debian ships in the package `librust-blake3-dev` (`/usr/share/cargo/registry/blake3-<version>/c/`).
+ * Builds `libblake3.so`, the official BLAKE3 C library, from the sources that Debian ships in the package
+ * `librust-blake3-dev` (`/usr/share/cargo/registry/blake3-<version>/c/`). snapvm does not need it at run time
+ * (its built-in kernel, see `build_kernel.ts`, comes first); it is the `"library"` backend of
+ * `format/blake3.ts` when named by `$SNAPVM_BLAKE3_LIB`, and what the tests compare the kernel against.
  *
  * On x86-64 it compiles the portable code plus the SSE2, SSE4.1, AVX2 and AVX-512 assembly kernels (the C
  * library picks one at run time with CPUID); the assembly measured about 25% faster than the intrinsics
@@ -10,13 +12,14 @@
  * Run as a script to build into the repository's `build/` folder:
  *
  * ```sh
- * deno run -A format/build_blake3.ts [outDir]
+ * deno run -A format/blake3/build_library.ts [outDir]
  * ```
  *
  * @module
  */
 
-const REGISTRY = "/usr/share/cargo/registry";
+import { absolutePath, findBlake3Sources, joinPath, pathExists } from "./_sources.ts";
+
 const LIBRARY_NAME = "libblake3.so";
 const COMMON_FLAGS = ["-O3", "-fPIC", "-Wa,--noexecstack"];
 
@@ -25,7 +28,7 @@ const COMMON_FLAGS = ["-O3", "-fPIC", "-Wa,--noexecstack"];
  *
  * @example
  * ```ts
- * import type { BuildBlake3Options } from "./build_blake3.ts";
+ * import type { BuildBlake3Options } from "./build_library.ts";
  *
  * const options: BuildBlake3Options = { sourceDir: "/usr/share/cargo/registry/blake3-1.3.1/c" };
  * console.log(options);
@@ -42,75 +45,15 @@ interface Step {
   args: string[];
 }
 
-function join(...parts: string[]): string {
-  return parts.join("/").replace(/\/+/g, "/");
-}
-
-function absolute(path: string): string {
-  return path.startsWith("/") ? path : join(Deno.cwd(), path);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
-/** Orders `blake3-1.10.0` after `blake3-1.9.2`, which a string sort would not. */
-function compareVersions(a: string, b: string): number {
-  const pa = a.split(/[.-]/).map((part) => Number.parseInt(part, 10) || 0);
-  const pb = b.split(/[.-]/).map((part) => Number.parseInt(part, 10) || 0);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const difference = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (difference !== 0) return difference;
-  }
-  return 0;
-}
-
-/**
- * Finds the newest BLAKE3 C source folder that Debian's `librust-blake3-dev` installed.
- *
- * @returns The `c/` folder, or `null` when there is none.
- *
- * @example
- * ```ts
- * import { findBlake3Sources } from "./build_blake3.ts";
- *
- * console.log(findBlake3Sources() ?? "librust-blake3-dev is not installed");
- * ```
- */
-export function findBlake3Sources(): string | null {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(REGISTRY)];
-  } catch {
-    return null;
-  }
-  const versions = entries
-    .filter((entry) => /^blake3-\d/.test(entry.name))
-    .map((entry) => entry.name.slice("blake3-".length))
-    .sort(compareVersions)
-    .reverse();
-  for (const version of versions) {
-    const dir = join(REGISTRY, `blake3-${version}`, "c");
-    if (exists(join(dir, "blake3.c"))) return dir;
-  }
-  return null;
-}
-
 /** The compiler invocations for this architecture, the last one linking `output`. */
 function planBuild(sourceDir: string, output: string, objectDir: string): Step[] {
-  const src = (name: string) => join(sourceDir, name);
+  const src = (name: string) => joinPath(sourceDir, name);
   const core = [src("blake3.c"), src("blake3_dispatch.c"), src("blake3_portable.c")];
   const link = ["-shared", ...COMMON_FLAGS, "-o", output];
   if (Deno.build.arch === "x86_64") {
     const kernels = ["sse2", "sse41", "avx2", "avx512"];
     const assembly = kernels.map((kernel) => src(`blake3_${kernel}_x86-64_unix.S`));
-    if (assembly.every(exists)) return [{ args: [...link, ...core, ...assembly] }];
+    if (assembly.every(pathExists)) return [{ args: [...link, ...core, ...assembly] }];
     // Intrinsics: each file needs its own -m flags, and only that file may get them (the dispatcher must
     // stay runnable on CPUs without AVX), so compile them one by one.
     const flags: Record<string, string[]> = {
@@ -122,7 +65,7 @@ function planBuild(sourceDir: string, output: string, objectDir: string): Step[]
     const steps: Step[] = [];
     const objects: string[] = [];
     for (const kernel of kernels) {
-      const object = join(objectDir, `blake3_${kernel}.o`);
+      const object = joinPath(objectDir, `blake3_${kernel}.o`);
       steps.push({
         args: ["-c", ...COMMON_FLAGS, ...flags[kernel], "-o", object, src(`blake3_${kernel}.c`)],
       });
@@ -141,7 +84,7 @@ function planBuild(sourceDir: string, output: string, objectDir: string): Step[]
 function newestSourceTime(sourceDir: string): number {
   let newest = 0;
   for (const entry of Deno.readDirSync(sourceDir)) {
-    const mtime = Deno.statSync(join(sourceDir, entry.name)).mtime?.getTime() ?? 0;
+    const mtime = Deno.statSync(joinPath(sourceDir, entry.name)).mtime?.getTime() ?? 0;
     newest = Math.max(newest, mtime);
   }
   return newest;
@@ -160,23 +103,23 @@ function newestSourceTime(sourceDir: string): number {
  *
  * @example
  * ```ts ignore
- * import { buildBlake3 } from "./build_blake3.ts";
+ * import { buildBlake3 } from "./build_library.ts";
  *
  * const path = await buildBlake3("build");
- * console.log(path ?? "using the WASM BLAKE3");
+ * console.log(path ?? "no C library");
  * ```
  */
 export async function buildBlake3(outDir: string, options: BuildBlake3Options = {}): Promise<string | null> {
   const sourceDir = options.sourceDir ?? findBlake3Sources();
-  if (sourceDir === null || !exists(join(sourceDir, "blake3.c"))) {
+  if (sourceDir === null || !pathExists(joinPath(sourceDir, "blake3.c"))) {
     console.error(
-      `buildBlake3: BLAKE3 C sources not found (apt-get install librust-blake3-dev); BLAKE3 will use WASM`,
+      `buildBlake3: BLAKE3 C sources not found (apt-get install librust-blake3-dev)`,
     );
     return null;
   }
   const compiler = options.compiler ?? "gcc";
-  const dir = absolute(outDir);
-  const output = join(dir, LIBRARY_NAME);
+  const dir = absolutePath(outDir);
+  const output = joinPath(dir, LIBRARY_NAME);
   const stampPath = `${output}.stamp`;
   const stamp = JSON.stringify({
     compiler,
@@ -184,14 +127,14 @@ export async function buildBlake3(outDir: string, options: BuildBlake3Options = 
     arch: Deno.build.arch,
     plan: planBuild(sourceDir, output, ""),
   });
-  if (exists(output) && exists(stampPath) && Deno.readTextFileSync(stampPath) === stamp) {
+  if (pathExists(output) && pathExists(stampPath) && Deno.readTextFileSync(stampPath) === stamp) {
     const built = Deno.statSync(output).mtime?.getTime() ?? 0;
     if (built >= newestSourceTime(sourceDir)) return output;
   }
 
   await Deno.mkdir(dir, { recursive: true });
   const objectDir = await Deno.makeTempDir({ prefix: "snapvm-blake3-" });
-  const temporary = join(dir, `.${LIBRARY_NAME}.${Deno.pid}.${crypto.randomUUID()}.tmp`);
+  const temporary = joinPath(dir, `.${LIBRARY_NAME}.${Deno.pid}.${crypto.randomUUID()}.tmp`);
   try {
     for (const step of planBuild(sourceDir, temporary, objectDir)) {
       let result: Deno.CommandOutput;
@@ -200,7 +143,7 @@ export async function buildBlake3(outDir: string, options: BuildBlake3Options = 
           .output();
       } catch (error) {
         if (error instanceof Deno.errors.NotFound) {
-          console.error(`buildBlake3: C compiler '${compiler}' not found; BLAKE3 will use WASM`);
+          console.error(`buildBlake3: C compiler '${compiler}' not found`);
           return null;
         }
         throw error;
@@ -220,7 +163,7 @@ export async function buildBlake3(outDir: string, options: BuildBlake3Options = 
 }
 
 if (import.meta.main) {
-  const outDir = Deno.args[0] ?? decodeURIComponent(new URL("../build", import.meta.url).pathname);
+  const outDir = Deno.args[0] ?? decodeURIComponent(new URL("../../build", import.meta.url).pathname);
   const path = await buildBlake3(outDir);
   if (path !== null) console.log(path);
 }

@@ -1,5 +1,7 @@
 /**
- * BLAKE3 in WebAssembly, the fallback when the C library is not available. Internal to the format module.
+ * BLAKE3 in WebAssembly: the `"wasm"` backend, the last fallback, used when neither the built-in kernel nor
+ * a C library can run (no `--allow-ffi`, or a CPU other than x86-64 without `libblake3`). It hashes on the
+ * calling thread. Internal to the format module.
  *
  * `blake3-jit` (MIT) was the fastest correct candidate measured on the project's machines with a 256 MiB
  * input: about 1.0 GB/s, against 0.6 GB/s for `hash-wasm` and 0.2 GB/s for `@webbuf/blake3`. It is
@@ -9,7 +11,7 @@
  * @module
  */
 
-// Inline specifier until deno.json maps "blake3-jit" (the brief allows inline npm: imports in this folder).
+// Pinned inline, next to its only user, so that the version is stated where the measurement above is.
 // deno-lint-ignore no-import-prefix
 import { hash } from "npm:blake3-jit@1.1.0";
 
@@ -21,7 +23,7 @@ import { hash } from "npm:blake3-jit@1.1.0";
  *
  * @example
  * ```ts
- * import { wasmBlake3 } from "./_blake3_wasm.ts";
+ * import { wasmBlake3 } from "./_wasm.ts";
  *
  * console.log(wasmBlake3(new Uint8Array(0)).length); // 32
  * ```

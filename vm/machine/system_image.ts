@@ -1,0 +1,105 @@
+/**
+ * Sealed in-memory copies of system areas, shared by every snapshot with the same layout and image
+ * page-table entries, counted by reference. A sandbox made from a snapshot maps its system area from here,
+ * never from the snapshot's memory blob (see `system_area.ts`): one extra mapping per sandbox, no copying,
+ * and the pages stay shared.
+ *
+ * @module
+ */
+import { blake3Hex } from "../../format/blake3.ts";
+import type { Layout } from "./layout.ts";
+import { buildSystemArea, imagePageEntries } from "./system_area.ts";
+import { Blob } from "../memory/blob.ts";
+import type { Mapping } from "../memory/mapping.ts";
+
+/**
+ * A reference to a shared system area. `release()` once per reference (idempotent).
+ *
+ * @example
+ * ```ts ignore
+ * const system = systemAreaFor(snapshotMemory, layout);
+ * sandboxMemory.mapCopyOnWrite(system.blob.backing);
+ * system.release();
+ * ```
+ */
+export interface SystemArea {
+  /** The system area's bytes (guest-physical 0 to `SYSTEM_AREA_END`). */
+  readonly blob: Blob;
+  /** Drops this reference. */
+  release(): void;
+}
+
+interface Entry {
+  blob: Blob;
+  refs: number;
+}
+
+const entries = new Map<string, Entry>();
+/** Unreferenced entries kept for reuse (a process that reloads the same file keeps its system area). */
+const IDLE_MAX = 8;
+
+/**
+ * The system area for a snapshot whose memory (guest-physical 0 and up) is `memory`: its image page-table
+ * entries are read and checked (`SnapshotFormatError` for anything the ABI does not allow), everything else
+ * is rebuilt from the layout.
+ *
+ * @example
+ * ```ts ignore
+ * const system = systemAreaFor(blob.ref, layout);
+ * ```
+ */
+export function systemAreaFor(memory: Mapping, layout: Layout): SystemArea {
+  const image = imagePageEntries(memory, layout);
+  const key =
+    `${layout.persistentSize}:${layout.heapBase}:${layout.scratchBase}:${layout.scratchSize}:${layout.ptPages}:${
+      blake3Hex(image)
+    }`;
+  let entry = entries.get(key);
+  if (entry === undefined || entry.blob.closed) {
+    entry = { blob: Blob.fromBytes(buildSystemArea(layout, image)), refs: 0 };
+    entries.set(key, entry);
+  }
+  entry.refs++;
+  const held = entry;
+  let released = false;
+  return {
+    blob: held.blob,
+    release() {
+      if (released) return;
+      released = true;
+      held.refs--;
+      if (held.refs === 0) trim();
+    },
+  };
+}
+
+/** Closes unreferenced entries beyond the idle limit, oldest first. */
+function trim(): void {
+  let idle = 0;
+  for (const e of entries.values()) if (e.refs === 0) idle++;
+  for (const [key, e] of entries) {
+    if (idle <= IDLE_MAX) break;
+    if (e.refs !== 0) continue;
+    e.blob.close();
+    entries.delete(key);
+    idle--;
+  }
+}
+
+/**
+ * Closes every system area no snapshot holds any more (the idle ones kept for reuse). For leak checks and
+ * long-lived processes that want their file descriptors back.
+ *
+ * @example
+ * ```ts
+ * import { dropIdleSystemAreas } from "./system_image.ts";
+ * dropIdleSystemAreas();
+ * ```
+ */
+export function dropIdleSystemAreas(): void {
+  for (const [key, e] of entries) {
+    if (e.refs !== 0) continue;
+    e.blob.close();
+    entries.delete(key);
+  }
+}
