@@ -30,6 +30,7 @@ const SYMBOLS = {
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
+  mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
