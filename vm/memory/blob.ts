@@ -121,8 +121,7 @@ export class Blob {
 
   /**
    * Takes ownership of `backing` (and of the overlays' backings). The reference view is mapped when first
-   * used: starting a sandbox and reading the function table (`read`) need no view, so an unchecked load
-   * followed by a sandbox never maps it.
+   * used (starting a sandbox and reading bytes with `read` need none).
    *
    * @example
    * ```ts
