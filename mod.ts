@@ -16,6 +16,12 @@ export { UninitializedSandbox } from "./vm/uninitialized_sandbox.ts";
 export type { GuestBinary } from "./vm/uninitialized_sandbox.ts";
 export { MultiUseSandbox } from "./vm/multi_use_sandbox.ts";
 export { Snapshot } from "./vm/snapshot.ts";
+export type {
+  SnapshotBaseReference,
+  SnapshotFileInspection,
+  SnapshotLoadOptions,
+  SnapshotToFileOptions,
+} from "./vm/snapshot.ts";
 export { SNAPSHOT_FORMAT_ERROR_KINDS, SnapshotFormatError } from "./format/errors.ts";
 export type { SnapshotFormatErrorKind } from "./format/errors.ts";
 export type { Incompatibility, SnapshotInspection } from "./format/inspect.ts";

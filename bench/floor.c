@@ -3,11 +3,13 @@
 // Built and run by bench/_floor.ts (gcc -O2); usable by hand:
 //
 //   floor [all|create|call|cold|restore] [runs] [tmpdir]      (defaults: all 200 $TMPDIR-or-/tmp)
+//   floor evicted [runs] [tmpdir] [size_mib] [pages]          (defaults: 200 $TMPDIR 256 44; not in "all")
 //
 // Output: "# ..." comment lines, and one machine-readable line per metric (times in microseconds,
 // CLOCK_MONOTONIC, after a warm-up, with one idle "keeper" VM + vCPU alive for the whole process):
 //   R <metric> n=<runs> med=<us> p90=<us> min=<us>
-// Metrics: create, teardown, call, cold_<size>, restore_<size>_n<N> (see the mode functions below).
+// Metrics: create, teardown, call, cold_<size>, restore_<size>_n<N>, evicted_<size>_p<N> and
+// cached_<size>_p<N> (see the mode functions below).
 //
 // CPU setup as in docs/ABI.md: 4-level identity paging, GDT (kernel code/data, user data 0x2b, user code
 // 0x33, busy TSS 0x38 whose I/O bitmap allows only ports 0xE0-0xE3), IDT with 32 CPL0 stubs that report the
@@ -56,8 +58,9 @@
 // CPL3 guest code, copied to the code page; only relative jumps, so it runs anywhere.
 //   floor_ping:  out %eax,$0xE0 in a loop (one KVM_RUN = one exit + re-entry).
 //   floor_dirty: write %rax to the first qword of %edx pages from %rsi on, then out; repeat.
+//   floor_read:  read the first qword of %edx pages from %rsi on, then out; repeat.
 __asm__(".pushsection .rodata\n"
-        ".globl floor_ping, floor_dirty, floor_end\n"
+        ".globl floor_ping, floor_dirty, floor_read, floor_end\n"
         "floor_ping:\n"
         "1:  outl %eax, $0xE0\n"
         "    jmp 1b\n"
@@ -70,9 +73,18 @@ __asm__(".pushsection .rodata\n"
         "    jnz 3b\n"
         "    outl %eax, $0xE0\n"
         "    jmp 2b\n"
+        "floor_read:\n"
+        "4:  mov %rsi, %rdi\n"
+        "    mov %edx, %ecx\n"
+        "5:  mov (%rdi), %r8\n"
+        "    add $4096, %rdi\n"
+        "    dec %ecx\n"
+        "    jnz 5b\n"
+        "    outl %eax, $0xE0\n"
+        "    jmp 4b\n"
         "floor_end:\n"
         ".popsection\n");
-extern const uint8_t floor_ping[], floor_dirty[], floor_end[];
+extern const uint8_t floor_ping[], floor_dirty[], floor_read[], floor_end[];
 
 struct vm {
   int vm, cpu, fd;
@@ -360,14 +372,54 @@ static void mode_restore(void) {
   free(c);
 }
 
+// evicted_<size>_p<N>: the image file's pages dropped from the page cache (posix_fadvise DONTNEED, untimed)
+// before each run, then open -> first out with guest memory mmap(MAP_PRIVATE) of the file and MADV_RANDOM;
+// the guest reads one qword from each of N consecutive data pages, so the run reads from disk the N pages,
+// the page tables and descriptor tables the CPU walks and the code page, one 4 KiB read per fault.
+// cached_<size>_p<N>: the same with the file in the page cache.
+static void mode_evicted(const char *tmpdir, size_t size, int pages) {
+  char path[4096], metric[64];
+  snprintf(path, sizeof path, "%s/floor-%d-evicted-%s.img", tmpdir, (int)getpid(), size_name(size));
+  if ((size_t)pages * PG > size - data_gpa(size)) {
+    fprintf(stderr, "floor: %d pages do not fit a %s image\n", pages, size_name(size));
+    exit(2);
+  }
+  write_image_file(path, size);
+  double *c = calloc(runs, sizeof *c);
+  for (int evict = 1; evict >= 0; evict--) {
+    for (int i = -warm; i < runs; i++) {
+      if (evict) {
+        int efd = open(path, O_RDONLY | O_CLOEXEC);
+        if (efd < 0 || posix_fadvise(efd, 0, 0, POSIX_FADV_DONTNEED) || close(efd)) die("posix_fadvise");
+      }
+      struct vm v;
+      double t0 = now_us();
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) die(path);
+      vm_open(&v, size, fd, 0);
+      vm_enter(&v, floor_read, data_gpa(size), pages);
+      if (i >= 0) c[i] = now_us() - t0;
+      vm_close(&v);
+    }
+    snprintf(metric, sizeof metric, "%s_%s_p%d", evict ? "evicted" : "cached", size_name(size), pages);
+    report(metric, c, runs);
+  }
+  unlink(path);
+  free(c);
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   if (argc > 2) runs = atoi(argv[2]);
   const char *tmpdir = argc > 3 ? argv[3] : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
   int all = !strcmp(mode, "all");
-  if (runs < 1 || (!all && strcmp(mode, "create") && strcmp(mode, "call") && strcmp(mode, "cold") &&
-                   strcmp(mode, "restore"))) {
-    fprintf(stderr, "usage: floor [all|create|call|cold|restore] [runs] [tmpdir]\n");
+  size_t evicted_size = (argc > 4 ? (size_t)atoi(argv[4]) : 256) * MIB;
+  int evicted_pages = argc > 5 ? atoi(argv[5]) : 44;
+  if (runs < 1 || evicted_size < 4 * MIB || evicted_pages < 1 ||
+      (!all && strcmp(mode, "create") && strcmp(mode, "call") && strcmp(mode, "cold") &&
+       strcmp(mode, "restore") && strcmp(mode, "evicted"))) {
+    fprintf(stderr, "usage: floor [all|create|call|cold|restore] [runs] [tmpdir]\n"
+                    "       floor evicted [runs] [tmpdir] [size_mib] [pages]\n");
     return 2;
   }
   warm = runs / 10 > 10 ? runs / 10 : 10;
@@ -378,5 +430,6 @@ int main(int argc, char **argv) {
   if (all || !strcmp(mode, "call")) mode_call();
   if (all || !strcmp(mode, "cold")) mode_cold(tmpdir);
   if (all || !strcmp(mode, "restore")) mode_restore();
+  if (!strcmp(mode, "evicted")) mode_evicted(tmpdir, evicted_size, evicted_pages);
   return 0;
 }

@@ -1,6 +1,6 @@
 /**
- * The loader's checks of an `.hls` prefix (everything before the memory blob), in the order of loading rule 1
- * of shared/format/hls-v1.md. Internal: `hls.ts` and `inspect.ts` are the public faces.
+ * The loader's checks of an `.hls` prefix (everything before the memory blob), in the order of the loading
+ * rules in docs/FORMAT.md. Internal: `hls.ts` and `inspect.ts` are the public faces.
  *
  * All arithmetic on file values is done in bigint, so no sum of u64 fields can overflow or round.
  *
@@ -12,15 +12,19 @@ import {
   HASH_SIZE,
   HEADER_HASH_OFFSET,
   HLS_FORMAT_VERSION,
+  HLS_FORMAT_VERSION_1,
   HLS_MAGIC,
   HOST_FUNCS_OFFSET,
   MAX_HOST_FUNCS_SIZE,
   MAX_IO_BUFFER_SIZE,
   MAX_MEMORY_OFFSET,
   MAX_MEMORY_SIZE,
+  MAX_SECTIONS,
+  MAX_SECTIONS_SIZE,
   MIN_INPUT_DATA_SIZE,
   MIN_OUTPUT_DATA_SIZE,
   MIN_PT_SIZE,
+  SECTION_TABLE_HEADER_SIZE,
   SREGS_OFFSET,
   SREGS_SIZE,
   STACK_ALIGNMENT,
@@ -30,6 +34,7 @@ import {
 import { type SnapshotAction, SnapshotFormatError, type SnapshotFormatErrorKind } from "./errors.ts";
 import { HEADER_FIELDS, type HeaderFieldName, type RawSnapshotHeader } from "./header.ts";
 import { decodeHostFunctions, type HostFunction } from "./host_functions.ts";
+import { decodeSections, NO_SECTIONS, pagesIn, type SnapshotSections } from "./sections.ts";
 import { decodeSregs, type Sregs } from "./sregs.ts";
 import { ARCH_NAMES, ENTRYPOINT_NAMES, type HostIdentity, HYPERVISOR_NAMES, type MemoryMap } from "./tags.ts";
 import { blake3 } from "./blake3.ts";
@@ -61,6 +66,10 @@ export interface CheckedPrefix {
   incompatibilities: SnapshotFormatError[];
   /** Whether the layout checks ran (they need the host's memory map and a compatible file). */
   layoutChecked: boolean;
+  /** The version-2 sections (none for version 1). */
+  sections: SnapshotSections;
+  /** Bytes of blob data stored at `memory_offset`: `memory_size`, or a delta's pages × 4096. */
+  storedSize: number;
 }
 
 const PAGE = BigInt(FILE_PAGE_SIZE);
@@ -87,18 +96,44 @@ export function toFileLength(fileLength: bigint | number): bigint {
 }
 
 /**
- * BLAKE3 of preamble ‖ header ‖ sregs ‖ blob_hash ‖ host functions: bytes [0, 1112) and [1144, 1176 + n).
+ * BLAKE3 of preamble ‖ header ‖ sregs ‖ blob_hash ‖ host functions: bytes [0, 1112) and [1144, 1176 + n), the
+ * `header_hash` of a version-1 file.
  *
  * @param prefix At least `1176 + hostFuncsSize` bytes from the start of the file.
  * @param hostFuncsSize Length of the host-functions section.
  */
 export function computeHeaderHash(prefix: Uint8Array, hostFuncsSize: number): Uint8Array {
-  const end = HOST_FUNCS_OFFSET + hostFuncsSize;
+  return headerHashTo(prefix, HOST_FUNCS_OFFSET + hostFuncsSize);
+}
+
+/**
+ * BLAKE3 of bytes [0, 1112) and [1144, end): the `header_hash` of a file whose hashed part ends at `end`
+ * (`1176 + host_funcs_size` in version 1, the end of the section table in version 2).
+ *
+ * @param prefix At least `end` bytes from the start of the file.
+ * @param end Where the hashed part ends.
+ */
+export function headerHashTo(prefix: Uint8Array, end: number): Uint8Array {
   // header_hash itself sits between the two ranges; one small copy is cheaper than a streaming hasher API.
   const message = new Uint8Array(end - HASH_SIZE);
   message.set(prefix.subarray(0, HEADER_HASH_OFFSET), 0);
   message.set(prefix.subarray(HEADER_HASH_OFFSET + HASH_SIZE, end), HEADER_HASH_OFFSET);
   return blake3(message);
+}
+
+/** Index of the first non-zero byte in `bytes[from, to)`, or -1 (a plain loop: `findIndex` costs ~10x). */
+function firstNonZero(bytes: Uint8Array, from: number, to: number): number {
+  // Eight bytes at a time while aligned (the padding runs to a page boundary), then byte by byte.
+  let i = from;
+  while (i < to && (bytes.byteOffset + i) % 8 !== 0) if (bytes[i++] !== 0) return i - 1;
+  if (to - i >= 8) {
+    const words = new BigUint64Array(bytes.buffer, bytes.byteOffset + i, (to - i) >> 3);
+    let k = 0;
+    while (k < words.length && words[k] === 0n) k++;
+    i += k * 8;
+  }
+  for (; i < to; i++) if (bytes[i] !== 0) return i;
+  return -1;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -108,14 +143,15 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Checks the preamble and returns `1176 + host_funcs_size`, the number of bytes the full check needs.
+ * Checks the preamble and returns the number of bytes the full check needs: `1176 + host_funcs_size` for
+ * version 1, `memory_offset` for version 2 (its section table ends before the blob).
  *
  * @param bytes The start of the file.
  * @param action Only changes the error message prefix.
  */
 export function checkedPrefixLength(bytes: Uint8Array, action: SnapshotAction): number {
   const reader = new ByteReader(bytes, { action });
-  readPreamble(reader, action);
+  const version = readPreamble(reader, action);
   if (bytes.byteLength < HOST_FUNCS_OFFSET) {
     throw new SnapshotFormatError("Truncated", {
       field: "fixed header",
@@ -124,10 +160,30 @@ export function checkedPrefixLength(bytes: Uint8Array, action: SnapshotAction): 
       action,
     });
   }
-  const hostFuncsSize = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    .getBigUint64(8 + 8 * HEADER_FIELDS.findIndex(([name]) => name === "host_funcs_size"), true);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const field = (name: HeaderFieldName) =>
+    view.getBigUint64(8 + 8 * HEADER_FIELDS.findIndex(([n]) => n === name), true);
+  const hostFuncsSize = field("host_funcs_size");
   checkHostFuncsSize(hostFuncsSize, action);
-  return HOST_FUNCS_OFFSET + Number(hostFuncsSize);
+  if (version === HLS_FORMAT_VERSION_1) return HOST_FUNCS_OFFSET + Number(hostFuncsSize);
+  const memoryOffset = field("memory_offset");
+  checkMemoryOffset(memoryOffset, FIXED_PREFIX + hostFuncsSize + BigInt(SECTION_TABLE_HEADER_SIZE), action);
+  return Number(memoryOffset);
+}
+
+/** `memory_offset` is page aligned, after `minimum` (the host functions or section table header) and bounded. */
+function checkMemoryOffset(memoryOffset: bigint, minimum: bigint, action: SnapshotAction): void {
+  const fail = (expected: string) => {
+    throw new SnapshotFormatError("InvalidField", {
+      field: "memory_offset",
+      found: memoryOffset,
+      expected,
+      action,
+    });
+  };
+  if (memoryOffset % PAGE !== 0n) fail(`a multiple of ${PAGE}`);
+  if (memoryOffset < minimum) fail(`at least ${minimum} (the end of the host functions)`);
+  if (memoryOffset > BigInt(MAX_MEMORY_OFFSET)) fail(`at most ${MAX_MEMORY_OFFSET}`);
 }
 
 function checkHostFuncsSize(hostFuncsSize: bigint, action: SnapshotAction): void {
@@ -153,13 +209,13 @@ function readPreamble(reader: ByteReader, action: SnapshotAction): number {
     });
   }
   const version = reader.u32("format_version");
-  if (version !== HLS_FORMAT_VERSION) {
+  if (version < HLS_FORMAT_VERSION_1 || version > HLS_FORMAT_VERSION) {
     throw new SnapshotFormatError("UnsupportedFormatVersion", {
       field: "format_version",
       found: version,
-      expected: `${HLS_FORMAT_VERSION}`,
-      hint: `this snapvm reads only format version ${HLS_FORMAT_VERSION}; a file of version ${version} ` +
-        "may be convertible by a snapvm release that reads it",
+      expected: `${HLS_FORMAT_VERSION_1} to ${HLS_FORMAT_VERSION}`,
+      hint: `this snapvm reads format versions ${HLS_FORMAT_VERSION_1} to ${HLS_FORMAT_VERSION}; a file of ` +
+        `version ${version} may be convertible by a snapvm release that reads it`,
       action,
     });
   }
@@ -240,21 +296,9 @@ export function checkPrefix(
 
   // ---- Sizes and offsets: the file's own structure ----
   checkHostFuncsSize(raw.host_funcs_size, action);
+  const v1 = formatVersion === HLS_FORMAT_VERSION_1;
   const hostFuncsEnd = FIXED_PREFIX + raw.host_funcs_size;
-  if (raw.memory_offset % PAGE !== 0n) {
-    fail("InvalidField", "memory_offset", raw.memory_offset, `a multiple of ${PAGE}`);
-  }
-  if (raw.memory_offset < hostFuncsEnd) {
-    fail(
-      "InvalidField",
-      "memory_offset",
-      raw.memory_offset,
-      `at least ${hostFuncsEnd} (the end of the host functions)`,
-    );
-  }
-  if (raw.memory_offset > BigInt(MAX_MEMORY_OFFSET)) {
-    fail("InvalidField", "memory_offset", raw.memory_offset, `at most ${MAX_MEMORY_OFFSET}`);
-  }
+  checkMemoryOffset(raw.memory_offset, v1 ? hostFuncsEnd : hostFuncsEnd + TABLE_HEADER, action);
   if (raw.memory_size === 0n || raw.memory_size % PAGE !== 0n) {
     fail("InvalidField", "memory_size", raw.memory_size, `a non-zero multiple of ${PAGE}`);
   }
@@ -262,20 +306,62 @@ export function checkPrefix(
   if (raw.memory_size > BigInt(maxMemory)) {
     fail("InvalidField", "memory_size", raw.memory_size, `at most ${maxMemory}`);
   }
-  const fileNeeded = raw.memory_offset + raw.memory_size + BigInt(TRAILING_GUARD_SIZE);
-  if (length < fileNeeded) {
-    fail(
-      "Truncated",
-      "file length",
-      `${length} bytes`,
-      `at least ${fileNeeded} bytes (memory_offset ${raw.memory_offset} + memory_size ${raw.memory_size} + ` +
-        `${TRAILING_GUARD_SIZE}-byte trailing guard)`,
+  // A delta stores fewer bytes than memory_size: its length is checked again once its runs are known.
+  checkFileLength(length, raw.memory_offset, v1 ? raw.memory_size : 0n, v1 ? "memory_size" : "", fail);
+  const prefixEnd = v1 ? hostFuncsEnd : raw.memory_offset;
+  if (BigInt(bytes.byteLength) < prefixEnd) {
+    throw new RangeError(
+      `Need the first ${prefixEnd} bytes of the file (see snapshotPrefixLength), got ${bytes.byteLength}`,
     );
   }
-  if (BigInt(bytes.byteLength) < hostFuncsEnd) {
-    throw new RangeError(
-      `Need the first ${hostFuncsEnd} bytes of the file (see snapshotPrefixLength), got ${bytes.byteLength}`,
-    );
+
+  // ---- Version 2: the section table's extent, before anything is hashed or decoded ----
+  let hashedEnd = Number(hostFuncsEnd);
+  if (!v1) {
+    const at = Number(hostFuncsEnd);
+    const table = new DataView(bytes.buffer, bytes.byteOffset + at, SECTION_TABLE_HEADER_SIZE);
+    const sectionCount = table.getUint32(0, true);
+    if (sectionCount < 1 || sectionCount > MAX_SECTIONS) {
+      fail(
+        "InvalidField",
+        "sections.count",
+        sectionCount,
+        `1..${MAX_SECTIONS} (a file without sections is written as version 1)`,
+      );
+    }
+    const sectionsSize = BigInt(table.getUint32(4, true));
+    if (sectionsSize > BigInt(MAX_SECTIONS_SIZE)) {
+      fail("InvalidField", "sections_size", sectionsSize, `at most ${MAX_SECTIONS_SIZE}`);
+    }
+    const tableEnd = hostFuncsEnd + TABLE_HEADER + sectionsSize;
+    if (tableEnd > raw.memory_offset) {
+      fail(
+        "InvalidField",
+        "sections_size",
+        sectionsSize,
+        `at most ${raw.memory_offset - hostFuncsEnd - TABLE_HEADER} (the section table ends before ` +
+          `memory_offset ${raw.memory_offset})`,
+      );
+    }
+    // No unhashed slack: the blob starts at the first page boundary after the table, and the padding is 0.
+    if (raw.memory_offset !== alignUp(tableEnd, PAGE)) {
+      fail(
+        "InvalidField",
+        "memory_offset",
+        raw.memory_offset,
+        `${alignUp(tableEnd, PAGE)} (the end of the section table, ${tableEnd}, rounded up to a page)`,
+      );
+    }
+    hashedEnd = Number(tableEnd);
+    const nonZero = firstNonZero(bytes, hashedEnd, Number(raw.memory_offset));
+    if (nonZero !== -1) {
+      fail(
+        "InvalidField",
+        "padding",
+        `a non-zero byte at file offset ${nonZero}`,
+        "zeros from the end of the section table to memory_offset",
+      );
+    }
   }
 
   // ---- Sizes and offsets: the host ABI's memory layout, when the caller names it ----
@@ -299,12 +385,12 @@ export function checkPrefix(
   if (raw.has_sregs === 1n) {
     sregs = decodeSregs(sregsBytes, action);
   } else {
-    const nonZero = sregsBytes.findIndex((byte) => byte !== 0);
+    const nonZero = firstNonZero(bytes, SREGS_OFFSET, SREGS_OFFSET + SREGS_SIZE);
     if (nonZero !== -1) {
       fail(
         "InvalidField",
         "sregs",
-        `a non-zero byte at file offset ${SREGS_OFFSET + nonZero}`,
+        `a non-zero byte at file offset ${nonZero}`,
         "all zeros when has_sregs is 0",
       );
     }
@@ -312,14 +398,15 @@ export function checkPrefix(
 
   // ---- header_hash ----
   const hostFuncsSize = Number(raw.host_funcs_size);
-  const computed = computeHeaderHash(bytes, hostFuncsSize);
+  const computed = headerHashTo(bytes, hashedEnd);
   if (!equalBytes(computed, headerHash)) {
+    const parts = v1 ? "host functions" : "host functions and sections";
     fail(
       "HeaderHashMismatch",
       "header_hash",
       toHex(headerHash),
-      `${toHex(computed)} (BLAKE3 of preamble, header, special registers, blob_hash and host functions)`,
-      "the file's header, special registers, blob_hash or host-functions section is corrupt",
+      `${toHex(computed)} (BLAKE3 of preamble, header, special registers, blob_hash and ${parts})`,
+      `the file's header, special registers, blob_hash, ${parts} are corrupt`,
     );
   }
 
@@ -331,8 +418,60 @@ export function checkPrefix(
     },
   );
 
+  // ---- Version 2: the sections, and the length of a delta's stored pages ----
+  let sections = NO_SECTIONS;
+  let storedSize = raw.memory_size;
+  if (!v1) {
+    sections = decodeSections(bytes.subarray(Number(hostFuncsEnd), hashedEnd), {
+      memorySize: Number(raw.memory_size),
+      fileOffset: Number(hostFuncsEnd),
+      action,
+    });
+    storedSize = sections.base === null ? raw.memory_size : BigInt(pagesIn(sections.base.runs)) * PAGE;
+    checkFileLength(
+      length,
+      raw.memory_offset,
+      storedSize,
+      sections.base === null ? "memory_size" : "the delta's stored pages",
+      fail,
+    );
+  }
+
   const layoutChecked = incompatibilities.length === 0 && host.memoryMap !== undefined;
-  return { formatVersion, raw, sregs, hostFunctions, headerHash, blobHash, incompatibilities, layoutChecked };
+  return {
+    formatVersion,
+    raw,
+    sregs,
+    hostFunctions,
+    headerHash,
+    blobHash,
+    incompatibilities,
+    layoutChecked,
+    sections,
+    storedSize: Number(storedSize),
+  };
+}
+
+const TABLE_HEADER = BigInt(SECTION_TABLE_HEADER_SIZE);
+
+/** The file holds `stored` bytes of blob at `memory_offset` and the trailing guard. */
+function checkFileLength(
+  length: bigint,
+  memoryOffset: bigint,
+  stored: bigint,
+  what: string,
+  fail: (kind: SnapshotFormatErrorKind, field: string, found: string, expected: string) => never,
+): void {
+  const needed = memoryOffset + stored + BigInt(TRAILING_GUARD_SIZE);
+  if (length < needed) {
+    fail(
+      "Truncated",
+      "file length",
+      `${length} bytes`,
+      `at least ${needed} bytes (memory_offset ${memoryOffset} + ${what ? `${what} ${stored} + ` : ""}` +
+        `${TRAILING_GUARD_SIZE}-byte trailing guard)`,
+    );
+  }
 }
 
 function nameOf(names: Readonly<Record<number, string>>, value: bigint): string {

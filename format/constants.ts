@@ -1,6 +1,6 @@
 /**
- * Byte offsets of the `.hls` format (version 1), the limits a loader enforces, and the few facts of snapvm's
- * guest memory map (docs/ABI.md) that the loader needs to check a header's layout.
+ * Byte offsets of the `.hls` format (versions 1 and 2), the limits a loader enforces, and the few facts of
+ * snapvm's guest memory map (docs/ABI.md) that the loader needs to check a header's layout.
  *
  * Changing any value here changes either the file format (bump `HLS_FORMAT_VERSION`) or the meaning of the
  * memory blob (bump the ABI version); `tests/format_constants_test.ts` pins them all.
@@ -23,16 +23,42 @@
 export const HLS_MAGIC = 0x00534c48;
 
 /**
- * The byte-layout version this module reads and writes.
+ * Format version 1: preamble, header, special registers, hashes, host functions, blob. Still written for
+ * every snapshot that needs no section (docs/FORMAT.md, "Versions"), so older readers keep loading them.
+ *
+ * @example
+ * ```ts
+ * import { HLS_FORMAT_VERSION_1 } from "./constants.ts";
+ *
+ * console.log(HLS_FORMAT_VERSION_1); // 1
+ * ```
+ */
+export const HLS_FORMAT_VERSION_1 = 1;
+
+/**
+ * Format version 2: version 1 plus a list of typed sections after the host functions (binary, delta base,
+ * working set), covered by `header_hash`. A version-1-only reader refuses it with `UnsupportedFormatVersion`.
+ *
+ * @example
+ * ```ts
+ * import { HLS_FORMAT_VERSION_2 } from "./constants.ts";
+ *
+ * console.log(HLS_FORMAT_VERSION_2); // 2
+ * ```
+ */
+export const HLS_FORMAT_VERSION_2 = 2;
+
+/**
+ * The newest byte-layout version this module reads and writes (it reads every version from 1 up).
  *
  * @example
  * ```ts
  * import { HLS_FORMAT_VERSION } from "./constants.ts";
  *
- * console.log(HLS_FORMAT_VERSION); // 1
+ * console.log(HLS_FORMAT_VERSION); // 2
  * ```
  */
-export const HLS_FORMAT_VERSION = 1;
+export const HLS_FORMAT_VERSION = HLS_FORMAT_VERSION_2;
 
 /**
  * File offset of the 19 × u64 header (just after the 8-byte preamble).
@@ -219,7 +245,8 @@ export const MAX_HOST_FUNCTION_PARAMS = 64;
 
 /**
  * Largest `memory_offset`: where the blob starts after the largest legal host-functions section. Anything
- * further would leave unhashed padding that no writer produces.
+ * further would leave unhashed padding that no writer produces. In version 2 the host functions and the
+ * sections share this budget.
  *
  * @example
  * ```ts
@@ -317,3 +344,128 @@ export const STACK_GUARD_SIZE = 4096;
  * ```
  */
 export const STACK_ALIGNMENT = 16;
+
+// ---- Version 2 sections (docs/FORMAT.md, "Sections") ---------------------------------------------------------
+
+/**
+ * Size of the section table's own header in version 2: `u32 section_count`, `u32 sections_size`.
+ *
+ * @example
+ * ```ts
+ * import { SECTION_TABLE_HEADER_SIZE } from "./constants.ts";
+ *
+ * console.log(SECTION_TABLE_HEADER_SIZE); // 8
+ * ```
+ */
+export const SECTION_TABLE_HEADER_SIZE = 8;
+
+/**
+ * Size of each section's header: `u32 type`, `u32 length`.
+ *
+ * @example
+ * ```ts
+ * import { SECTION_HEADER_SIZE } from "./constants.ts";
+ *
+ * console.log(SECTION_HEADER_SIZE); // 8
+ * ```
+ */
+export const SECTION_HEADER_SIZE = 8;
+
+/**
+ * Most sections in one file (each type at most once).
+ *
+ * @example
+ * ```ts
+ * import { MAX_SECTIONS } from "./constants.ts";
+ *
+ * console.log(MAX_SECTIONS); // 16
+ * ```
+ */
+export const MAX_SECTIONS = 16;
+
+/**
+ * Largest `sections_size` (the sections after the table header), in bytes. The host functions and the
+ * sections together must also end before `MAX_MEMORY_OFFSET`.
+ *
+ * @example
+ * ```ts
+ * import { MAX_SECTIONS_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_SECTIONS_SIZE); // 1048576
+ * ```
+ */
+export const MAX_SECTIONS_SIZE = 1024 * 1024;
+
+/**
+ * Section types with this bit set are optional: a reader that does not know one skips it. A reader that does
+ * not know a type without it refuses the file (`UnsupportedFormatVersion`).
+ *
+ * @example
+ * ```ts
+ * import { OPTIONAL_SECTION_BIT } from "./constants.ts";
+ *
+ * console.log(OPTIONAL_SECTION_BIT.toString(16)); // 80000000
+ * ```
+ */
+export const OPTIONAL_SECTION_BIT = 0x8000_0000;
+
+/**
+ * Longest guest binary path in a BINARY section, in UTF-8 bytes (Linux's `PATH_MAX`).
+ *
+ * @example
+ * ```ts
+ * import { MAX_BINARY_PATH_BYTES } from "./constants.ts";
+ *
+ * console.log(MAX_BINARY_PATH_BYTES); // 4096
+ * ```
+ */
+export const MAX_BINARY_PATH_BYTES = 4096;
+
+/**
+ * Longest base file name in a BASE section, in UTF-8 bytes (a file name, not a path: `NAME_MAX`).
+ *
+ * @example
+ * ```ts
+ * import { MAX_BASE_FILE_NAME_BYTES } from "./constants.ts";
+ *
+ * console.log(MAX_BASE_FILE_NAME_BYTES); // 255
+ * ```
+ */
+export const MAX_BASE_FILE_NAME_BYTES = 255;
+
+/**
+ * Most page runs in a delta's BASE section. Each run is one extra mapping per sandbox start; writers
+ * coalesce to far fewer (`DELTA_TARGET_RUNS` in the writer).
+ *
+ * @example
+ * ```ts
+ * import { MAX_DELTA_RUNS } from "./constants.ts";
+ *
+ * console.log(MAX_DELTA_RUNS); // 4096
+ * ```
+ */
+export const MAX_DELTA_RUNS = 4096;
+
+/**
+ * Longest chain of deltas: a delta's `chain_depth` (1 for a delta on a complete file) is at most this.
+ *
+ * @example
+ * ```ts
+ * import { MAX_DELTA_CHAIN } from "./constants.ts";
+ *
+ * console.log(MAX_DELTA_CHAIN); // 8
+ * ```
+ */
+export const MAX_DELTA_CHAIN = 8;
+
+/**
+ * Most page runs in a WORKING_SET section.
+ *
+ * @example
+ * ```ts
+ * import { MAX_WORKING_SET_RUNS } from "./constants.ts";
+ *
+ * console.log(MAX_WORKING_SET_RUNS); // 16384
+ * ```
+ */
+export const MAX_WORKING_SET_RUNS = 16384;

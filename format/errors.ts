@@ -11,8 +11,9 @@ import { HEADER_FIELDS } from "./header.ts";
  * never renamed, only added to.
  *
  * - `BadMagic`: the file does not start with `HLS\0`; it is not a snapshot file at all.
- * - `UnsupportedFormatVersion`: the preamble names a byte layout other than version 1. The file may be
- *   convertible by a snapvm release that knows that version.
+ * - `UnsupportedFormatVersion`: the preamble names a byte layout this snapvm does not read (0, or above 2),
+ *   or a version-2 file holds a required section type it does not know. The file may be convertible by a
+ *   snapvm release that knows that version.
  * - `AbiMismatch`: `abi_version` differs from this host's ABI. The memory blob has another meaning; the snapshot
  *   must be regenerated from the guest binary.
  * - `ArchMismatch`: `arch` is not the running host's architecture.
@@ -26,6 +27,11 @@ import { HEADER_FIELDS } from "./header.ts";
  * - `BlobHashMismatch`: `blob_hash` does not match the memory blob: the blob is corrupt.
  * - `HostFunctionsTooLarge`: the host-functions section is larger than
  *   `MAX_HOST_FUNCS_SIZE` (1 MiB).
+ * - `BaseNotFound`: a delta's base snapshot file is not where the delta names it (or where `resolveBase`
+ *   says), or is not a file.
+ * - `BaseMismatch`: the file found as a delta's base is another snapshot: its `blob_hash`, memory size or
+ *   chain depth differs from what the delta records, or the chain loops back on itself.
+ * - `ChainTooLong`: a delta's chain of bases is deeper than `MAX_DELTA_CHAIN`.
  *
  * @example Switch on a kind
  * ```ts
@@ -45,6 +51,9 @@ export const SNAPSHOT_FORMAT_ERROR_KINDS = [
   "HeaderHashMismatch",
   "BlobHashMismatch",
   "HostFunctionsTooLarge",
+  "BaseNotFound",
+  "BaseMismatch",
+  "ChainTooLong",
 ] as const;
 
 /**
@@ -110,6 +119,8 @@ function describeField(field: string): string {
   if (HEADER_FIELD_NAMES.has(field)) return `header field ${field}`;
   if (field.startsWith("sregs.")) return `special register ${field.slice("sregs.".length)}`;
   if (field.startsWith("host_functions")) return `host-functions section field ${field}`;
+  if (field.startsWith("sections")) return `section table field ${field}`;
+  if (/^(binary|base|working_set)\./.test(field)) return `section field ${field}`;
   return field;
 }
 

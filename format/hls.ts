@@ -1,9 +1,11 @@
 /**
- * Reading and writing `.hls` snapshot files (format version 1, shared/format/hls-v1.md).
+ * Reading and writing `.hls` snapshot files (format versions 1 and 2, docs/FORMAT.md).
  *
- * A file is a prefix (preamble, header, special registers, hashes, host functions, zero padding), the memory
- * blob at the page-aligned `memory_offset`, and a 4096-byte zero guard. This module builds and checks the
- * prefix; the caller writes or `mmap`s the blob, because only it knows how the blob is held in memory.
+ * A file is a prefix (preamble, header, special registers, hashes, host functions, in version 2 a section
+ * table, zero padding), the memory blob at the page-aligned `memory_offset`, and a 4096-byte zero guard. A
+ * delta file (version 2 with a BASE section) stores only the pages of its runs there, packed. This module
+ * builds and checks the prefix; the caller writes or `mmap`s the blob, because only it knows how the blob is
+ * held in memory. Writers produce version 1 unless a section is given.
  *
  * Writing:
  *
@@ -16,7 +18,7 @@
  *
  * ```ts ignore
  * const head = readFirstBytes(file, 4096);                 // at least HOST_FUNCS_OFFSET bytes
- * const needed = snapshotPrefixLength(head);               // more if the host functions are large
+ * const needed = snapshotPrefixLength(head);               // more if host functions or sections are large
  * const parsed = parseSnapshotHeader(head_or_more, fileSize, host);
  * const blob = mmapPrivate(file, parsed.header.memoryOffset, parsed.header.memorySize);
  * if (checked) verifyBlobHash(blob, parsed.blobHash);
@@ -29,7 +31,8 @@ import {
   FILE_PAGE_SIZE,
   HASH_SIZE,
   HEADER_HASH_OFFSET,
-  HLS_FORMAT_VERSION,
+  HLS_FORMAT_VERSION_1,
+  HLS_FORMAT_VERSION_2,
   HLS_MAGIC,
   HOST_FUNCS_OFFSET,
   TRAILING_GUARD_SIZE,
@@ -38,9 +41,18 @@ import { SnapshotFormatError } from "./errors.ts";
 import { HEADER_FIELDS, type SnapshotHeader } from "./header.ts";
 import { encodeHostFunctions, type HostFunction } from "./host_functions.ts";
 import { encodeSregs, type Sregs } from "./sregs.ts";
+import {
+  type BinaryInfo,
+  type DeltaBase,
+  encodeSections,
+  needsSections,
+  type PageRun,
+  pagesIn,
+  type SkippedSection,
+} from "./sections.ts";
 import type { HostIdentity, MemoryMap } from "./tags.ts";
 import { blake3 } from "./blake3.ts";
-import { checkedPrefixLength, checkPrefix, computeHeaderHash } from "./_check.ts";
+import { checkedPrefixLength, checkPrefix, headerHashTo } from "./_check.ts";
 import { toHex } from "./_hex.ts";
 import { ByteWriter } from "./_writer.ts";
 
@@ -56,6 +68,8 @@ export {
   formatHostFunctionSignature,
   ValueTag,
 } from "./host_functions.ts";
+export type { BinaryInfo, DeltaBase, PageRun, SkippedSection, SnapshotSections } from "./sections.ts";
+export { decodeSections, encodeSections, pagesIn, SECTION_NAMES, SectionType } from "./sections.ts";
 
 /**
  * The header fields a writer chooses. `hasSregs`, `hostFuncsSize` and `memoryOffset` follow from the rest of
@@ -96,6 +110,15 @@ export interface SnapshotPrefixInput {
   blobHash: Uint8Array;
   /** The writer's memory layout: when given, the header is checked against it before anything is written. */
   memoryMap?: MemoryMap;
+  /** The guest binary the snapshot came from (BINARY section; makes the file version 2). */
+  binary?: BinaryInfo;
+  /**
+   * Makes the file a delta (BASE section, version 2): the blob stored at `memory_offset` is then the pages of
+   * `base.runs` only, packed in order. `blobHash` stays the hash of the whole resulting memory.
+   */
+  base?: DeltaBase;
+  /** Pages a cold start touches (WORKING_SET section, version 2); an empty list writes no section. */
+  workingSet?: readonly PageRun[];
 }
 
 /**
@@ -112,7 +135,7 @@ export interface SnapshotPrefixInput {
  * ```
  */
 export interface ParsedSnapshot {
-  /** The preamble's format version (always 1 here). */
+  /** The preamble's format version (1 or 2). */
   formatVersion: number;
   /** The header, every field checked. */
   header: SnapshotHeader;
@@ -124,6 +147,19 @@ export interface ParsedSnapshot {
   headerHash: Uint8Array;
   /** The stored `blob_hash`; check it with {@linkcode verifyBlobHash}. */
   blobHash: Uint8Array;
+  /** BINARY section, or `null`. */
+  binary: BinaryInfo | null;
+  /** BASE section (the file is a delta), or `null`. */
+  base: DeltaBase | null;
+  /** WORKING_SET section, or `null`. */
+  workingSet: readonly PageRun[] | null;
+  /** Optional sections this reader does not know (skipped, still covered by `header_hash`). */
+  skippedSections: readonly SkippedSection[];
+  /**
+   * Bytes of blob data stored at `memory_offset`: `memory_size` for a complete snapshot, the delta's pages ×
+   * 4096 for a delta. The file is at least `memory_offset + storedSize + 4096` bytes long.
+   */
+  storedSize: number;
 }
 
 function alignUp(value: number, alignment: number): number {
@@ -132,12 +168,14 @@ function alignUp(value: number, alignment: number): number {
 
 /**
  * Builds the file from offset 0 up to `memory_offset`: preamble, header, special registers (zeros when
- * `sregs` is `null`), `header_hash`, `blob_hash`, host-functions section and zero padding to the next page.
- * Then it runs the loader's checks over the result, so it never produces a file that
- * {@linkcode parseSnapshotHeader} (on a host matching the header) would refuse.
+ * `sregs` is `null`), `header_hash`, `blob_hash`, host-functions section, the section table when a section is
+ * given (then the file is version 2, else version 1) and zero padding to the next page. Then it runs the
+ * loader's checks over the result, so it never produces a file that {@linkcode parseSnapshotHeader} (on a
+ * host matching the header) would refuse.
  *
- * @param input Header fields, special registers, host functions and the blob's hash.
- * @returns `memory_offset` bytes; append the blob and {@linkcode TRAILING_GUARD_SIZE} zero bytes.
+ * @param input Header fields, special registers, host functions, the blob's hash and optional sections.
+ * @returns `memory_offset` bytes; append the blob (for a delta: the pages of `base.runs`, packed) and
+ *   {@linkcode TRAILING_GUARD_SIZE} zero bytes.
  * @throws {SnapshotFormatError} With a "Cannot save snapshot" message when the input breaks a rule of the
  *   format or of snapvm's layout.
  * @throws {RangeError} When a field is not a non-negative safe integer or `blobHash` is not 32 bytes.
@@ -169,7 +207,9 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
     throw new RangeError(`blobHash must be ${HASH_SIZE} bytes, got ${input.blobHash.byteLength}`);
   }
   const hostSection = encodeHostFunctions(input.hostFunctions);
-  const memoryOffset = alignUp(HOST_FUNCS_OFFSET + hostSection.byteLength, FILE_PAGE_SIZE);
+  const sections = needsSections(input) ? encodeSections(input, input.header.memorySize) : new Uint8Array(0);
+  const hashedEnd = HOST_FUNCS_OFFSET + hostSection.byteLength + sections.byteLength;
+  const memoryOffset = alignUp(hashedEnd, FILE_PAGE_SIZE);
   const header: SnapshotHeader = {
     ...input.header,
     hasSregs: input.sregs === null ? 0 : 1,
@@ -180,7 +220,7 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
   const bytes = new Uint8Array(memoryOffset);
   const writer = new ByteWriter(bytes);
   writer.u32(HLS_MAGIC);
-  writer.u32(HLS_FORMAT_VERSION);
+  writer.u32(sections.byteLength === 0 ? HLS_FORMAT_VERSION_1 : HLS_FORMAT_VERSION_2);
   for (const [name, key] of HEADER_FIELDS) {
     const value = header[key];
     if (typeof value !== "number") throw new RangeError(`Header field ${name} is missing`);
@@ -190,9 +230,11 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
   writer.skip(HASH_SIZE); // header_hash, computed below over everything else
   writer.bytes(input.blobHash);
   writer.bytes(hostSection);
-  bytes.set(computeHeaderHash(bytes, hostSection.byteLength), HEADER_HASH_OFFSET);
+  writer.bytes(sections);
+  bytes.set(headerHashTo(bytes, hashedEnd), HEADER_HASH_OFFSET);
 
-  const fileLength = BigInt(memoryOffset) + BigInt(header.memorySize) + BigInt(TRAILING_GUARD_SIZE);
+  const stored = input.base === undefined ? header.memorySize : pagesIn(input.base.runs) * FILE_PAGE_SIZE;
+  const fileLength = BigInt(memoryOffset) + BigInt(stored) + BigInt(TRAILING_GUARD_SIZE);
   const self: HostIdentity = {
     arch: header.arch,
     hypervisor: header.hypervisor,
@@ -205,13 +247,14 @@ export function encodeSnapshotPrefix(input: SnapshotPrefixInput): Uint8Array {
 
 /**
  * How many bytes from the start of the file {@linkcode parseSnapshotHeader} needs: 1176 plus
- * `host_funcs_size`. Read at least `HOST_FUNCS_OFFSET` (1176) bytes, ask this, and read the rest if needed.
- * Checks the preamble and the section size limit on the way.
+ * `host_funcs_size` for version 1, `memory_offset` for version 2 (whose section table ends before the
+ * blob). Read at least `HOST_FUNCS_OFFSET` (1176) bytes, ask this, and read the rest if needed. Checks the
+ * preamble, the host-functions size limit and (version 2) `memory_offset`'s bounds on the way.
  *
  * @param bytes At least the first 1176 bytes of the file.
- * @returns The prefix length to read (at most 1176 + 1 MiB).
+ * @returns The prefix length to read (at most `MAX_MEMORY_OFFSET`).
  * @throws {SnapshotFormatError} `Truncated` (fewer than 1176 bytes), `BadMagic`, `UnsupportedFormatVersion`,
- *   `HostFunctionsTooLarge`.
+ *   `HostFunctionsTooLarge`, `InvalidField` (`memory_offset` of a version-2 file).
  *
  * @example
  * ```ts
@@ -227,9 +270,9 @@ export function snapshotPrefixLength(bytes: Uint8Array): number {
 }
 
 /**
- * Checks a snapshot's prefix, in the order of the spec's loading rule 1, and returns what it holds.
+ * Checks a snapshot's prefix, in the order of the loading rules (docs/FORMAT.md), and returns what it holds.
  *
- * 1. Preamble: magic `HLS\0` (`BadMagic`), format version 1 (`UnsupportedFormatVersion`).
+ * 1. Preamble: magic `HLS\0` (`BadMagic`), format version 1 or 2 (`UnsupportedFormatVersion`).
  * 2. Header tags (`InvalidField`): `arch` 1..3, `entrypoint_tag` 0..1, `has_sregs` 0..1, `hypervisor` 1..3,
  *    `init_data_permissions` ⊆ {1, 2, 4}.
  * 3. Host compatibility: `arch` (`ArchMismatch`), `abi_version` (`AbiMismatch`), `hypervisor`
@@ -251,6 +294,11 @@ export function snapshotPrefixLength(bytes: Uint8Array): number {
  * 6. Special registers: each value fits its real width (`InvalidField`); all zeros when `has_sregs` is 0.
  * 7. `header_hash` (`HeaderHashMismatch`).
  * 8. The host-functions section (see `host_functions.ts`; `InvalidField` or `Truncated`).
+ * 9. Version 2: the section table (see `sections.ts`) — its extent is checked before step 7 (it must end
+ *    before `memory_offset`, which is the next page boundary, with zero padding), its contents after step 8;
+ *    an unknown required section type is `UnsupportedFormatVersion`, a chain depth above `MAX_DELTA_CHAIN`
+ *    is `ChainTooLong`. Then the file must hold the stored blob (`Truncated`): `memory_size` bytes, or a
+ *    delta's pages.
  *
  * The blob itself is not read: map it, then call {@linkcode verifyBlobHash} for a checked load.
  *
@@ -289,6 +337,11 @@ export function parseSnapshotHeader(
     hostFunctions: checked.hostFunctions,
     headerHash: checked.headerHash,
     blobHash: checked.blobHash,
+    binary: checked.sections.binary,
+    base: checked.sections.base,
+    workingSet: checked.sections.workingSet,
+    skippedSections: checked.sections.skipped,
+    storedSize: checked.storedSize,
   };
 }
 

@@ -8,6 +8,7 @@
 import { HEADER_FIELDS, type HeaderFieldName, type RawSnapshotHeader } from "./header.ts";
 import { formatHostFunctionSignature, type HostFunction } from "./host_functions.ts";
 import type { ParsedSnapshot } from "./hls.ts";
+import { pagesIn, type SnapshotSections } from "./sections.ts";
 import { SEGMENT_NAMES, type Sregs } from "./sregs.ts";
 import { ARCH_NAMES, ENTRYPOINT_NAMES, type HostIdentity, HYPERVISOR_NAMES } from "./tags.ts";
 import { checkPrefix, hostIncompatibilities } from "./_check.ts";
@@ -75,6 +76,19 @@ export interface SnapshotInspection {
   headerHash: string;
   /** `blob_hash` as hex. */
   blobHash: string;
+  /** BINARY section: the guest binary's path and ELF entry point (`0x` hex), or `null`. */
+  binary: { path: string; entry: string } | null;
+  /**
+   * BASE section, present for delta files: the base's `blob_hash` (hex), the chain depth (1 = on a complete
+   * file), the base file name, and how many runs and pages the delta stores.
+   */
+  base: { blobHash: string; chainDepth: number; fileName: string; runs: number; pages: number } | null;
+  /** WORKING_SET section: how many runs and pages, or `null`. */
+  workingSet: { runs: number; pages: number } | null;
+  /** Optional sections this snapvm does not know (skipped): type and length. */
+  skippedSections: { type: number; length: number }[];
+  /** Bytes of blob data stored in the file: `memory_size`, or a delta's pages × 4096. */
+  storedSize: number;
 }
 
 function plainNumber(value: bigint): number | string {
@@ -103,6 +117,8 @@ function build(
   blobHash: Uint8Array,
   host: HostIdentity,
   layoutChecked: boolean,
+  sections: SnapshotSections,
+  storedSize: number,
 ): SnapshotInspection {
   const incompatibilities = hostIncompatibilities(raw, host, "load").map((error) => ({
     kind: error.kind,
@@ -127,6 +143,20 @@ function build(
     hostFunctions: hostFunctions.map(formatHostFunctionSignature),
     headerHash: toHex(headerHash),
     blobHash: toHex(blobHash),
+    binary: sections.binary && { path: sections.binary.path, entry: hexAddress(sections.binary.entry) },
+    base: sections.base && {
+      blobHash: toHex(sections.base.blobHash),
+      chainDepth: sections.base.chainDepth,
+      fileName: sections.base.fileName,
+      runs: sections.base.runs.length,
+      pages: pagesIn(sections.base.runs),
+    },
+    workingSet: sections.workingSet && {
+      runs: sections.workingSet.length,
+      pages: pagesIn(sections.workingSet),
+    },
+    skippedSections: sections.skipped.map(({ type, length }) => ({ type, length })),
+    storedSize,
   };
 }
 
@@ -178,6 +208,8 @@ export function inspectSnapshot(
     checked.blobHash,
     host,
     checked.layoutChecked,
+    checked.sections,
+    checked.storedSize,
   );
 }
 
@@ -207,5 +239,12 @@ export function describeSnapshot(parsed: ParsedSnapshot, host: HostIdentity): Sn
     parsed.blobHash,
     host,
     true,
+    {
+      binary: parsed.binary,
+      base: parsed.base,
+      workingSet: parsed.workingSet,
+      skipped: parsed.skippedSections,
+    },
+    parsed.storedSize,
   );
 }

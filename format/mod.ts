@@ -1,5 +1,5 @@
 /**
- * snapvm's snapshot-file codec: the `.hls` format (version 1), its typed errors, and BLAKE3.
+ * snapvm's snapshot-file codec: the `.hls` format (versions 1 and 2), its typed errors, and BLAKE3.
  *
  * @example Build a snapshot prefix and parse it back
  * ```ts
@@ -30,6 +30,7 @@ export * from "./tags.ts";
 export * from "./header.ts";
 export * from "./sregs.ts";
 export * from "./host_functions.ts";
+export * from "./sections.ts";
 export * from "./hls.ts";
 export * from "./inspect.ts";
 export * from "./blake3.ts";

@@ -433,12 +433,12 @@ function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): vo
 }
 
 /**
- * Maps a snapshot's blob copy-on-write over a sandbox's persistent region, without read-around (a fault
- * would otherwise read 8 MiB of the file for one page), and prefaults the image.
+ * Maps a snapshot's blob copy-on-write over a sandbox's persistent region (for a delta: the base, then the
+ * delta's pages over it), without read-around (a fault would otherwise read 8 MiB of the file for one
+ * page), and prefaults the image.
  */
 function mapSnapshot(persistent: Mapping, blob: Blob, layout: Layout): void {
-  persistent.mapCopyOnWrite(blob.backing);
-  persistent.adviseRandom(0, blob.size);
+  blob.mapInto(persistent);
   prefaultImage(persistent, layout);
 }
 

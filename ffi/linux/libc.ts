@@ -24,8 +24,13 @@ const SYMBOLS = {
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
   pwrite_buf: { name: "pwrite", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pread_ptr: { name: "pread", parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
+  memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
+  mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -70,7 +75,15 @@ export const MAP_SHARED = 0x01,
   MAP_ANONYMOUS = 0x20,
   MAP_NORESERVE = 0x4000;
 /** madvise advice values. */
-export const MADV_RANDOM = 1, MADV_DONTNEED = 4, MADV_POPULATE_WRITE = 23;
+export const MADV_RANDOM = 1,
+  MADV_WILLNEED = 3,
+  MADV_DONTNEED = 4,
+  MADV_POPULATE_READ = 22,
+  MADV_POPULATE_WRITE = 23;
+/** lseek(2) whence values that find data and holes in sparse files. */
+export const SEEK_DATA = 3, SEEK_HOLE = 4;
+/** posix_fadvise(2) advice values. */
+export const POSIX_FADV_RANDOM = 1, POSIX_FADV_WILLNEED = 3, POSIX_FADV_DONTNEED = 4;
 /** open(2) flags. */
 export const O_RDONLY = 0, O_RDWR = 2, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000;
 /** memfd_create(2) flags and fcntl(2) sealing. */

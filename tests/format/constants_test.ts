@@ -6,7 +6,9 @@ import * as format from "../../format/mod.ts";
 
 Deno.test("byte layout constants (hls-v1.md)", () => {
   assert.equal(format.HLS_MAGIC, 0x00534c48);
-  assert.equal(format.HLS_FORMAT_VERSION, 1);
+  assert.equal(format.HLS_FORMAT_VERSION, 2);
+  assert.equal(format.HLS_FORMAT_VERSION_1, 1);
+  assert.equal(format.HLS_FORMAT_VERSION_2, 2);
   assert.equal(format.HEADER_OFFSET, 8);
   assert.equal(format.HEADER_SIZE, 19 * 8);
   assert.equal(format.SREGS_OFFSET, format.HEADER_OFFSET + format.HEADER_SIZE);
@@ -76,6 +78,20 @@ Deno.test("loader limits", () => {
   assert.equal(format.MIN_OUTPUT_DATA_SIZE, 12);
 });
 
+Deno.test("version 2 section constants", () => {
+  assert.equal(format.SECTION_TABLE_HEADER_SIZE, 8);
+  assert.equal(format.SECTION_HEADER_SIZE, 8);
+  assert.equal(format.MAX_SECTIONS, 16);
+  assert.equal(format.MAX_SECTIONS_SIZE, 1024 * 1024);
+  assert.equal(format.OPTIONAL_SECTION_BIT, 0x8000_0000);
+  assert.equal(format.MAX_BINARY_PATH_BYTES, 4096);
+  assert.equal(format.MAX_BASE_FILE_NAME_BYTES, 255);
+  assert.equal(format.MAX_DELTA_RUNS, 4096);
+  assert.equal(format.MAX_DELTA_CHAIN, 8);
+  assert.equal(format.MAX_WORKING_SET_RUNS, 16384);
+  assert.deepEqual(format.SectionType, { Binary: 1, Base: 2, WorkingSet: 3 });
+});
+
 Deno.test("layout facts the loader checks (docs/ABI.md); the ABI's fixed addresses come from the caller", () => {
   assert.equal(format.GUEST_PAGE_SIZE, 4096);
   assert.equal(format.MIN_PT_SIZE, 4 * 4096);
@@ -95,6 +111,9 @@ Deno.test("SnapshotFormatError kinds are stable", () => {
     "HeaderHashMismatch",
     "BlobHashMismatch",
     "HostFunctionsTooLarge",
+    "BaseNotFound",
+    "BaseMismatch",
+    "ChainTooLong",
   ]);
   const error = new format.SnapshotFormatError("InvalidField", {
     field: "memory_offset",

@@ -301,16 +301,31 @@ Deno.test("BadMagic", () => {
 });
 
 Deno.test("UnsupportedFormatVersion says the file may be convertible", () => {
+  for (const version of [0, 3, 0xffff_ffff]) {
+    const { prefix, fileLength } = fixture();
+    new DataView(prefix.buffer).setUint32(4, version, true);
+    expectError(
+      () => parseSnapshotHeader(prefix, fileLength, HOST),
+      "UnsupportedFormatVersion",
+      "format_version",
+      new RegExp(`format_version is ${version}, expected 1 to 2; .*may be convertible`),
+    );
+    // The version is judged before the length: a later version may well have a smaller fixed part.
+    expectError(() => parseSnapshotHeader(prefix.subarray(0, 8), 8, HOST), "UnsupportedFormatVersion");
+    expectError(() => snapshotPrefixLength(prefix.subarray(0, 8)), "UnsupportedFormatVersion");
+  }
+});
+
+Deno.test("a version-1 file relabelled version 2 is refused, not misread", () => {
+  // Its padding reads as an empty section table: refused before any hashing.
   const { prefix, fileLength } = fixture();
   new DataView(prefix.buffer).setUint32(4, 2, true);
   expectError(
     () => parseSnapshotHeader(prefix, fileLength, HOST),
-    "UnsupportedFormatVersion",
-    "format_version",
-    /format_version is 2, expected 1; .*may be convertible/,
+    "InvalidField",
+    "sections.count",
+    "a file without sections is written as version 1",
   );
-  // The version is judged before the length: a v2 file may well have a smaller fixed part.
-  expectError(() => parseSnapshotHeader(prefix.subarray(0, 8), 8, HOST), "UnsupportedFormatVersion");
 });
 
 Deno.test("ArchMismatch, AbiMismatch and HypervisorMismatch", () => {
@@ -597,6 +612,10 @@ Deno.test("every SnapshotFormatError kind is covered above", () => {
     "HeaderHashMismatch",
     "BlobHashMismatch",
     "HostFunctionsTooLarge",
+    // Tested in sections_test.ts (ChainTooLong) and tests/vm/snapshot/delta_test.ts (the base kinds).
+    "ChainTooLong",
+    "BaseNotFound",
+    "BaseMismatch",
   ];
   assert.deepEqual([...SNAPSHOT_FORMAT_ERROR_KINDS].sort(), [...tested].sort());
 });

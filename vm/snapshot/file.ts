@@ -2,22 +2,47 @@
  * Snapshot files on disk. Reading: open with Deno's own errors for bad paths, refuse non-regular files, read
  * exactly the prefix the parser needs. Writing, atomically: temporary file in the target directory, fsync,
  * rename, fsync of the directory; stale temporary files of writers that died are removed after the next
- * successful write.
+ * successful write. Files are written sparse: pages of zeros are left as holes (they read back as zeros, so
+ * the bytes, the hashes and the format are the same as a dense write).
  *
  * @module
  */
-import { encodeSnapshotPrefix, type SnapshotPrefixInput, TRAILING_GUARD_SIZE } from "../../format/mod.ts";
-import { HEADER_HASH_OFFSET, HOST_FUNCS_OFFSET } from "../../format/constants.ts";
+import {
+  encodeSnapshotPrefix,
+  type PageRun,
+  type SnapshotPrefixInput,
+  TRAILING_GUARD_SIZE,
+} from "../../format/mod.ts";
+import { FILE_PAGE_SIZE, HEADER_HASH_OFFSET, HOST_FUNCS_OFFSET } from "../../format/constants.ts";
 import { SnapshotFormatError } from "../../format/errors.ts";
 import { snapshotPrefixLength } from "../../format/hls.ts";
-import { osMemory } from "../memory/mapping.ts";
+import { type Mapping, osMemory } from "../memory/mapping.ts";
 import type { OpenedFile } from "../memory/os_memory.ts";
+import { coalesce, intersect, nonZeroRuns } from "./_pages.ts";
 
 const TMP_MARK = ".snapvm-tmp-";
 
 function split(path: string): { dir: string; base: string } {
   const i = path.lastIndexOf("/");
   return i < 0 ? { dir: ".", base: path } : { dir: path.slice(0, i) || "/", base: path.slice(i + 1) };
+}
+
+/**
+ * Zero gaps up to this many pages between data are written rather than skipped: one write instead of a seek
+ * and another write, for at most 32 KiB of zeros on disk.
+ */
+const HOLE_MIN_PAGES = 8;
+
+/** The blob bytes a file stores and what is known about them. */
+export interface BlobSource {
+  /** A view of the whole blob (the snapshot's memory). */
+  view: Mapping;
+  /** The pages the file stores, in order: every page for a complete file, a delta's runs for a delta. */
+  stored: readonly PageRun[];
+  /** Pages that may be non-zero (a superset); every other page is written as a hole without reading it. */
+  data: readonly PageRun[];
+  /** False writes every byte (no holes); default true. */
+  sparse?: boolean;
 }
 
 function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
@@ -63,12 +88,42 @@ function refuseSpecialTarget(path: string): void {
   if (!info.isFile) throw notRegular(path, "save")();
 }
 
-/** Writes prefix ‖ blob ‖ 4096-byte zero guard to `path`, atomically. */
+/**
+ * Writes the stored pages of `source` after the prefix, leaving zero pages as holes (sparse), and sets the
+ * file's length to include the trailing guard (a hole too).
+ */
+function writeBlob(file: Deno.FsFile, at: number, source: BlobSource): number {
+  const bytes = source.view.bytes;
+  const sparse = source.sparse ?? true;
+  let packed = 0;
+  for (const run of source.stored) {
+    const pieces = sparse
+      ? coalesce(nonZeroRuns(source.view, intersect([run], source.data)), HOLE_MIN_PAGES)
+      : [run];
+    for (const piece of pieces) {
+      file.seekSync(at + (packed + piece.first - run.first) * FILE_PAGE_SIZE, Deno.SeekMode.Start);
+      writeAll(
+        file,
+        bytes.subarray(piece.first * FILE_PAGE_SIZE, (piece.first + piece.count) * FILE_PAGE_SIZE),
+      );
+    }
+    packed += run.count;
+  }
+  const end = at + packed * FILE_PAGE_SIZE;
+  if (sparse) file.truncateSync(end + TRAILING_GUARD_SIZE);
+  else {
+    file.seekSync(end, Deno.SeekMode.Start);
+    writeAll(file, new Uint8Array(TRAILING_GUARD_SIZE));
+  }
+  return end + TRAILING_GUARD_SIZE;
+}
+
+/** Writes prefix ‖ stored blob pages ‖ 4096-byte zero guard to `path`, atomically. */
 // deno-lint-ignore require-await
 export async function writeSnapshotFile(
   target: string | URL,
   input: SnapshotPrefixInput,
-  blob: Uint8Array,
+  source: BlobSource,
 ): Promise<void> {
   const path = pathString(target);
   const prefix = encodeSnapshotPrefix(input);
@@ -78,8 +133,7 @@ export async function writeSnapshotFile(
   const file = Deno.openSync(tmp, { write: true, createNew: true, mode: 0o644 });
   try {
     writeAll(file, prefix);
-    writeAll(file, blob);
-    writeAll(file, new Uint8Array(TRAILING_GUARD_SIZE));
+    writeBlob(file, prefix.length, source);
     file.syncSync();
     file.close();
     Deno.renameSync(tmp, path);
@@ -133,12 +187,26 @@ export function openSnapshotFile(path: string | URL): OpenedFile {
   return osMemory.openFile(name, notRegular(name, "load"));
 }
 
-/** Reads exactly the prefix the parser needs (bounded by the file length and the format's limits). */
+/**
+ * Reads the prefix the parser needs (bounded by the file length and the format's limits): one read of the
+ * first page, which holds the whole prefix of most files, then the rest if the host functions or sections
+ * are larger.
+ */
 export function readPrefix(file: OpenedFile): Uint8Array {
-  const first = file.read(0, Math.min(file.size, HOST_FUNCS_OFFSET));
+  const first = file.read(0, Math.min(file.size, FILE_PAGE_SIZE));
   if (first.length < HOST_FUNCS_OFFSET) return first; // the parser reports Truncated
   const need = snapshotPrefixLength(first);
   return need <= first.length ? first : file.read(0, Math.min(need, file.size));
+}
+
+/** The directory part of a path (`.` for a bare name). */
+export function dirname(path: string): string {
+  return split(path).dir;
+}
+
+/** The file-name part of a path. */
+export function basename(path: string): string {
+  return split(path).base;
 }
 
 /** The 32 header-hash bytes of an open file, or undefined when it is too short. */

@@ -6,7 +6,8 @@
  *   deno run -A tests/_snapshot_child.ts read <path>
  *       Loads <path> with fromFile, makes a sandbox from it and prints what it sees as JSON.
  *   deno run -A tests/_snapshot_child.ts writeloop <path> <value> <heapSize>
- *       Like write, then saves the same snapshot to <path> again and again until killed.
+ *       Like write, with init writing every heap page (so the file has no holes and grows as it is
+ *       written), then saves the same snapshot to <path> again and again until killed.
  *
  * @module
  */
@@ -17,7 +18,7 @@ const [mode, path, value, heap] = Deno.args;
 
 if (mode === "write" || mode === "writeloop") {
   const heapSize = heap === undefined ? undefined : Number(heap);
-  using sbx = testguest({ heapSize }).evolve();
+  using sbx = testguest({ heapSize, guestInitArg: mode === "writeloop" ? 1n : 0n }).evolve();
   sbx.call("AddToStatic", Number(value));
   using snap = sbx.snapshot();
   await snap.toFile(path);

@@ -94,7 +94,9 @@ const CASES: Case[] = [
     kind: "BadMagic",
     field: "magic",
   },
-  { what: "format_version 2", damage: (b) => void (b[4] = 2), kind: "UnsupportedFormatVersion" },
+  // A version-1 file relabelled version 2: its padding reads as an empty section table.
+  { what: "format_version 2", damage: (b) => void (b[4] = 2), kind: "InvalidField", field: "sections.count" },
+  { what: "format_version 3", damage: (b) => void (b[4] = 3), kind: "UnsupportedFormatVersion" },
   { what: "format_version 0", damage: (b) => void (b[4] = 0), kind: "UnsupportedFormatVersion" },
 
   // ---- Header: tags and host compatibility ----
@@ -676,6 +678,8 @@ const CASES: Case[] = [
 Deno.test("the corruption cases cover every SnapshotFormatError kind", () => {
   const seen = new Set<string>(CASES.map((c) => c.kind));
   seen.add("Truncated"); // and the truncation test below
+  // Version-2 delta files: tests/vm/snapshot/delta_test.ts (and tests/format/sections_test.ts).
+  for (const kind of ["BaseNotFound", "BaseMismatch", "ChainTooLong"]) seen.add(kind);
   for (const kind of SNAPSHOT_FORMAT_ERROR_KINDS) assert.ok(seen.has(kind), kind);
   for (
     const name of HEADER_FIELDS

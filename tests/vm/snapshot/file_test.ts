@@ -332,8 +332,10 @@ vmTest(
     await withTempDir(async (dir) => {
       const heapSize = 96 << 20; // large enough that a write takes a while
       Deno.mkdirSync(`${dir}/ref`);
-      await saveState(`${dir}/ref/old.hls`, 1, { heapSize });
-      await saveState(`${dir}/ref/new.hls`, 2, { heapSize }); // exactly what the child writes (saving is deterministic)
+      // Init writes every heap page: no holes, so the temporary file grows while it is written.
+      const config = { heapSize, guestInitArg: 1n };
+      await saveState(`${dir}/ref/old.hls`, 1, config);
+      await saveState(`${dir}/ref/new.hls`, 2, config); // exactly what the child writes (saving is deterministic)
       const digests = {
         old: await fileDigest(`${dir}/ref/old.hls`),
         new: await fileDigest(`${dir}/ref/new.hls`),

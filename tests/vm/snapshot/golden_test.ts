@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { ABI_VERSION, MultiUseSandbox, Snapshot, SnapshotFormatError } from "../../../mod.ts";
 import { vmTest } from "../../_hypervisor.ts";
-import { GOLDEN_CONFIG, GOLDEN_PATH, makeGolden } from "./_golden.ts";
+import {
+  GOLDEN_CONFIG,
+  GOLDEN_DELTA_BINARY,
+  GOLDEN_DELTA_PATH,
+  GOLDEN_PATH,
+  makeGolden,
+  makeGoldenDelta,
+} from "./_golden.ts";
 import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "./_util.ts";
 
 /** Every header field of the golden file. */
@@ -173,3 +180,55 @@ function checkRetired(old: string, version: number): void {
     });
   }
 }
+
+// ---- The golden delta (format version 2) ------------------------------------------------------------------------
+
+const GOLDEN_DELTA_SHA256 = "2d15ec06fdae2e83b9b6e4a4e995b56c4dae6120c6f0150b31719a771d12c35a";
+const GOLDEN_DELTA_HEADER_HASH = "2f55ad6a06cbc82293581844f5d8dd1882800e481ec82f106144d423a842f43c";
+const GOLDEN_DELTA_BLOB_HASH = "5fa73d073b01cb1eae6983428f4d26d26b0f2f52580b8272b801aba82d8af58e";
+
+Deno.test("the golden delta is the committed one, a version-2 file with every section, over the golden file", async () => {
+  assert.equal(Deno.statSync(GOLDEN_DELTA_PATH).size, 4096 + 4096 + 4096);
+  assert.equal(
+    await fileDigest(GOLDEN_DELTA_PATH),
+    GOLDEN_DELTA_SHA256,
+    "tests/golden/testguest-call-delta.hls changed",
+  );
+  const info = Snapshot.inspectFile(GOLDEN_DELTA_PATH);
+  assert.equal(info.formatVersion, 2);
+  assert.equal(info.compatible, true, JSON.stringify(info.incompatibilities));
+  assert.deepEqual(info.header, GOLDEN_HEADER); // the same layout, host functions and memory_offset
+  assert.equal(info.headerHash, GOLDEN_DELTA_HEADER_HASH);
+  assert.equal(info.blobHash, GOLDEN_DELTA_BLOB_HASH);
+  assert.deepEqual(info.base, {
+    blobHash: GOLDEN_BLOB_HASH,
+    chainDepth: 1,
+    fileName: "testguest-call.hls",
+    runs: 1,
+    pages: 1,
+  });
+  assert.deepEqual(info.binary, { path: GOLDEN_DELTA_BINARY.path, entry: "0x200000" });
+  assert.deepEqual(info.workingSet, { runs: 2, pages: 13 });
+  assert.equal(info.storedSize, 4096);
+  assert.deepEqual(info.chain, [{ path: GOLDEN_PATH, blobHash: GOLDEN_BLOB_HASH, chainDepth: 0 }]);
+});
+
+vmTest("the golden delta loads over the golden file with every loader", async () => {
+  for (const load of [Snapshot.fromFile, Snapshot.fromFileUnchecked, Snapshot.fromFileCached]) {
+    using snap = load(GOLDEN_DELTA_PATH);
+    assert.deepEqual(snap.binary, GOLDEN_DELTA_BINARY);
+    using sbx = MultiUseSandbox.fromSnapshot(snap, hostFns());
+    assert.equal(sbx.call("GetStatic"), 42, load.name);
+    assert.equal(sbx.call("Echo", "golden delta"), "golden delta");
+  }
+  // The recipe made now gives the same file while the test guest is unchanged.
+  await withTempDir(async (dir) => {
+    Deno.copyFileSync(GOLDEN_PATH, `${dir}/testguest-call.hls`);
+    await makeGoldenDelta(`${dir}/delta.hls`, `${dir}/testguest-call.hls`);
+    const now = Snapshot.inspectFile(`${dir}/delta.hls`);
+    assert.deepEqual(now.base, Snapshot.inspectFile(GOLDEN_DELTA_PATH).base);
+    if (now.blobHash === GOLDEN_DELTA_BLOB_HASH) {
+      assert.equal(await fileDigest(`${dir}/delta.hls`), GOLDEN_DELTA_SHA256, "same guest, different delta");
+    }
+  });
+});
