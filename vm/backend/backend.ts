@@ -207,17 +207,26 @@ export interface VcpuThread {
   /** Makes a busy run end soon with an `interrupted` exit (unless it ends for another reason first). */
   stop(): void;
   /**
-   * Waits until the 32-bit word at guest-physical `gpa` differs from `seen`, the run finishes, `deadline`
-   * passes, or `sliceMs` has gone by. Spins for `spinUs` first, then sleeps in short steps.
+   * Waits until `words[index]` (a view of guest memory the guest writes, such as its mailbox) differs from
+   * `seen`, the run finishes, `deadline` (`performance.now()` time) passes, or `sliceMs` has gone by.
+   * Spins for `spinUs` first, then sleeps in short steps.
    */
-  waitWord(gpa: number, seen: number, deadline: number, sliceMs: number, spinUs: number): GuestWait;
-  /** {@linkcode VcpuThread.waitWord} without blocking the event loop. */
-  waitWordAsync(
-    gpa: number,
+  waitWord(
+    words: Int32Array,
+    index: number,
     seen: number,
     deadline: number,
-    sliceMs: number,
     spinUs: number,
+    sliceMs: number,
+  ): GuestWait;
+  /** {@linkcode VcpuThread.waitWord} without blocking the event loop. */
+  waitWordAsync(
+    words: Int32Array,
+    index: number,
+    seen: number,
+    deadline: number,
+    spinUs: number,
+    sliceMs: number,
   ): Promise<GuestWait>;
   /** The guest's time-stamp counter ticks per millisecond (its only clock). */
   readonly ticksPerMs: number;

@@ -4,9 +4,9 @@
  * machine code without libc (raw system calls only) and carried as bytes in _run_thread_image.ts.
  *
  * The owner (the JavaScript side, vm/kvm/run_thread.ts) and the thread share one control block (struct
- * ctrl below, one page). The owner posts a command by writing it and bumping `cmd_seq` (a futex); the thread
- * runs it and publishes the result by setting `done_seq` to the command's sequence number (a futex the
- * owner waits on, with a nonblocking FFI call in asynchronous code). Nothing else is shared.
+ * ctrl below, one page). The owner posts a command by writing it and bumping `cmd_seq` (a futex it wakes);
+ * the thread runs it and publishes the result by setting `done_seq` to the command's sequence number (a
+ * futex the owner waits on, with a nonblocking FFI call in asynchronous code). Nothing else is shared.
  *
  * Signals: the thread blocks every signal outside KVM_RUN; inside, the vCPU's KVM_SET_SIGNAL_MASK applies
  * (SIGUSR2 unblocked). A SIGUSR2 that interrupts KVM_RUN is consumed here. It is reported to the owner only
@@ -65,6 +65,7 @@
 #define STATE_READY 1
 #define STATE_STOPPED 2
 #define STATE_ORPHANED 3
+#define STATE_ORPHANING 4
 
 struct ctrl {
   /* Line 0, written by the owner. */
@@ -82,7 +83,8 @@ struct ctrl {
   int32_t tid;       /* 76: the thread's id */
   int32_t timer;     /* 80: its POSIX timer (kernel id), -1 if none */
   uint32_t runs;     /* 84: KVM_RUN calls, for tests */
-  uint8_t pad1[40];
+  uint32_t waiters;  /* 88: snapvm_run_wait_hot calls in progress (they read guest memory) */
+  uint8_t pad1[36];
   /* Line 2, written by the owner before the thread starts (guest_* also while the thread is idle). */
   int32_t vcpu_fd;       /* 128 */
   int32_t vm_fd;         /* 132 */
@@ -204,9 +206,17 @@ static void close_timer(struct ctrl *c) {
   c->timer = -1;
 }
 
-/* The owner has gone: give the vCPU back to the kernel and end without being joined. */
+/*
+ * The owner has gone: give the vCPU and the guest memory back to the kernel and end without being joined.
+ * A hot wait the owner started may still read guest memory on another thread (it returns within its time
+ * slice): the memory goes only once none is in progress, and waits that start later return at once (the
+ * state and the count are sequentially consistent, so one of the two sides always sees the other). The
+ * control block stays mapped for them.
+ */
 static void *orphan(struct ctrl *c) {
   close_timer(c);
+  __atomic_store_n(&c->state, STATE_ORPHANING, __ATOMIC_SEQ_CST);
+  for (uint32_t w; (w = __atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST)) != 0;) futex_wait(&c->waiters, w, 0);
   if (c->run_addr) sys3(SYS_munmap, c->run_addr, c->run_size, 0);
   if (c->guest_addr) sys3(SYS_munmap, c->guest_addr, c->guest_size, 0);
   sys3(SYS_close, c->vcpu_fd, 0, 0);
@@ -277,46 +287,27 @@ EXPORT void *snapvm_run_thread(struct ctrl *c) {
   return 0;
 }
 
-/* Posts a command and wakes the thread; returns its sequence number. */
-EXPORT uint32_t snapvm_run_post(struct ctrl *c, uint32_t cmd, uint32_t flags) {
-  c->cmd = cmd;
-  c->flags = flags;
-  uint32_t seq = c->cmd_seq + 1;
-  STORE(c->cmd_seq, seq);
-  futex_wake(&c->cmd_seq);
-  return seq;
-}
-
-/* Waits (at most timeout_ms, 0: forever) while *word == value; returns the word's value. */
-EXPORT uint32_t snapvm_run_wait(uint32_t *word, uint32_t value, uint32_t timeout_ms) {
-  int64_t end = timeout_ms ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
-  uint32_t v;
-  while ((v = LOAD(*word)) == value) {
-    int64_t left = end ? end - now_ns() : 0;
-    if (end && left <= 0) break;
-    futex_wait(word, value, left);
-  }
-  return v;
-}
-
 /*
  * Waits for a hot guest: until the mailbox word `*mailbox` differs from `seen` (returns 1), the thread has
- * finished command `seq` (2), CLOCK_MONOTONIC passes `deadline_ns` (0: none; returns 0), or `slice_ns` has
- * passed (3). Spins for `spin_ns` first (the guest usually answers within microseconds), then sleeps in
- * growing steps up to 1 ms, still checking the mailbox (the guest cannot wake a futex).
+ * finished command `seq` (2), CLOCK_MONOTONIC passes `deadline_us` (0: none; returns 0), or `slice_us` has
+ * passed (3). Spins for `spin_us` first (the guest usually answers within a microsecond or two), then
+ * sleeps in growing steps up to 1 ms, still checking the mailbox (the guest cannot wake a futex). Times are
+ * in microseconds so that the caller can pass plain numbers. The clock is read only every 64 spins: a
+ * clock_gettime system call costs as much as the whole wait for a polling guest.
  */
-EXPORT int32_t snapvm_run_wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t seen, uint32_t seq,
-                                   int64_t deadline_ns, int64_t slice_ns, int64_t spin_ns) {
-  int64_t start = now_ns(), t = start;
+static int32_t wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t seen, uint32_t seq, int64_t deadline_us,
+                        int64_t slice_us, int64_t spin_us) {
+  int64_t deadline = deadline_us * 1000, start = 0, t;
   for (uint32_t i = 1;; i++) {
     if (LOAD(*mailbox) != seen) return 1;
     if (LOAD(c->done_seq) == seq) return 2;
     __builtin_ia32_pause();
     if ((i & 63) == 0) {
       t = now_ns();
-      if (deadline_ns != 0 && t >= deadline_ns) return 0;
-      if (t - start >= slice_ns) return 3;
-      if (t - start >= spin_ns) break;
+      if (start == 0) start = t;
+      if (deadline != 0 && t >= deadline) return 0;
+      if (t - start >= slice_us * 1000) return 3;
+      if (t - start >= spin_us * 1000) break;
     }
   }
   for (int64_t step = 20000;; step = step < 1000000 ? step * 2 : step) {
@@ -327,9 +318,20 @@ EXPORT int32_t snapvm_run_wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t s
     if (LOAD(*mailbox) != seen) return 1;
     if (LOAD(c->done_seq) == seq) return 2;
     t = now_ns();
-    if (deadline_ns != 0 && t >= deadline_ns) return 0;
-    if (t - start >= slice_ns) return 3;
+    if (deadline != 0 && t >= deadline) return 0;
+    if (t - start >= slice_us * 1000) return 3;
   }
+}
+
+EXPORT int32_t snapvm_run_wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t seen, uint32_t seq,
+                                   int64_t deadline_us, int64_t slice_us, int64_t spin_us) {
+  __atomic_add_fetch(&c->waiters, 1, __ATOMIC_SEQ_CST);
+  int32_t r = 3; /* an orphaned thread's memory may be gone: report a slice that ended, read nothing */
+  if (__atomic_load_n(&c->state, __ATOMIC_SEQ_CST) == STATE_READY) {
+    r = wait_hot(c, mailbox, seen, seq, deadline_us, slice_us, spin_us);
+  }
+  if (__atomic_sub_fetch(&c->waiters, 1, __ATOMIC_SEQ_CST) == 0) futex_wake(&c->waiters);
+  return r;
 }
 
 /* CLOCK_MONOTONIC in nanoseconds. */

@@ -173,11 +173,6 @@ export class KvmVm implements VirtualMachine {
 
   #makeVcpuThread(): VcpuThread {
     const thread = this.#startThread();
-    const word = (gpa: number): Deno.PointerObject => {
-      const m = this.#mapped();
-      if (!Number.isInteger(gpa) || gpa < 0 || gpa + 4 > m.size) throw new RangeError(`word at ${gpa}`);
-      return Deno.UnsafePointer.create(m.address + BigInt(gpa)) as Deno.PointerObject;
-    };
     return {
       interruptTarget: { backend: "kvm", tid: thread.tid },
       get busy() {
@@ -198,10 +193,10 @@ export class KvmVm implements VirtualMachine {
         return this.#decode(this.#run.getUint32(RUN.EXIT_REASON, true));
       },
       stop: () => thread.kick(),
-      waitWord: (gpa, seen, deadline, sliceMs, spinUs) =>
-        WAITS[thread.waitGuestWord(word(gpa), seen, deadline, sliceMs, spinUs)],
-      waitWordAsync: async (gpa, seen, deadline, sliceMs, spinUs) =>
-        WAITS[await thread.waitGuestWordAsync(word(gpa), seen, deadline, sliceMs, spinUs)],
+      waitWord: (words, index, seen, deadline, spinUs, sliceMs) =>
+        WAITS[thread.waitWord(words, index, seen, deadline, spinUs, sliceMs)],
+      waitWordAsync: async (words, index, seen, deadline, spinUs, sliceMs) =>
+        WAITS[await thread.waitWordAsync(words, index, seen, deadline, spinUs, sliceMs)],
       get ticksPerMs() {
         return tscTicksPerMs();
       },

@@ -18,8 +18,6 @@
 /** The entry points the image exports, by field of `RunThreadEntries` (see `_run_thread_image.ts`). */
 const ENTRY_SYMBOLS = {
   thread: "snapvm_run_thread",
-  post: "snapvm_run_post",
-  wait: "snapvm_run_wait",
   waitHot: "snapvm_run_wait_hot",
   now: "snapvm_run_now",
   rdtsc: "snapvm_run_rdtsc",

@@ -22,6 +22,8 @@ import { errnoName } from "../../ffi/linux/errno.ts";
 /** Control block fields (byte offsets), as `struct ctrl` in `_run_thread.c` declares them. */
 const CTRL = {
   CMD_SEQ: 0,
+  CMD: 4,
+  FLAGS: 8,
   KICK: 12,
   DEADLINE: 16,
   CALL_STATE: 24,
@@ -50,46 +52,53 @@ const CTRL = {
 
 const CMD_RUN = 1, CMD_STOP = 2;
 const FLAG_RESET_SEGMENTS = 1;
-const STATE_STARTING = 0, STATE_STOPPED = 2, STATE_ORPHANED = 3;
+const STATE_STARTING = 0, STATE_READY = 1, STATE_STOPPED = 2, STATE_ORPHANED = 3;
 
-/** What {@linkcode RunThread.waitGuestWord} saw. */
+/** What {@linkcode RunThread.waitWord} saw. */
 export const WAIT = { DEADLINE: 0, WORD: 1, FINISHED: 2, SLICE: 3 } as const;
 
 /** The name run threads carry (visible in `/proc/<pid>/task/<tid>/comm`, at most 15 bytes). */
 export const RUN_THREAD_NAME = "snapvm-vcpu";
 
+const SYS_FUTEX = 202n, FUTEX_WAIT_PRIVATE = 128n, FUTEX_WAKE_PRIVATE = 129n;
 const SYS_PIDFD_OPEN = 434n;
 /** `PIDFD_THREAD` (`O_EXCL`): a pidfd of one thread, readable once it exits (Linux 6.9). */
 const PIDFD_THREAD = 0o200n;
 
-/** The pthread functions (`ffi/executable.ts` has no use for a thread's id or for detaching). */
-const PTHREADS = {
+/**
+ * The C library functions used here. `Deno.dlopen` symbols are fast calls (~0.2 µs), while calling the
+ * run thread's own code through `Deno.UnsafeFnPointer` costs ~1.5 µs a call, as much as a whole hot call:
+ * so the hot path only uses futexes through `syscall`, and plain memory.
+ */
+const LIBC = {
   pthread_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
   pthread_join: { parameters: ["u64", "pointer"], result: "i32" },
   /** Its address: an orphaned thread detaches itself (see `_run_thread.c`). */
   pthread_detach: { name: "pthread_detach", type: "pointer" },
+  futex: { name: "syscall", parameters: ["i64", "pointer", "i64", "i64", "buffer"], result: "i64" },
+  futexAsync: {
+    name: "syscall",
+    parameters: ["i64", "pointer", "i64", "i64", "buffer"],
+    result: "i64",
+    nonblocking: true,
+  },
 } as const;
 
 const SIG = {
-  post: { parameters: ["pointer", "u32", "u32"], result: "u32" },
-  wait: { parameters: ["pointer", "u32", "u32"], result: "u32" },
   waitHot: { parameters: ["pointer", "pointer", "u32", "u32", "i64", "i64", "i64"], result: "i32" },
   now: { parameters: [], result: "i64" },
   rdtsc: { parameters: [], result: "u64" },
 } as const;
 
-type WaitHotArgs = [Deno.PointerObject, Deno.PointerObject, number, number, bigint, bigint, bigint];
+type WaitHotArgs = [Deno.PointerObject, Deno.PointerObject, number, number, number, number, number];
 
 interface Natives {
   entry: Deno.PointerObject;
-  post: (c: Deno.PointerObject, cmd: number, flags: number) => number;
-  wait: (word: Deno.PointerObject, value: number, timeoutMs: number) => number;
-  waitAsync: (word: Deno.PointerObject, value: number, timeoutMs: number) => Promise<number>;
   waitHot: (...a: WaitHotArgs) => number;
   waitHotAsync: (...a: WaitHotArgs) => Promise<number>;
   now: () => bigint;
   rdtsc: () => bigint;
-  pthreads: Deno.DynamicLibrary<typeof PTHREADS>["symbols"];
+  libc: Deno.DynamicLibrary<typeof LIBC>["symbols"];
   /** performance.now() in ms + this = CLOCK_MONOTONIC in ms. */
   clockOffsetMs: number;
 }
@@ -127,15 +136,12 @@ function load(): Natives {
   const e = RUN_THREAD_IMAGE.entries;
   // deno-lint-ignore no-explicit-any
   const fn = (offset: number, sig: Deno.ForeignFunction) => new Deno.UnsafeFnPointer(at(offset) as any, sig);
-  const post = fn(e.post, SIG.post);
-  const wait = fn(e.wait, SIG.wait);
-  const waitAsync = fn(e.wait, { ...SIG.wait, nonblocking: true });
   const waitHot = fn(e.waitHot, SIG.waitHot);
   const waitHotAsync = fn(e.waitHot, { ...SIG.waitHot, nonblocking: true });
   const now = fn(e.now, SIG.now);
   const rdtsc = fn(e.rdtsc, SIG.rdtsc);
   // Never closed: the C library stays loaded for the life of the process anyway.
-  const pthreads = Deno.dlopen("libc.so.6", PTHREADS).symbols;
+  const c = Deno.dlopen("libc.so.6", LIBC).symbols;
   // performance.now() and CLOCK_MONOTONIC run at the same rate; the offset comes from the sample whose
   // two reads of performance.now() lie closest together.
   let clockOffsetMs = 0, best = Infinity;
@@ -150,14 +156,11 @@ function load(): Natives {
   }
   natives = {
     entry: at(e.thread),
-    post: (c, cmd, flags) => post.call(c, cmd, flags) as number,
-    wait: (w, v, t) => wait.call(w, v, t) as number,
-    waitAsync: (w, v, t) => waitAsync.call(w, v, t) as unknown as Promise<number>,
     waitHot: (...a) => waitHot.call(...a) as number,
     waitHotAsync: (...a) => waitHotAsync.call(...a) as unknown as Promise<number>,
     now: () => now.call() as bigint,
     rdtsc: () => rdtsc.call() as bigint,
-    pthreads,
+    libc: c,
     clockOffsetMs,
   };
   return natives;
@@ -167,6 +170,15 @@ function load(): Natives {
 function monotonicNs(ms: number): bigint {
   if (!Number.isFinite(ms)) return 0n;
   return BigInt(Math.max(1, Math.round((ms + load().clockOffsetMs) * 1e6)));
+}
+
+/**
+ * CLOCK_MONOTONIC microseconds of a `performance.now()` time (ms); 0 for Infinity (no deadline). A plain
+ * number (exact up to 2^53 µs, centuries of uptime).
+ */
+function monotonicUs(ms: number): number {
+  if (!Number.isFinite(ms)) return 0;
+  return Math.max(1, Math.round((ms + load().clockOffsetMs) * 1e3));
 }
 
 let tscPerMs: number | undefined;
@@ -206,6 +218,21 @@ export interface RunThreadOptions {
   heartbeatMs: number;
 }
 
+/** A 1-second `struct timespec`, the longest any futex wait here blocks before it looks again. */
+const ONE_SECOND = new BigInt64Array([1n, 0n]);
+
+/** The native address of `words[index]`, per array (made once: `UnsafePointer.of` is not free). */
+const wordAddresses = new WeakMap<Int32Array, Deno.PointerObject>();
+
+function wordPointer(words: Int32Array, index: number): Deno.PointerObject {
+  let base = wordAddresses.get(words);
+  if (base === undefined) {
+    base = Deno.UnsafePointer.of(words) as Deno.PointerObject;
+    wordAddresses.set(words, base);
+  }
+  return Deno.UnsafePointer.offset(base, index * 4) as Deno.PointerObject;
+}
+
 /**
  * One run thread and its control block. Not thread-safe: only the JavaScript thread that made it uses it
  * (interrupt handles reach the thread with a signal, never through this object).
@@ -226,6 +253,7 @@ export class RunThread {
   readonly #i32: Int32Array;
   readonly #view: DataView;
   readonly #ptr: Deno.PointerObject;
+  readonly #cmdSeq: Deno.PointerObject;
   readonly #done: Deno.PointerObject;
   readonly #id: bigint;
   readonly #signal: number;
@@ -238,6 +266,7 @@ export class RunThread {
     this.#i32 = new Int32Array(ctrl.bytes.buffer, 0, CTRL.SIZE / 4);
     this.#view = ctrl.view;
     this.#ptr = ctrl.pointer;
+    this.#cmdSeq = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.CMD_SEQ) as Deno.PointerObject;
     this.#done = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.DONE_SEQ) as Deno.PointerObject;
     this.#id = id;
     this.tid = this.#view.getInt32(CTRL.TID, true);
@@ -258,7 +287,7 @@ export class RunThread {
     v.setUint32(CTRL.HEARTBEAT_MS, options.heartbeatMs, true);
     v.setBigUint64(CTRL.RUN_ADDR, options.run.address, true);
     v.setBigUint64(CTRL.RUN_SIZE, BigInt(options.run.size), true);
-    v.setBigUint64(CTRL.DETACH, BigInt(Deno.UnsafePointer.value(n.pthreads.pthread_detach)), true);
+    v.setBigUint64(CTRL.DETACH, BigInt(Deno.UnsafePointer.value(n.libc.pthread_detach)), true);
     v.setInt32(CTRL.OWNER_PIDFD, -1, true);
     if (options.heartbeatMs > 0) {
       // The owner may go away without closing anything (a terminated Worker): the thread watches it.
@@ -270,7 +299,7 @@ export class RunThread {
     }
     ctrl.bytes.set(new TextEncoder().encode(RUN_THREAD_NAME), CTRL.NAME);
     const id = new BigUint64Array(1);
-    const rc = n.pthreads.pthread_create(id, null, n.entry, ctrl.pointer);
+    const rc = n.libc.pthread_create(id, null, n.entry, ctrl.pointer);
     if (rc !== 0) {
       const pidfd = v.getInt32(CTRL.OWNER_PIDFD, true);
       if (pidfd >= 0) libc().close(pidfd);
@@ -278,8 +307,11 @@ export class RunThread {
       throw new RunThreadError("pthread_create", errnoName(rc));
     }
     v.setBigUint64(CTRL.PTHREAD, id[0], true);
-    const statePtr = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.STATE) as Deno.PointerObject;
-    while (n.wait(statePtr, STATE_STARTING, 1000) === STATE_STARTING);
+    const i32 = new Int32Array(ctrl.bytes.buffer, 0, CTRL.SIZE / 4);
+    const state = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.STATE) as Deno.PointerObject;
+    while (Atomics.load(i32, CTRL.STATE / 4) === STATE_STARTING) {
+      n.libc.futex(SYS_FUTEX, state, FUTEX_WAIT_PRIVATE, BigInt(STATE_STARTING), ONE_SECOND);
+    }
     return new RunThread(ctrl, id[0], options.signal);
   }
 
@@ -302,23 +334,42 @@ export class RunThread {
     v.setBigInt64(CTRL.DEADLINE, monotonicNs(deadline), true);
     v.setBigUint64(
       CTRL.CALL_STATE,
-      callState === undefined ? 0n : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(callState))),
+      callState === undefined ? 0n : BigInt(Deno.UnsafePointer.value(wordPointer(callState, 0))),
       true,
     );
     Atomics.store(this.#i32, CTRL.KICK / 4, 0);
-    this.#seq = load().post(this.#ptr, CMD_RUN, resetSegments ? FLAG_RESET_SEGMENTS : 0);
+    this.#command(CMD_RUN, resetSegments ? FLAG_RESET_SEGMENTS : 0);
+  }
+
+  #command(cmd: number, flags: number): void {
+    const i = this.#i32;
+    i[CTRL.CMD / 4] = cmd;
+    i[CTRL.FLAGS / 4] = flags;
+    this.#seq = (this.#seq + 1) | 0;
+    Atomics.store(i, CTRL.CMD_SEQ / 4, this.#seq);
+    (natives ?? load()).libc.futex(SYS_FUTEX, this.#cmdSeq, FUTEX_WAKE_PRIVATE, 1n, null);
   }
 
   /** Resolves once the current run has finished, without blocking the event loop. */
   async finished(): Promise<void> {
-    const n = load();
-    while (this.busy) await n.waitAsync(this.#done, (this.#seq - 1) >>> 0, 1000);
+    const n = natives ?? load();
+    while (this.busy) {
+      await n.libc.futexAsync(
+        SYS_FUTEX,
+        this.#done,
+        FUTEX_WAIT_PRIVATE,
+        BigInt((this.#seq - 1) | 0),
+        ONE_SECOND,
+      );
+    }
   }
 
   /** Blocks until the current run has finished. */
   finishedSync(): void {
-    const n = load();
-    while (this.busy) n.wait(this.#done, (this.#seq - 1) >>> 0, 1000);
+    const n = natives ?? load();
+    while (this.busy) {
+      n.libc.futex(SYS_FUTEX, this.#done, FUTEX_WAIT_PRIVATE, BigInt((this.#seq - 1) | 0), ONE_SECOND);
+    }
   }
 
   /** `KVM_RUN`'s result for the finished run: 0, or a negative errno. */
@@ -336,44 +387,62 @@ export class RunThread {
   }
 
   /**
-   * Waits until the 32-bit word at `word` (guest memory the guest writes) differs from `seen`, the run
-   * finishes, `deadline` (`performance.now()` time) passes, or `sliceMs` has gone by; see {@linkcode WAIT}.
-   * Spins for the first `spinUs` microseconds, then sleeps in steps of up to 1 ms.
+   * Waits until `words[index]` (guest memory the guest writes) differs from `seen`, the run finishes,
+   * `deadline` (`performance.now()` time) passes, or `sliceMs` has gone by; returns one of
+   * {@linkcode WAIT}. Spins here for `spinUs` first (an answer usually takes a microsecond or two, less
+   * than one call into the thread's code costs), then waits in the thread's code, sleeping in steps of up
+   * to 1 ms.
    */
-  waitGuestWord(
-    word: Deno.PointerObject,
+  waitWord(
+    words: Int32Array,
+    index: number,
     seen: number,
     deadline: number,
-    sliceMs: number,
     spinUs: number,
+    sliceMs: number,
   ): number {
-    return load().waitHot(
+    const i32 = this.#i32, seq = this.#seq;
+    const start = performance.now();
+    const spinEnd = start + spinUs / 1000;
+    for (let n = 1;; n++) {
+      if (Atomics.load(words, index) !== seen) return WAIT.WORD;
+      if (Atomics.load(i32, CTRL.DONE_SEQ / 4) === seq) return WAIT.FINISHED;
+      if ((n & 127) === 0) {
+        const now = performance.now();
+        if (now >= deadline) return WAIT.DEADLINE;
+        if (now >= spinEnd) break;
+      }
+    }
+    const left = start + sliceMs - performance.now();
+    if (left <= 0) return WAIT.SLICE;
+    return (natives ?? load()).waitHot(
       this.#ptr,
-      word,
+      wordPointer(words, index),
       seen >>> 0,
-      this.#seq >>> 0,
-      monotonicNs(deadline),
-      BigInt(Math.round(sliceMs * 1e6)),
-      BigInt(Math.round(spinUs * 1e3)),
+      seq >>> 0,
+      monotonicUs(deadline),
+      Math.ceil(left * 1000),
+      0,
     );
   }
 
-  /** {@linkcode waitGuestWord} without blocking the event loop. */
-  waitGuestWordAsync(
-    word: Deno.PointerObject,
+  /** {@linkcode waitWord} without blocking the event loop (the whole wait runs in the thread's code). */
+  waitWordAsync(
+    words: Int32Array,
+    index: number,
     seen: number,
     deadline: number,
-    sliceMs: number,
     spinUs: number,
+    sliceMs: number,
   ): Promise<number> {
     return load().waitHotAsync(
       this.#ptr,
-      word,
+      wordPointer(words, index),
       seen >>> 0,
       this.#seq >>> 0,
-      monotonicNs(deadline),
-      BigInt(Math.round(sliceMs * 1e6)),
-      BigInt(Math.round(spinUs * 1e3)),
+      monotonicUs(deadline),
+      Math.ceil(sliceMs * 1000),
+      spinUs,
     );
   }
 
@@ -383,7 +452,7 @@ export class RunThread {
     this.#view.setBigUint64(CTRL.GUEST_SIZE, BigInt(size), true);
   }
 
-  /** Ends the thread (waiting for a busy run first) and frees its control block. Safe to call twice. */
+  /** Ends the thread (stopping a busy run first) and frees its control block. Safe to call twice. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
@@ -392,11 +461,13 @@ export class RunThread {
       this.kick();
       this.finishedSync();
     }
-    n.post(this.#ptr, CMD_STOP, 0);
-    const statePtr = Deno.UnsafePointer.offset(this.#ptr, CTRL.STATE) as Deno.PointerObject;
-    let state: number;
-    while ((state = n.wait(statePtr, 1, 1000)) !== STATE_STOPPED && state !== STATE_ORPHANED);
-    n.pthreads.pthread_join(this.#id, null);
+    this.#command(CMD_STOP, 0);
+    const state = Deno.UnsafePointer.offset(this.#ptr, CTRL.STATE) as Deno.PointerObject;
+    let s: number;
+    while ((s = Atomics.load(this.#i32, CTRL.STATE / 4)) !== STATE_STOPPED && s !== STATE_ORPHANED) {
+      n.libc.futex(SYS_FUTEX, state, FUTEX_WAIT_PRIVATE, BigInt(s), ONE_SECOND);
+    }
+    n.libc.pthread_join(this.#id, null);
     this.#ctrl.close();
   }
 }

@@ -20,6 +20,7 @@ import { MAILBOX_DONE } from "./abi.ts";
 import type { VcpuThread } from "../backend/backend.ts";
 import { ExecutionCanceledError } from "../errors.ts";
 import { type CallFrame, DONE, type GuestVm, RESUME, type RunContext } from "./guest_vm.ts";
+import { GUEST_SEQ_INDEX } from "./mailbox.ts";
 
 /** A synchronous wait for a hot guest spins this long before it sleeps in short steps (µs). */
 const SYNC_SPIN_US = 100;
@@ -32,6 +33,11 @@ const SLICE_MS = 250;
 const INLINE_WAIT_US = 20;
 /** The nonblocking wait of an asynchronous hot call spins this long before it sleeps (µs). */
 const ASYNC_SPIN_US = 50;
+/**
+ * How often the idle watch looks at hot sandboxes, and how long past its idle spin a guest may go on
+ * polling before the watch parks it (ms).
+ */
+const WATCH_MS = 100;
 
 /**
  * Runs a call (its request already in the input buffer) on the run thread without blocking this thread.
@@ -81,13 +87,13 @@ export function runHot(vm: GuestVm, ctx: RunContext): void {
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
-        if (kind === MAILBOX_DONE) return;
+        if (kind === MAILBOX_DONE) return watchIdle(vm);
         vm.onMessage(kind, call); // synchronous: RESUME, or it throws
         mb.post(idle);
         continue;
       }
       if (!t.busy) resume(vm, t, call);
-      const w = t.waitWord(mb.guestSeqAddress, mb.seen, call.deadline, SLICE_MS, SYNC_SPIN_US);
+      const w = t.waitWord(mb.words, GUEST_SEQ_INDEX, mb.seen, call.deadline, SYNC_SPIN_US, SLICE_MS);
       if (w === "deadline") throw stopForTimeout(vm, call);
     }
   } catch (e) {
@@ -116,7 +122,7 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
-        if (kind === MAILBOX_DONE) return;
+        if (kind === MAILBOX_DONE) return watchIdle(vm);
         const step = vm.onMessage(kind, call);
         if (step !== RESUME && step !== DONE) await hostPromise(vm, step, call);
         mb.post(idle);
@@ -130,9 +136,18 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
           vm.exitPending = true;
         }
       }
-      const gpa = mb.guestSeqAddress;
-      let w = t.waitWord(gpa, mb.seen, call.deadline, INLINE_WAIT_US / 1000, INLINE_WAIT_US);
-      if (w === "slice") w = await t.waitWordAsync(gpa, mb.seen, call.deadline, SLICE_MS, ASYNC_SPIN_US);
+      const words = mb.words;
+      let w = t.waitWord(
+        words,
+        GUEST_SEQ_INDEX,
+        mb.seen,
+        call.deadline,
+        INLINE_WAIT_US,
+        INLINE_WAIT_US / 1000,
+      );
+      if (w === "slice") {
+        w = await t.waitWordAsync(words, GUEST_SEQ_INDEX, mb.seen, call.deadline, ASYNC_SPIN_US, SLICE_MS);
+      }
       if (w === "deadline") throw stopForTimeout(vm, call);
     }
   } catch (e) {
@@ -160,6 +175,43 @@ function resume(vm: GuestVm, t: VcpuThread, call: CallFrame, deferAsync = false)
   return undefined;
 }
 
+/**
+ * Hot sandboxes whose guest may still be polling after their last call. The runtime parks itself after
+ * its idle spin; a guest that does not (a hostile one, or one stuck in a function after answering) is
+ * parked by this watch, so that no idle sandbox keeps a core busy for long. Module state is per thread.
+ */
+const watched = new Set<GuestVm>();
+let watchTimer: ReturnType<typeof setInterval> | undefined;
+
+/** A hot call ended: the guest polls on, watched. */
+function watchIdle(vm: GuestVm): void {
+  vm.hotIdleSince = performance.now();
+  if (watched.has(vm)) return;
+  watched.add(vm);
+  if (watchTimer === undefined) {
+    watchTimer = setInterval(watch, WATCH_MS);
+    Deno.unrefTimer(watchTimer as unknown as number); // an idle sandbox keeps no process alive
+  }
+}
+
+function watch(): void {
+  const now = performance.now();
+  for (const vm of watched) {
+    if (vm.running) continue;
+    if (vm.closed || !vm.exitPending || !vm.vcpuThread().busy) {
+      watched.delete(vm); // closed, or parked
+    } else if (now - vm.hotIdleSince > vm.hotIdleMs + WATCH_MS) {
+      // Stopped where it is; the next call reads this exit (interrupted) and resumes the guest.
+      vm.vcpuThread().stop();
+      watched.delete(vm);
+    }
+  }
+  if (watched.size === 0) {
+    clearInterval(watchTimer);
+    watchTimer = undefined;
+  }
+}
+
 /** The deadline passed while a hot guest ran: stops it and returns the timeout error. */
 function stopForTimeout(vm: GuestVm, call: CallFrame): Error {
   vm.park();
@@ -182,6 +234,9 @@ async function hostPromise(vm: GuestVm, answered: Promise<void>, call: CallFrame
         timer = setTimeout(() => resolve(2), Math.max(0, call.deadline - performance.now()))
       ),
     );
+  } else {
+    // A call in flight keeps the process alive, as its runs do (a wait for a kill alone would not).
+    timer = setInterval(() => {}, 60_000);
   }
   let outcome: number;
   try {
@@ -189,6 +244,7 @@ async function hostPromise(vm: GuestVm, answered: Promise<void>, call: CallFrame
   } finally {
     kill.cancel();
     clearTimeout(timer);
+    clearInterval(timer);
   }
   if (outcome === 1) throw new ExecutionCanceledError(call.ctx.functionName, "interrupted");
   if (outcome === 2) throw vm.timeout(call);

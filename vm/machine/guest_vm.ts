@@ -132,6 +132,9 @@ export class GuestVm {
    * an ordinary one.
    */
   hotIdleTicks: bigint | undefined;
+  /** For a hot sandbox: the idle spin in ms; and when its last call ended (`performance.now()` time). */
+  hotIdleMs = 0;
+  hotIdleSince = 0;
   /** A run was started on the run thread and its exit has not been read yet. */
   exitPending = false;
   #mailbox: Mailbox | undefined;
@@ -236,7 +239,13 @@ export class GuestVm {
 
   /** Makes this a hot sandbox: its guest polls the mailbox for `idleSpinMs` before it parks. */
   makeHot(idleSpinMs: number): void {
+    this.hotIdleMs = idleSpinMs;
     this.hotIdleTicks = BigInt(Math.round(idleSpinMs * this.vcpuThread().ticksPerMs));
+  }
+
+  /** True once {@linkcode close} ran. */
+  get closed(): boolean {
+    return this.#guest.closed;
   }
 
   /**

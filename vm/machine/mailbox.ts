@@ -22,6 +22,9 @@ import { ProtocolError } from "./codec.ts";
 import type { Layout } from "./layout.ts";
 import type { Mapping } from "../memory/mapping.ts";
 
+/** Index of the guest's sequence number in {@linkcode Mailbox.words}. */
+export const GUEST_SEQ_INDEX = MAILBOX.GUEST_SEQ / 4;
+
 /** Kinds of guest messages. */
 export type MailboxKind = typeof MAILBOX_DONE | typeof MAILBOX_HOST_CALL | typeof MAILBOX_LOG;
 
@@ -37,13 +40,12 @@ export type MailboxKind = typeof MAILBOX_DONE | typeof MAILBOX_HOST_CALL | typeo
  * ```
  */
 export class Mailbox {
-  /** Guest-physical address of the guest's sequence word (what a host waits on). */
-  readonly guestSeqAddress: number;
+  /** The mailbox as 32-bit words: `words[GUEST_SEQ_INDEX]` is what a host waits on. */
+  readonly words: Int32Array;
   readonly #words: Int32Array;
   readonly #view: DataView;
   #hostSeq = 0;
   #guestSeq = 0;
-  #idle = -1n;
 
   /** The mailbox of a sandbox with this layout, in its scratch mapping. */
   constructor(scratch: Mapping, layout: Layout) {
@@ -52,7 +54,7 @@ export class Mailbox {
     const offset = bytes.byteOffset + base - layout.scratchBase;
     this.#words = new Int32Array(bytes.buffer, offset, MAILBOX_SIZE / 4);
     this.#view = new DataView(bytes.buffer, offset, MAILBOX_SIZE);
-    this.guestSeqAddress = base + MAILBOX.GUEST_SEQ;
+    this.words = this.#words;
   }
 
   /** The guest's sequence number the host has taken last (the value a wait compares with). */
@@ -63,7 +65,6 @@ export class Mailbox {
   /** The scratch region was emptied and the guest enters afresh: both sides count from 0 again. */
   reset(): void {
     this.#hostSeq = this.#guestSeq = 0;
-    this.#idle = -1n;
   }
 
   /**
@@ -74,10 +75,7 @@ export class Mailbox {
     // Rewritten every time: the guest may have overwritten them, and they sit in the line the guest reads
     // anyway.
     this.#words[MAILBOX.MODE / 4] = MAILBOX_MODE_HOT;
-    if (idleTicks !== this.#idle || this.#view.getBigUint64(MAILBOX.IDLE_TSC, true) !== idleTicks) {
-      this.#view.setBigUint64(MAILBOX.IDLE_TSC, idleTicks, true);
-      this.#idle = idleTicks;
-    }
+    this.#view.setBigUint64(MAILBOX.IDLE_TSC, idleTicks, true);
     this.#hostSeq = (this.#hostSeq + 1) | 0;
     Atomics.store(this.#words, MAILBOX.HOST_SEQ / 4, this.#hostSeq);
   }
