@@ -33,6 +33,7 @@ const CTRL = {
   TID: 76,
   TIMER: 80,
   RUNS: 84,
+  WAITERS: 88,
   VCPU_FD: 128,
   VM_FD: 132,
   OWNER_PIDFD: 136,
@@ -52,7 +53,8 @@ const CTRL = {
 
 const CMD_RUN = 1, CMD_STOP = 2;
 const FLAG_RESET_SEGMENTS = 1;
-const STATE_STARTING = 0, STATE_READY = 1, STATE_STOPPED = 2, STATE_ORPHANED = 3;
+/** `ctrl.state`: starting, ready (1), stopped, orphaned (see `_run_thread.c`). */
+const STATE_STARTING = 0, STATE_STOPPED = 2, STATE_ORPHANED = 3;
 
 /** What {@linkcode RunThread.waitWord} saw. */
 export const WAIT = { DEADLINE: 0, WORD: 1, FINISHED: 2, SLICE: 3 } as const;

@@ -36,7 +36,11 @@ function testguest(config: SandboxConfiguration = {}, fns = hostFunctions()): Mu
 /** The ways a call can run, each as a function of a sandbox made for it. */
 const MODES: { name: string; config: SandboxConfiguration; call: CallFn }[] = [
   { name: "callAsync", config: {}, call: (s, n, ...a) => s.callAsync(n, ...a) },
-  { name: "hot call", config: { hot: true }, call: async (s, n, ...a) => s.call(n, ...a) },
+  {
+    name: "hot call",
+    config: { hot: true },
+    call: (s, n, ...a) => new Promise((resolve) => resolve(s.call(n, ...a))),
+  },
   { name: "hot callAsync", config: { hot: true }, call: (s, n, ...a) => s.callAsync(n, ...a) },
 ];
 type CallFn = (s: MultiUseSandbox, name: string, ...args: unknown[]) => Promise<unknown>;
