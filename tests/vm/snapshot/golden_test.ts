@@ -12,29 +12,29 @@ import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "
 /** Every header field of the golden file. */
 const GOLDEN_HEADER = {
   arch: 1, // x86_64
-  abi_version: 3,
-  stack_top_gva: 0x252000,
+  abi_version: 4,
+  stack_top_gva: 0x253000,
   entrypoint_tag: 1, // Call
   entrypoint_addr: 0x200016,
   input_data_size: 8192,
   output_data_size: 12288,
   heap_size: 262144,
-  code_size: 0x9000,
+  code_size: 0xa000,
   init_data_size: 0,
   init_data_permissions: 0,
   scratch_size: 53248, // stack 32 KiB + 8 KiB + 12 KiB
-  snapshot_size: 0x249000,
+  snapshot_size: 0x24a000,
   pt_size: 0x5000,
-  memory_size: 0x249000, // 0x200000 + code 0x9000 + heap 0x40000
+  memory_size: 0x24a000, // 0x200000 + code 0xa000 + heap 0x40000
   memory_offset: 4096,
   has_sregs: 1,
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "8fa8ce90af878b3249f3f069bd419f71b14a4dda7c182cddc88185a1e1b2a64b";
-const GOLDEN_BLOB_HASH = "5647f967fd523b038b95bf0482ae985fdd532e0a16da37a2f3db9b6f7aa13d71";
-const GOLDEN_FILE_SHA256 = "992acb408a7d166e7aecdad27852b2f56f77db544625d121917959b42a525f17";
-const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
+const GOLDEN_HEADER_HASH = "1c573c7dfbee8dd4d170e248a9a597a950772576f15609bcfbc85a3ab23913f1";
+const GOLDEN_BLOB_HASH = "3be364d78ed6f3fad582986dd05040ebff7fd0928c674407b466b98dd6408846";
+const GOLDEN_FILE_SHA256 = "487c3db63e55883a0ca803e8e3c84ec9911d50a71957c96b3a50bdd834d1c234";
+const GOLDEN_FILE_SIZE = 4096 + 0x24a000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
   assert.equal(Deno.statSync(GOLDEN_PATH).size, GOLDEN_FILE_SIZE);
@@ -44,10 +44,10 @@ Deno.test("the golden file is the committed one", async () => {
 Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
   const info = Snapshot.inspectFile(GOLDEN_PATH);
   assert.equal(info.formatVersion, 1);
-  assert.equal(info.abiVersion, 3);
+  assert.equal(info.abiVersion, 4);
   assert.equal(
     ABI_VERSION,
-    3,
+    4,
     "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
   );
   assert.equal(info.arch, "x86_64");
@@ -151,9 +151,9 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 vmTest(
-  "golden files of retired ABI versions 1 and 2 are refused with AbiMismatch, and inspectFile says why",
+  "golden files of retired ABI versions 1, 2 and 3 are refused with AbiMismatch, and inspectFile says why",
   () => {
-    for (const version of [1, 2]) {
+    for (const version of [1, 2, 3]) {
       checkRetired(GOLDEN_PATH.replace("testguest-call.hls", `testguest-call-abi${version}.hls`), version);
     }
   },
