@@ -261,6 +261,8 @@ export class RunThread {
   readonly #signal: number;
   #seq = 0;
   #stopped = false;
+  /** How long {@linkcode waitWord} spins, adapted to what the last waits needed (µs, see there). */
+  #spin = 0;
 
   private constructor(ctrl: Mapping, id: bigint, signal: number) {
     this.#signal = signal;
@@ -391,9 +393,11 @@ export class RunThread {
   /**
    * Waits until `words[index]` (guest memory the guest writes) differs from `seen`, the run finishes,
    * `deadline` (`performance.now()` time) passes, or `sliceMs` has gone by; returns one of
-   * {@linkcode WAIT}. Spins here for `spinUs` first (an answer usually takes a microsecond or two, less
-   * than one call into the thread's code costs), then waits in the thread's code, sleeping in steps of up
-   * to 1 ms.
+   * {@linkcode WAIT}. Spins here first, for at most `spinUs` (an answer usually takes a microsecond or two,
+   * less than one call into the thread's code costs), then waits in the thread's code, sleeping in short
+   * steps. The spin adapts: when this thread and the guest's share a core (a busy machine), spinning only
+   * delays the guest, so after waits that the spin did not end, the next ones spin less (down to 2 µs), and
+   * after waits it did end, more again.
    */
   waitWord(
     words: Int32Array,
@@ -404,12 +408,16 @@ export class RunThread {
     sliceMs: number,
   ): number {
     const i32 = this.#i32, seq = this.#seq;
+    const spin = this.#spin = Math.min(spinUs, Math.max(this.#spin, 2));
     const start = performance.now();
-    const spinEnd = start + spinUs / 1000;
+    const spinEnd = start + spin / 1000;
     for (let n = 1;; n++) {
-      if (Atomics.load(words, index) !== seen) return WAIT.WORD;
+      if (Atomics.load(words, index) !== seen) {
+        this.#spin = spin * 2;
+        return WAIT.WORD;
+      }
       if (Atomics.load(i32, CTRL.DONE_SEQ / 4) === seq) return WAIT.FINISHED;
-      if ((n & 127) === 0) {
+      if ((n & 63) === 0) {
         const now = performance.now();
         if (now >= deadline) return WAIT.DEADLINE;
         if (now >= spinEnd) break;
@@ -417,7 +425,7 @@ export class RunThread {
     }
     const left = start + sliceMs - performance.now();
     if (left <= 0) return WAIT.SLICE;
-    return (natives ?? load()).waitHot(
+    const r = (natives ?? load()).waitHot(
       this.#ptr,
       wordPointer(words, index),
       seen >>> 0,
@@ -426,6 +434,8 @@ export class RunThread {
       Math.ceil(left * 1000),
       0,
     );
+    if (r === WAIT.WORD) this.#spin = spin / 2;
+    return r;
   }
 
   /** {@linkcode waitWord} without blocking the event loop (the whole wait runs in the thread's code). */
