@@ -5,6 +5,7 @@
  *
  * ```sh
  * deno run -A examples/load_test.ts [--seconds 5] [--connections 16] [--modes sync,async,hot,hot-async,worker]
+ *   [--pool 4] [--idle-spin-ms 0.2] [--calls 1]   # passed on to the server
  * ```
  *
  * @module
@@ -18,6 +19,10 @@ function option(name: string, fallback: string): string {
 const SECONDS = Number(option("seconds", "5"));
 const CONNECTIONS = Number(option("connections", "16"));
 const MODES = option("modes", "sync,async,hot,hot-async,worker").split(",");
+const SERVER_OPTIONS = ["pool", "idle-spin-ms", "calls"].flatMap((name) => {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < Deno.args.length ? [`--${name}`, Deno.args[i + 1]] : [];
+});
 /** Hard bounds, whatever the options say: this never runs away. */
 const MAX_REQUESTS = 200_000, MAX_SECONDS = 60;
 
@@ -42,6 +47,7 @@ async function startServer(mode: string): Promise<{ url: string; stop: () => Pro
       mode,
       "--port",
       `${port}`,
+      ...SERVER_OPTIONS,
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -121,7 +127,9 @@ for (const mode of MODES) {
 
 const ms = (v: number) => (v < 1 ? `${(v * 1000).toFixed(0)} µs` : `${v.toFixed(2)} ms`);
 console.log(
-  `\n${CONNECTIONS} connections, ${SECONDS} s per mode, Echo per request, fresh state per request\n`,
+  `\n${CONNECTIONS} connections, ${SECONDS} s per mode, ${
+    SERVER_OPTIONS[SERVER_OPTIONS.indexOf("--calls") + 1] ?? 1
+  } Echo call(s) per request, fresh state per request\n`,
 );
 console.log("| mode | requests/s | p50 | p99 | requests | errors |");
 console.log("|---|---|---|---|---|---|");

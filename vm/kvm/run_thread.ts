@@ -408,12 +408,14 @@ export class RunThread {
     sliceMs: number,
   ): number {
     const i32 = this.#i32, seq = this.#seq;
-    const spin = this.#spin = Math.min(spinUs, Math.max(this.#spin, 2));
+    // A wait that ends with its spin (sliceMs no longer than spinUs) spins all of it and adapts nothing.
+    const inline = sliceMs * 1000 <= spinUs;
+    const spin = inline ? spinUs : this.#spin = Math.min(spinUs, Math.max(this.#spin, 2));
     const start = performance.now();
     const spinEnd = start + spin / 1000;
     for (let n = 1;; n++) {
       if (Atomics.load(words, index) !== seen) {
-        this.#spin = spin * 2;
+        if (!inline) this.#spin = spin * 2;
         return WAIT.WORD;
       }
       if (Atomics.load(i32, CTRL.DONE_SEQ / 4) === seq) return WAIT.FINISHED;
@@ -424,7 +426,7 @@ export class RunThread {
       }
     }
     const left = start + sliceMs - performance.now();
-    if (left <= 0) return WAIT.SLICE;
+    if (inline || left <= 0) return WAIT.SLICE;
     const r = (natives ?? load()).waitHot(
       this.#ptr,
       wordPointer(words, index),

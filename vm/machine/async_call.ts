@@ -31,8 +31,11 @@ const SLICE_MS = 250;
  * microseconds, while handing the wait to another thread costs ~15 µs (a nonblocking FFI call).
  */
 const INLINE_WAIT_US = 20;
-/** The nonblocking wait of an asynchronous hot call spins this long before it sleeps (µs). */
-const ASYNC_SPIN_US = 50;
+/**
+ * The nonblocking wait of an asynchronous hot call spins this long before it sleeps (µs): not at all, as
+ * the inline wait already spun, and a spinning helper thread only takes a core from the guests.
+ */
+const ASYNC_SPIN_US = 0;
 /**
  * How often the idle watch looks at hot sandboxes, and how long past its idle spin a guest may go on
  * polling before the watch parks it (ms).
