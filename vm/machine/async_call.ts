@@ -183,14 +183,14 @@ function resume(vm: GuestVm, t: VcpuThread, call: CallFrame, deferAsync = false)
  * its idle spin; a guest that does not (a hostile one, or one stuck in a function after answering) is
  * parked by this watch, so that no idle sandbox keeps a core busy for long. Module state is per thread.
  */
-const watched = new Set<GuestVm>();
+const watched = new Map<GuestVm, { calls: number; idleTicks: number }>();
 let watchTimer: ReturnType<typeof setInterval> | undefined;
 
-/** A hot call ended: the guest polls on, watched. */
+/** A hot call ended: the guest polls on, watched. Cheap: no clock read on the hot path. */
 function watchIdle(vm: GuestVm): void {
-  vm.hotIdleSince = performance.now();
+  vm.hotCalls++;
   if (watched.has(vm)) return;
-  watched.add(vm);
+  watched.set(vm, { calls: vm.hotCalls, idleTicks: 0 });
   if (watchTimer === undefined) {
     watchTimer = setInterval(watch, WATCH_MS);
     Deno.unrefTimer(watchTimer as unknown as number); // an idle sandbox keeps no process alive
@@ -198,12 +198,18 @@ function watchIdle(vm: GuestVm): void {
 }
 
 function watch(): void {
-  const now = performance.now();
-  for (const vm of watched) {
-    if (vm.running) continue;
-    if (vm.closed || !vm.exitPending || !vm.vcpuThread().busy) {
+  for (const [vm, seen] of watched) {
+    if (vm.closed || (!vm.running && (!vm.exitPending || !vm.vcpuThread().busy))) {
       watched.delete(vm); // closed, or parked
-    } else if (now - vm.hotIdleSince > vm.hotIdleMs + WATCH_MS) {
+      continue;
+    }
+    if (vm.running || vm.hotCalls !== seen.calls) {
+      seen.calls = vm.hotCalls;
+      seen.idleTicks = 0;
+      continue;
+    }
+    // Idle for at least idleTicks × WATCH_MS: parked by now, unless the guest does not park itself.
+    if (++seen.idleTicks * WATCH_MS > vm.hotIdleMs + WATCH_MS) {
       // Stopped where it is; the next call reads this exit (interrupted) and resumes the guest.
       vm.vcpuThread().stop();
       watched.delete(vm);

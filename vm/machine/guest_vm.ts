@@ -132,9 +132,9 @@ export class GuestVm {
    * an ordinary one.
    */
   hotIdleTicks: bigint | undefined;
-  /** For a hot sandbox: the idle spin in ms; and when its last call ended (`performance.now()` time). */
+  /** For a hot sandbox: the idle spin in ms, and the calls made so far (for the idle watch). */
   hotIdleMs = 0;
-  hotIdleSince = 0;
+  hotCalls = 0;
   /** A run was started on the run thread and its exit has not been read yet. */
   exitPending = false;
   #mailbox: Mailbox | undefined;
