@@ -102,7 +102,15 @@ export const CONFIG_LIMITS = {
   maxExecutionTimeMs: [0, 2 ** 31 - 1, 1000],
 } as const;
 
-/** Allowed range and default of `HotOptions.idleSpinMs`: [min, max, default]. */
+/**
+ * Allowed range and default of `HotOptions.idleSpinMs`: [min, max, default].
+ *
+ * @example
+ * ```ts
+ * import { HOT_IDLE_SPIN_MS } from "./config.ts";
+ * console.log(HOT_IDLE_SPIN_MS[2]); // 2
+ * ```
+ */
 export const HOT_IDLE_SPIN_MS = [0, 10_000, 2] as const;
 
 function pageUp(n: number): number {

@@ -69,7 +69,16 @@ async function run(tool: string, args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** A built image: its bytes, entry offsets and the toolchain that made it. */
+/**
+ * A built image: its bytes, entry offsets and the toolchain that made it.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildRunThread, type RunThreadBuild } from "./build_run_thread.ts";
+ * const build: RunThreadBuild = await buildRunThread();
+ * console.log(build.entries.thread);
+ * ```
+ */
 export interface RunThreadBuild {
   /** The blob. */
   image: Uint8Array;

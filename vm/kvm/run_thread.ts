@@ -56,10 +56,27 @@ const FLAG_RESET_SEGMENTS = 1;
 /** `ctrl.state`: starting, ready (1), stopped, orphaned (see `_run_thread.c`). */
 const STATE_STARTING = 0, STATE_STOPPED = 2, STATE_ORPHANED = 3;
 
-/** What {@linkcode RunThread.waitWord} saw. */
+/**
+ * What {@linkcode RunThread.waitWord} saw: the deadline passed, the word changed, the run finished, or the
+ * time slice ran out.
+ *
+ * @example
+ * ```ts
+ * import { WAIT } from "./run_thread.ts";
+ * console.log(WAIT.WORD); // 1
+ * ```
+ */
 export const WAIT = { DEADLINE: 0, WORD: 1, FINISHED: 2, SLICE: 3 } as const;
 
-/** The name run threads carry (visible in `/proc/<pid>/task/<tid>/comm`, at most 15 bytes). */
+/**
+ * The name run threads carry (visible in `/proc/<pid>/task/<tid>/comm`, at most 15 bytes).
+ *
+ * @example
+ * ```ts
+ * import { RUN_THREAD_NAME } from "./run_thread.ts";
+ * console.log(RUN_THREAD_NAME); // "snapvm-vcpu"
+ * ```
+ */
 export const RUN_THREAD_NAME = "snapvm-vcpu";
 
 const SYS_FUTEX = 202n, FUTEX_WAIT_PRIVATE = 128n, FUTEX_WAKE_PRIVATE = 129n;
@@ -206,7 +223,16 @@ export function tscTicksPerMs(): number {
   return tscPerMs;
 }
 
-/** What a run thread needs from its vCPU. */
+/**
+ * What a run thread needs from its vCPU.
+ *
+ * @example
+ * ```ts
+ * import type { RunThreadOptions } from "./run_thread.ts";
+ * const o: RunThreadOptions = { vcpuFd: 5, vmFd: 4, run: { address: 0n, size: 12288 }, signal: 12, heartbeatMs: 0 };
+ * console.log(o.signal);
+ * ```
+ */
 export interface RunThreadOptions {
   /** The vCPU fd. */
   vcpuFd: number;

@@ -60,13 +60,38 @@ export interface ExceptionFrame {
   readonly rax: bigint;
 }
 
-/** What the exit handler decided: the call is done, or the guest resumes. */
+/**
+ * What the exit handler decided: the call is done, or the guest resumes.
+ *
+ * @example
+ * ```ts
+ * import { DONE, RESUME } from "./guest_vm.ts";
+ * console.log(RESUME, DONE); // 0 1
+ * ```
+ */
 export const RESUME = 0, DONE = 1;
 
-/** {@linkcode RESUME}, {@linkcode DONE}, or a Promise to await before resuming (an async host function). */
+/**
+ * {@linkcode RESUME}, {@linkcode DONE}, or a Promise to await before resuming (an async host function).
+ *
+ * @example
+ * ```ts
+ * import { RESUME, type Step } from "./guest_vm.ts";
+ * const step: Step = RESUME;
+ * console.log(step);
+ * ```
+ */
 export type Step = typeof RESUME | typeof DONE | Promise<void>;
 
-/** One call in progress (see {@linkcode GuestVm.beginCall}). */
+/**
+ * One call in progress (see {@linkcode GuestVm.beginCall}).
+ *
+ * @example
+ * ```ts ignore
+ * const call = vm.beginCall({ functionName: "Echo", hostFunctions, maxExecutionTimeMs: 100 }, "sync");
+ * vm.endCall(call);
+ * ```
+ */
 export interface CallFrame {
   /** The call's context. */
   readonly ctx: RunContext;

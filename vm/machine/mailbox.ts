@@ -22,10 +22,27 @@ import { ProtocolError } from "./codec.ts";
 import type { Layout } from "./layout.ts";
 import type { Mapping } from "../memory/mapping.ts";
 
-/** Index of the guest's sequence number in {@linkcode Mailbox.words}. */
+/**
+ * Index of the guest's sequence number in {@linkcode Mailbox.words}.
+ *
+ * @example
+ * ```ts
+ * import { GUEST_SEQ_INDEX } from "./mailbox.ts";
+ * console.log(GUEST_SEQ_INDEX); // 16 (byte 64)
+ * ```
+ */
 export const GUEST_SEQ_INDEX = MAILBOX.GUEST_SEQ / 4;
 
-/** Kinds of guest messages. */
+/**
+ * Kinds of guest messages.
+ *
+ * @example
+ * ```ts
+ * import type { MailboxKind } from "./mailbox.ts";
+ * const kind: MailboxKind = 2; // a host call
+ * console.log(kind);
+ * ```
+ */
 export type MailboxKind = typeof MAILBOX_DONE | typeof MAILBOX_HOST_CALL | typeof MAILBOX_LOG;
 
 /**
