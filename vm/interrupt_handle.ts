@@ -50,7 +50,7 @@ export class InterruptHandle {
    * import { InterruptHandle } from "./interrupt_handle.ts";
    * // self.onmessage = (e) => InterruptHandle.from(e.data).kill();
    * try {
-   *   InterruptHandle.from({});
+   *   InterruptHandle.from({} as never);
    * } catch (e) {
    *   console.log((e as Error).name); // TypeError
    * }
