@@ -102,10 +102,13 @@ struct ctrl {
   uint64_t pthread;      /* 192: the thread's pthread_t (written right after it starts) */
   uint64_t detach;       /* 200: address of pthread_detach, or 0 */
   char name[16];         /* 208: thread name */
+  uint64_t ring_addr;    /* 224: the vCPU's dirty ring mapping, 0 if none */
+  uint64_t ring_size;    /* 232 */
 };
 _Static_assert(__builtin_offsetof(struct ctrl, done_seq) == 64, "ctrl line 1");
 _Static_assert(__builtin_offsetof(struct ctrl, vcpu_fd) == 128, "ctrl line 2");
 _Static_assert(__builtin_offsetof(struct ctrl, name) == 208, "ctrl name");
+_Static_assert(__builtin_offsetof(struct ctrl, ring_addr) == 224, "ctrl ring");
 
 #define EXPORT __attribute__((visibility("default")))
 #define LOAD(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
@@ -219,6 +222,7 @@ static void *orphan(struct ctrl *c) {
   __atomic_store_n(&c->state, STATE_ORPHANING, __ATOMIC_SEQ_CST);
   for (uint32_t w; (w = __atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST)) != 0;) futex_wait(&c->waiters, w, 0);
   if (c->run_addr) sys3(SYS_munmap, c->run_addr, c->run_size, 0);
+  if (c->ring_addr) sys3(SYS_munmap, c->ring_addr, c->ring_size, 0);
   if (c->guest_addr) sys3(SYS_munmap, c->guest_addr, c->guest_size, 0);
   sys3(SYS_close, c->vcpu_fd, 0, 0);
   sys3(SYS_close, c->vm_fd, 0, 0);

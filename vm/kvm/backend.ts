@@ -281,6 +281,7 @@ export class KvmVm implements VirtualMachine {
       vcpuFd: this.#vcpu.fd,
       vmFd: this.#vm.fd,
       run: { address: run.address, size: run.size },
+      ring: this.#ring === undefined ? undefined : { address: this.#ring.address, size: this.#ring.size },
       signal: SIGUSR2,
       heartbeatMs: HEARTBEAT_MS,
     });

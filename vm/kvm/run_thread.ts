@@ -48,6 +48,8 @@ const CTRL = {
   PTHREAD: 192,
   DETACH: 200,
   NAME: 208,
+  RING_ADDR: 224,
+  RING_SIZE: 232,
   SIZE: 4096,
 } as const;
 
@@ -240,6 +242,8 @@ export interface RunThreadOptions {
   vmFd: number;
   /** Address and size of the vCPU's `kvm_run` mapping. */
   run: { address: bigint; size: number };
+  /** Address and size of the vCPU's dirty ring mapping, if it has one (unmapped by an orphaned thread). */
+  ring?: { address: bigint; size: number };
   /** The signal that interrupts `KVM_RUN`. */
   signal: number;
   /** Interval of the heartbeat and of the owner checks, in ms; 0: the owner is the main thread, none. */
@@ -320,6 +324,10 @@ export class RunThread {
     v.setUint32(CTRL.HEARTBEAT_MS, options.heartbeatMs, true);
     v.setBigUint64(CTRL.RUN_ADDR, options.run.address, true);
     v.setBigUint64(CTRL.RUN_SIZE, BigInt(options.run.size), true);
+    if (options.ring !== undefined) {
+      v.setBigUint64(CTRL.RING_ADDR, options.ring.address, true);
+      v.setBigUint64(CTRL.RING_SIZE, BigInt(options.ring.size), true);
+    }
     v.setBigUint64(CTRL.DETACH, BigInt(Deno.UnsafePointer.value(n.libc.pthread_detach)), true);
     v.setInt32(CTRL.OWNER_PIDFD, -1, true);
     if (options.heartbeatMs > 0) {

@@ -727,6 +727,7 @@ export class GuestVm {
         bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
       });
       this.#clearHostWrites();
+      this.#mailbox?.clear();
     }
     // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
     // and the scratch pages above were found through those bits.

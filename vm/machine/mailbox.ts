@@ -85,6 +85,15 @@ export class Mailbox {
   }
 
   /**
+   * Zeroes the mailbox and counts from 0 again: for a restore that zeroes only the scratch pages the guest
+   * wrote, since the host's own writes to the mailbox are not in the dirty log.
+   */
+  clear(): void {
+    this.#words.fill(0);
+    this.reset();
+  }
+
+  /**
    * Posts what the host wrote (a request in the input buffer, an answer in the output buffer): sets hot
    * mode and the idle budget (`idleTicks`, TSC ticks) and bumps the host's sequence number.
    */
