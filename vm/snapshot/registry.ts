@@ -16,8 +16,8 @@
  */
 import {
   type PulledSnapshot,
-  pullSnapshotFile,
   type PullOptions,
+  pullSnapshotFile,
   type PushOptions,
   type PushResult,
   pushSnapshotFile,
