@@ -343,6 +343,35 @@ needsTest(
           "again",
         ]);
         assert.equal(ranPulled.stdout, "Hello, again! (greeting 2)\n");
+        await step("export", [
+          "run",
+          imp,
+          "--allow-read=guest.hls,layout",
+          "--allow-write=layout",
+          cli,
+          "export",
+          "guest.hls",
+          "--oci-layout",
+          "layout",
+        ]);
+        await Deno.mkdir(`${work}/proj/imp`);
+        await step("import", [
+          "run",
+          imp,
+          "--allow-read=layout,cache,imp",
+          "--allow-write=cache,imp",
+          cli,
+          "import",
+          "layout",
+          "-o",
+          "imp/guest.hls",
+          "--cache-dir",
+          "cache",
+        ]);
+        assert.deepEqual(
+          await Deno.readFile(`${work}/proj/imp/guest.hls`),
+          await Deno.readFile(`${work}/proj/guest.hls`),
+        );
         const libPushed = await step("Snapshot.push", [
           "run",
           imp,
