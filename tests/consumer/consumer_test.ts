@@ -2,89 +2,19 @@
  * The package as a consumer gets it: exactly the files `deno publish` would upload, served over real HTTP on
  * 127.0.0.1, used from a folder that has no access to this checkout. The served CLI creates, builds,
  * snapshots, inspects, verifies and runs a guest, pushes it to a registry and pulls it back, each step with
- * the minimal Deno permissions the README documents; then consumer scripts import the served `mod.ts` and `guest/sdk.ts` with their documented
- * permissions, and one step with a permission left out must fail.
+ * the minimal Deno permissions the README documents; then consumer scripts import the served `mod.ts` and
+ * `guest/sdk.ts` with their documented permissions, and one step with a permission left out must fail.
  *
  * Needs KVM and gcc (skipped loudly without them, failing in CI), and Debian's `docker-registry` for the
  * push and pull steps.
  */
 import assert from "node:assert/strict";
-import { needsTest, ROOT } from "../cli/_cli.ts";
+import { needsTest } from "../cli/_cli.ts";
+import { deno, type Run, servePackage } from "./_package.ts";
 import { hasRegistry, REGISTRY_BINARY, startRegistry } from "../format/oci/_registry.ts";
 
 /** What `blake3Backend()` returns for a consumer of the published package on this machine (x86-64). */
 const EXPECTED_CONSUMER_BLAKE3_BACKEND = "native";
-
-/** The files of `deno publish --dry-run`, relative to the repository root. */
-async function publishedFiles(): Promise<string[]> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["publish", "--dry-run", "--allow-dirty"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.ok(out.success, `deno publish --dry-run failed:\n${text}`);
-  const root = new URL(ROOT, "file:///").href;
-  const files = [...text.matchAll(/^\s+(file:\/\/\S+) \([^)]*\)$/gm)]
-    .map((m) => decodeURIComponent(m[1]).slice(root.length))
-    .filter((f) => f !== ".git"); // a git worktree's .git is a file; JSR ignores it
-  assert.ok(files.includes("mod.ts") && files.includes("cli/main.ts"), text);
-  return files;
-}
-
-const CONTENT_TYPES: Readonly<Record<string, string>> = {
-  ts: "application/typescript",
-  json: "application/json",
-  md: "text/markdown",
-};
-
-/** Copies `files` from the checkout into `dir`, so the server can only hand out what would be published. */
-async function stage(files: string[], dir: string): Promise<void> {
-  for (const f of files) {
-    await Deno.mkdir(`${dir}/${f}`.replace(/\/[^/]*$/, ""), { recursive: true });
-    await Deno.copyFile(`${ROOT}${f}`, `${dir}/${f}`);
-  }
-}
-
-/**
- * Removes what the consumer processes put into Deno's module cache for this server (a new port every run,
- * so the entries would only pile up).
- */
-async function forgetCachedModules(port: number): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json"],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .output();
-  const cache = JSON.parse(new TextDecoder().decode(out.stdout)).modulesCache;
-  if (typeof cache === "string") {
-    await Deno.remove(`${cache}/http/127.0.0.1_PORT${port}`, { recursive: true }).catch(() => {});
-  }
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno <args>` in `cwd` without a terminal (so Deno never prompts for a permission). */
-async function deno(args: string[], cwd: string, env: Record<string, string>): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
-}
 
 /** A consumer's script: each mode is one operation, run under that operation's documented permissions. */
 function consumerScript(base: string): string {
@@ -133,29 +63,10 @@ needsTest(
   ["kvm", "gcc"],
   "consumer: the published file set over HTTP, used with minimal permissions",
   async () => {
-    const files = await publishedFiles();
-    const tmp = await Deno.makeTempDir({ prefix: "snapvm-consumer-" });
-    const pkg = `${tmp}/package`;
-    const work = `${tmp}/work`;
-    const scratch = `${tmp}/scratch`; // TMPDIR of the consumer processes
-    await Deno.mkdir(work);
-    await Deno.mkdir(scratch);
-    await stage(files, pkg);
-
-    const served = new Set<string>();
-    const refused = new Set<string>();
-    await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-      const path = decodeURIComponent(new URL(req.url).pathname).slice(1);
-      if (!files.includes(path)) {
-        refused.add(path);
-        return new Response("not published", { status: 404 });
-      }
-      served.add(path);
-      const type = CONTENT_TYPES[path.split(".").pop()!] ?? "application/octet-stream";
-      return new Response(await Deno.readFile(`${pkg}/${path}`), { headers: { "content-type": type } });
-    });
-    const host = `127.0.0.1:${server.addr.port}`;
-    const base = `http://${host}`;
+    await using pkg = await servePackage();
+    const { base, host, served, refused } = pkg;
+    const work = `${pkg.tmp}/work`;
+    const scratch = `${pkg.tmp}/scratch`; // TMPDIR of the consumer processes
     const cli = `${base}/cli/main.ts`;
     const env = { TMPDIR: scratch, NO_COLOR: "1" };
     // Deno asks for import permission for any host outside its default list (jsr.io, deno.land, ...).
@@ -166,7 +77,7 @@ needsTest(
       return r;
     };
 
-    try {
+    {
       // new: read and write on the new directory only.
       await step("new", ["run", imp, "--allow-read=proj", "--allow-write=proj", cli, "new", "proj"], work);
       // build: the SDK comes from the server (net), gcc runs in a temporary directory (write).
@@ -423,9 +334,6 @@ needsTest(
 
       // Nothing the consumer asked for was missing from the published set.
       assert.deepEqual([...refused], []);
-    } finally {
-      await Deno.remove(tmp, { recursive: true });
-      await forgetCachedModules(server.addr.port);
     }
   },
 );
