@@ -70,6 +70,8 @@ export { setLogger } from "./vm/logger.ts";
 export type { Logger, LogRecord } from "./vm/logger.ts";
 export type { GuestFunctionInfo, ReturnType, Signature, Value, ValueType } from "./vm/types.ts";
 export { ABI_VERSION } from "./vm/machine/abi.ts";
+export { WhpPartitionLimitError, WhpUnavailableError, WhpUnsupportedWindowsError } from "./vm/whp/errors.ts";
+export type { WhpUnavailableReason } from "./vm/whp/errors.ts";
 export { CoreDumpError, DebuggerConnectionError, GuestAddressError } from "./vm/debug/errors.ts";
 export type { GuestAddressProblem } from "./vm/debug/errors.ts";
 export {
