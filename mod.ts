@@ -65,7 +65,7 @@ export type { HostFunction, HostFunctionEntry } from "./vm/host_functions.ts";
 export { InterruptHandle } from "./vm/interrupt_handle.ts";
 export type { BackendName, InterruptTarget } from "./vm/backend/backend.ts";
 export { CONFIG_LIMITS } from "./vm/config.ts";
-export type { LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm/config.ts";
+export type { HotOptions, LogLevel, ResolvedConfiguration, SandboxConfiguration } from "./vm/config.ts";
 export { setLogger } from "./vm/logger.ts";
 export type { Logger, LogRecord } from "./vm/logger.ts";
 export type { GuestFunctionInfo, ReturnType, Signature, Value, ValueType } from "./vm/types.ts";
