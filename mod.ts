@@ -20,8 +20,39 @@ export type {
   SnapshotBaseReference,
   SnapshotFileInspection,
   SnapshotLoadOptions,
+  SnapshotPullOptions,
+  SnapshotPushOptions,
+  SnapshotPushResult,
   SnapshotToFileOptions,
 } from "./vm/snapshot.ts";
+export type {
+  ArtifactOptions,
+  OciDescriptor,
+  OciManifest,
+  PullOptions,
+  PullProgress,
+  PushedBlob,
+  PushOptions,
+  PushProgress,
+  PushResult,
+  RegistryCredentials,
+  RegistryOptions,
+  SnapshotConfig,
+} from "./format/oci/mod.ts";
+export {
+  DigestMismatchError,
+  InsecureRegistryError,
+  OciCacheError,
+  OciContentError,
+  OciLayoutError,
+  OciReferenceError,
+  RegistryAuthError,
+  RegistryConnectionError,
+  RegistryError,
+} from "./format/oci/errors.ts";
+export { OCI_CONTENT_ERROR_KINDS } from "./format/oci/errors.ts";
+export type { OciContentErrorKind, RegistryErrorCode } from "./format/oci/errors.ts";
+export { OCI_MANIFEST_MEDIA_TYPE } from "./format/oci/constants.ts";
 export { SNAPSHOT_FORMAT_ERROR_KINDS, SnapshotFormatError } from "./format/errors.ts";
 export type { SnapshotFormatErrorKind } from "./format/errors.ts";
 export type { Incompatibility, SnapshotInspection } from "./format/inspect.ts";

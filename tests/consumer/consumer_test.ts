@@ -1,15 +1,17 @@
 /**
  * The package as a consumer gets it: exactly the files `deno publish` would upload, served over real HTTP on
  * 127.0.0.1, used from a folder that has no access to this checkout. The served CLI creates, builds,
- * snapshots, inspects, verifies and runs a guest, each step with the minimal Deno permissions the README
- * documents; then consumer scripts import the served `mod.ts` and `guest/sdk.ts` with their documented
- * permissions, and one step with a permission left out must fail.
+ * snapshots, inspects, verifies and runs a guest, pushes it to a registry and pulls it back, each step with
+ * the minimal Deno permissions the README documents; then consumer scripts import the served `mod.ts` and
+ * `guest/sdk.ts` with their documented permissions, and one step with a permission left out must fail.
  *
- * Needs KVM and gcc (skipped loudly without them, failing in CI).
+ * Needs KVM and gcc (skipped loudly without them, failing in CI), and Debian's `docker-registry` for the
+ * push and pull steps.
  */
 import assert from "node:assert/strict";
 import { needsTest } from "../cli/_cli.ts";
 import { deno, type Run, servePackage } from "./_package.ts";
+import { hasRegistry, REGISTRY_BINARY, startRegistry } from "../format/oci/_registry.ts";
 
 /** What `blake3Backend()` returns for a consumer of the published package on this machine (x86-64). */
 const EXPECTED_CONSUMER_BLAKE3_BACKEND = "native";
@@ -39,6 +41,17 @@ if (mode === "evolve") {
   }
   console.log(Snapshot.inspectFile(a).entrypoint);
   console.log(blake3Backend());
+} else if (mode === "push") {
+  using snap = Snapshot.fromFile(a);
+  console.log((await snap.push(b)).reference);
+} else if (mode === "pushMemory") {
+  using sbx = new UninitializedSandbox(a).evolve();
+  using snap = sbx.snapshot();
+  console.log((await snap.push(b)).blobs.map((blob) => blob.outcome).join(" "));
+} else if (mode === "pull") {
+  using snap = await Snapshot.pull(a, { cacheDir: b });
+  using sbx = MultiUseSandbox.fromSnapshot(snap);
+  console.log(sbx.call("Greet", "pulled"));
 } else if (mode === "example") {
   using sbx = new UninitializedSandbox(await loadGuest(exampleGuestUrl("hello"))).evolve();
   console.log(sbx.call("Hello", "example"));
@@ -197,6 +210,122 @@ needsTest(
       );
       assert.notEqual(denied.code, 0);
       assert.match(denied.stderr, /NotCapable: Requires read access to ".*out/);
+
+      // Registries: the CLI's push and pull, and the library's, each with its documented permissions.
+      if (!hasRegistry) {
+        if (Deno.env.get("CI") === "true") assert.fail(`${REGISTRY_BINARY} is missing in CI`);
+        console.error(`!!! ${REGISTRY_BINARY} not found: SKIPPING the consumer's push and pull steps !!!`);
+      } else {
+        await using registry = await startRegistry();
+        const net = `--allow-net=${registry.host}`;
+        const ref = `${registry.host}/consumer/guest:v1`;
+        const pushed = await step("push", [
+          "run",
+          imp,
+          "--allow-read=guest.hls",
+          net,
+          cli,
+          "push",
+          "guest.hls",
+          ref,
+        ]);
+        assert.match(pushed.stdout, /@sha256:[0-9a-f]{64}\n$/);
+        const cacheFlags = ["--allow-read=cache", "--allow-write=cache"];
+        const pulled = await step("pull", [
+          "run",
+          imp,
+          net,
+          ...cacheFlags,
+          cli,
+          "pull",
+          ref,
+          "--cache-dir",
+          "cache",
+        ]);
+        const ranPulled = await step("run pulled", [
+          "run",
+          imp,
+          `--allow-read=${pulled.stdout.trim()}`,
+          "--allow-ffi",
+          cli,
+          "run",
+          pulled.stdout.trim(),
+          "Greet",
+          "again",
+        ]);
+        assert.equal(ranPulled.stdout, "Hello, again! (greeting 2)\n");
+        await step("export", [
+          "run",
+          imp,
+          "--allow-read=guest.hls,layout",
+          "--allow-write=layout",
+          cli,
+          "export",
+          "guest.hls",
+          "--oci-layout",
+          "layout",
+        ]);
+        await Deno.mkdir(`${work}/proj/imp`);
+        await step("import", [
+          "run",
+          imp,
+          "--allow-read=layout,cache,imp",
+          "--allow-write=cache,imp",
+          cli,
+          "import",
+          "layout",
+          "-o",
+          "imp/guest.hls",
+          "--cache-dir",
+          "cache",
+        ]);
+        assert.deepEqual(
+          await Deno.readFile(`${work}/proj/imp/guest.hls`),
+          await Deno.readFile(`${work}/proj/guest.hls`),
+        );
+        const libPushed = await step("Snapshot.push", [
+          "run",
+          imp,
+          "--allow-read=guest.hls",
+          "--allow-ffi",
+          net,
+          "consumer.ts",
+          "push",
+          "guest.hls",
+          `${registry.host}/consumer/lib:v1`,
+        ]);
+        assert.equal(
+          libPushed.stdout.split("@")[1],
+          pushed.stdout.split("@")[1],
+          "the same file, the same digest",
+        );
+        const memory = await step("Snapshot.push (in memory)", [
+          "run",
+          imp,
+          `--allow-read=guest.elf,${scratch}`,
+          `--allow-write=${scratch}`,
+          "--allow-ffi",
+          net,
+          "consumer.ts",
+          "pushMemory",
+          "guest.elf",
+          `${registry.host}/consumer/memory:v1`,
+        ]);
+        assert.equal(memory.stdout, "uploaded uploaded\n");
+        const libPulled = await step("Snapshot.pull", [
+          "run",
+          imp,
+          net,
+          "--allow-read=libcache",
+          "--allow-write=libcache",
+          "--allow-ffi",
+          "consumer.ts",
+          "pull",
+          ref,
+          "libcache",
+        ]);
+        assert.equal(libPulled.stdout, "Hello, pulled! (greeting 2)\n");
+      }
 
       // The skeleton's own tasks work as generated.
       for (const task of ["snapshot", "start"]) await step(`deno task ${task}`, ["task", task]);
