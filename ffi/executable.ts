@@ -13,10 +13,20 @@
 
 import { SnapvmError } from "../errors.ts";
 import { errnoName, lastErrno } from "./linux/errno.ts";
-import { libc, MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "./linux/libc.ts";
+import {
+  libc,
+  MAP_ANONYMOUS,
+  MAP_FAILED,
+  MAP_PRIVATE,
+  PAGE_SIZE,
+  PROT_EXEC,
+  PROT_READ,
+  PROT_WRITE,
+} from "./linux/libc.ts";
+import { pthreads } from "./linux/pthreads.ts";
+import { trackMapping, untrackMapping } from "./linux/reaper.ts";
 
-/** `PROT_EXEC` from `<sys/mman.h>` (Linux). */
-export const PROT_EXEC = 4;
+export { PAGE_SIZE, PROT_EXEC };
 
 /**
  * The Windows constants used here, from the Windows SDK: `MEM_*` and `PAGE_*` from `winnt.h`, `INFINITE`
@@ -38,9 +48,6 @@ export const WINDOWS = {
   INFINITE: 0xffff_ffff,
   WAIT_FAILED: 0xffff_ffff,
 } as const;
-
-/** The page size on x86-64 Linux and Windows; the kernel images are laid out in these pages. */
-export const PAGE_SIZE = 4096;
 
 /**
  * Executable memory could not be prepared; the message names the OS call and its error.
@@ -144,27 +151,9 @@ function checkLayout(image: Uint8Array, codeBytes: number, mappedBytes: number):
   }
 }
 
-const PTHREAD_SYMBOLS = {
-  pthread_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
-  pthread_join: { parameters: ["u64", "pointer"], result: "i32" },
-} as const;
-
-function openPthreads(): Deno.DynamicLibrary<typeof PTHREAD_SYMBOLS>["symbols"] | null {
-  // glibc 2.34+ has the pthread functions in libc.so.6; older ones only in libpthread.so.0.
-  for (const name of ["libc.so.6", "libpthread.so.0"]) {
-    try {
-      // Never closed: it is the C library, which stays loaded for the life of the process anyway.
-      return Deno.dlopen(name, PTHREAD_SYMBOLS).symbols;
-    } catch {
-      // Try the next name.
-    }
-  }
-  return null;
-}
-
 function linuxHost(): Host {
   const c = libc();
-  const pthreads = openPthreads();
+  const threads = pthreads();
   return {
     os: "linux",
     mapExecutable(image, codeBytes, mappedBytes) {
@@ -174,9 +163,12 @@ function linuxHost(): Host {
       if (base === null || BigInt(Deno.UnsafePointer.value(base)) === MAP_FAILED) {
         throw new ExecutableMemoryError("mmap", errnoName(lastErrno()));
       }
+      // In a Worker, its reaper unmaps it if the Worker ends first (ffi/linux/reaper.ts).
+      trackMapping(base, mappedBytes);
       copyInto(base, image);
       if (c.mprotect(base, BigInt(codeBytes), PROT_READ | PROT_EXEC) !== 0) {
         const code = errnoName(lastErrno());
+        untrackMapping(base);
         c.munmap(base, size);
         throw new ExecutableMemoryError("mprotect(PROT_EXEC)", code);
       }
@@ -185,17 +177,19 @@ function linuxHost(): Host {
         base,
         size: mappedBytes,
         release() {
-          if (mapped) c.munmap(base, size);
+          if (!mapped) return;
           mapped = false;
+          untrackMapping(base);
+          c.munmap(base, size);
         },
       };
     },
-    canStartThreads: pthreads !== null,
+    canStartThreads: threads !== null,
     startThread(entry, argument) {
-      if (pthreads === null) return null;
+      if (threads === null) return null;
       const id = new BigUint64Array(1); // pthread_t is an unsigned long on Linux
-      if (pthreads.pthread_create(id, null, entry, argument) !== 0) return null;
-      return { join: () => void pthreads.pthread_join(id[0], null) };
+      if (threads.pthread_create(id, null, entry, argument) !== 0) return null;
+      return { join: () => void threads.pthread_join(id[0], null) };
     },
   };
 }

@@ -66,8 +66,10 @@ export function libc(): LibcSymbols {
 /** `MAP_FAILED` as returned through FFI: a pointer whose value is all ones, not `null`. */
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
-/** mmap/mprotect protection bits. */
-export const PROT_READ = 1, PROT_WRITE = 2;
+/** mmap/mprotect protection bits (`<sys/mman.h>`). */
+export const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
+/** The page size on x86-64 (Linux and Windows). */
+export const PAGE_SIZE = 4096;
 /** mmap flags. */
 export const MAP_SHARED = 0x01,
   MAP_PRIVATE = 0x02,

@@ -30,6 +30,7 @@ import {
   SOL_SOCKET,
   TCP_NODELAY,
 } from "../../ffi/linux/socket.ts";
+import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
 import { DebuggerConnectionError } from "./errors.ts";
 
 /**
@@ -46,8 +47,12 @@ export interface Connection {
   close(): void;
 }
 
-/** Closes fds whose owner was garbage-collected without `close()`. */
+/**
+ * Closes fds whose owner was garbage-collected without `close()`. (In a Worker that ends first, no finalizer
+ * runs: the Worker's reaper closes them, see `ffi/linux/reaper.ts`.)
+ */
 const fdRegistry = new FinalizationRegistry<number>((fd) => {
+  untrackFd(fd);
   socketLib().close(fd);
 });
 
@@ -121,10 +126,12 @@ export class SocketConnection implements Connection {
     const lib = socketLib();
     const fd = lib.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw osError("socket");
+    trackFd(fd);
     for (;;) {
       if (lib.connect(fd, sockaddrIn(INADDR_LOOPBACK, port), SOCKADDR_IN_SIZE) === 0) break;
       const errno = lastErrno();
       if (errno === EINTR) continue;
+      untrackFd(fd);
       lib.close(fd);
       throw new DebuggerConnectionError(`cannot connect to 127.0.0.1:${port}`, {
         cause: new ErrnoError("connect", errno),
@@ -191,6 +198,7 @@ export class SocketConnection implements Connection {
   close(): void {
     if (this.#fd < 0) return;
     fdRegistry.unregister(this);
+    untrackFd(this.#fd);
     socketLib().close(this.#fd);
     this.#fd = -1;
   }
@@ -235,6 +243,7 @@ export class LoopbackListener {
     const lib = socketLib();
     const fd = lib.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw osError("socket");
+    trackFd(fd);
     try {
       const one = new Int32Array([1]);
       if (lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, new Uint8Array(one.buffer), 4) < 0) {
@@ -249,6 +258,7 @@ export class LoopbackListener {
       if (lib.getsockname(fd, sa, new Uint8Array(len.buffer)) < 0) throw osError("getsockname");
       return new LoopbackListener(fd, readSockaddrIn(sa).port);
     } catch (e) {
+      untrackFd(fd);
       lib.close(fd);
       throw e;
     }
@@ -263,7 +273,7 @@ export class LoopbackListener {
     if (!waitFor(this.#fd, POLLIN, timeoutMs)) return undefined;
     for (;;) {
       const fd = socketLib().accept4(this.#fd, null, null, SOCK_CLOEXEC);
-      if (fd >= 0) return SocketConnection.adopt(fd);
+      if (fd >= 0) return SocketConnection.adopt(trackFd(fd));
       const errno = lastErrno();
       if (errno === EINTR) continue;
       if (errno === EAGAIN) return undefined;
@@ -277,6 +287,7 @@ export class LoopbackListener {
   close(): void {
     if (this.#fd < 0) return;
     fdRegistry.unregister(this);
+    untrackFd(this.#fd);
     socketLib().close(this.#fd);
     this.#fd = -1;
   }

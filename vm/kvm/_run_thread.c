@@ -12,14 +12,20 @@
  * (SIGUSR2 unblocked). A SIGUSR2 that interrupts KVM_RUN is consumed here. It is reported to the owner only
  * when it means something: the owner asked for it (`kick`, to park a hot guest), the call was killed
  * through its interrupt handle (the call-state words), or the call's deadline has passed. Any other
- * interruption (the heartbeat, a stray signal) re-enters the guest at once.
+ * interruption (the timer of an earlier deadline, a stray signal) re-enters the guest at once.
  *
- * Orphans: in a Worker, the thread checks every `heartbeat_ms` whether the owner thread still exists (a
- * pidfd of the owner thread that becomes readable when it exits; `tgkill(pid, tid, 0)` where pidfds of
- * threads are not supported). When the owner has gone (a Worker terminated while a call was in flight, or
- * one that ended without closing its sandbox), the thread releases the vCPU itself (unmaps kvm_run and the
- * guest memory, closes the vCPU and VM fds), detaches and ends. The heartbeat timer makes KVM_RUN return at
- * least that often, so a guest that never exits cannot keep the thread in the guest.
+ * Orphans: a run thread of a Worker does not watch its owner. The Worker's reaper (below) does: when the
+ * owner thread has gone, the reaper stops each run thread the way the owner would (a kick, then CMD_STOP),
+ * joins it, and only then releases the vCPU, the guest memory and the control block, which are the
+ * reaper's to release (one owner: a run thread never closes or unmaps anything but its own timer).
+ *
+ * The reaper: one plain thread per Worker (vm/kvm/run_thread.ts and ffi/linux/reaper.ts start it; the main
+ * thread has none, its end is the process's). It blocks until its owner thread has gone (a pidfd of the
+ * thread, readable once it exits; `tgkill(pid, tid, 0)` every `poll_ms` where pidfds of threads are not
+ * supported) and then releases everything its table still lists: it stops and joins the run threads, closes
+ * the fds, deletes the POSIX timers, waits `grace_ms` when there were run threads (see reap()), unmaps the
+ * mappings, and finally closes its pidfd and unmaps its own table. This code is mapped once per process and
+ * never unmapped (ffi/linux/shared_code.ts), so a thread may return into it after everything else is gone.
  */
 #include <stdint.h>
 
@@ -65,11 +71,9 @@
 #define STATE_STARTING 0
 #define STATE_READY 1
 #define STATE_STOPPED 2
-#define STATE_ORPHANED 3
-#define STATE_ORPHANING 4
 
 struct ctrl {
-  /* Line 0, written by the owner. */
+  /* Line 0, written by the owner (by the reaper once the owner has gone). */
   uint32_t cmd_seq;    /* 0: futex; bumped by the owner for each command */
   uint32_t cmd;        /* 4 */
   uint32_t flags;      /* 8 */
@@ -84,31 +88,57 @@ struct ctrl {
   int32_t tid;       /* 76: the thread's id */
   int32_t timer;     /* 80: its POSIX timer (kernel id), -1 if none */
   uint32_t runs;     /* 84: KVM_RUN calls, for tests */
-  uint32_t waiters;  /* 88: snapvm_run_wait_hot calls in progress (they read guest memory) */
+  uint32_t waiters;  /* 88: futex; snapvm_run_wait_hot calls in progress (they read guest memory) */
   uint8_t pad1[36];
-  /* Line 2, written by the owner before the thread starts (guest_* also while the thread is idle). */
-  int32_t vcpu_fd;       /* 128 */
-  int32_t vm_fd;         /* 132 */
-  int32_t owner_pidfd;   /* 136: -1 if none */
-  int32_t owner_tid;     /* 140: 0: never an orphan (the owner is the main thread) */
-  int32_t pid;           /* 144 */
-  int32_t signo;         /* 148 */
-  uint32_t heartbeat_ms; /* 152: 0: none */
-  uint32_t pad2;         /* 156 */
-  uint64_t run_addr;     /* 160: the kvm_run mapping */
-  uint64_t run_size;     /* 168 */
-  uint64_t guest_addr;   /* 176: the guest memory range, 0 if none */
-  uint64_t guest_size;   /* 184 */
-  uint64_t pthread;      /* 192: the thread's pthread_t (written right after it starts) */
-  uint64_t detach;       /* 200: address of pthread_detach, or 0 */
-  char name[16];         /* 208: thread name */
-  uint64_t ring_addr;    /* 224: the vCPU's dirty ring mapping, 0 if none */
-  uint64_t ring_size;    /* 232 */
+  /* Line 2, written by the owner before the thread starts. */
+  int32_t vcpu_fd; /* 128 */
+  int32_t signo;   /* 132 */
+  char name[16];   /* 136: thread name */
 };
 _Static_assert(__builtin_offsetof(struct ctrl, done_seq) == 64, "ctrl line 1");
+_Static_assert(__builtin_offsetof(struct ctrl, waiters) == 88, "ctrl waiters");
 _Static_assert(__builtin_offsetof(struct ctrl, vcpu_fd) == 128, "ctrl line 2");
-_Static_assert(__builtin_offsetof(struct ctrl, name) == 208, "ctrl name");
-_Static_assert(__builtin_offsetof(struct ctrl, ring_addr) == 224, "ctrl ring");
+_Static_assert(__builtin_offsetof(struct ctrl, name) == 136, "ctrl name");
+
+/*
+ * The reaper's table: one header and the entries (vm/kvm/run_thread.ts is not its owner: ffi/linux/reaper.ts
+ * declares this layout, REAPER and OWNED there, and these asserts mirror it). Only the owner writes it while
+ * it lives; the reaper reads it only after the owner has gone.
+ */
+#define OWNED_FREE 0
+#define OWNED_FD 1         /* fd: an fd to close */
+#define OWNED_MAPPING 2    /* a, b: address and size of a mapping to unmap */
+#define OWNED_TIMER 3      /* a: a POSIX timer's kernel id */
+#define OWNED_RUN_THREAD 4 /* a: a run thread's control block, b: its pthread_t (to join) */
+
+struct owned {
+  uint32_t kind; /* 0 */
+  int32_t fd;    /* 4 */
+  uint64_t a;    /* 8 */
+  uint64_t b;    /* 16 */
+};
+_Static_assert(sizeof(struct owned) == 24, "owned entry");
+
+struct reaper {
+  int32_t owner_tid;   /* 0 */
+  int32_t owner_pidfd; /* 4: -1: none, poll with tgkill */
+  int32_t pid;         /* 8 */
+  uint32_t poll_ms;    /* 12: how often to look without a pidfd */
+  uint32_t grace_ms;   /* 16: see reap() */
+  uint32_t used;       /* 20: entries [0, used) may be in use */
+  uint64_t size;       /* 24: bytes of this table's mapping (the reaper unmaps it last) */
+  uint64_t join;       /* 32: address of pthread_join */
+  uint64_t detach;     /* 40: address of pthread_detach */
+  uint64_t pthread;    /* 48: the reaper's own pthread_t: it detaches itself when it ends */
+  uint8_t pad0[8];
+  char name[16]; /* 64: thread name */
+  uint8_t pad1[48];
+  struct owned entries[]; /* 128 */
+};
+_Static_assert(__builtin_offsetof(struct reaper, size) == 24, "reaper size");
+_Static_assert(__builtin_offsetof(struct reaper, pthread) == 48, "reaper pthread");
+_Static_assert(__builtin_offsetof(struct reaper, name) == 64, "reaper name");
+_Static_assert(__builtin_offsetof(struct reaper, entries) == 128, "reaper entries");
 
 #define EXPORT __attribute__((visibility("default")))
 #define LOAD(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
@@ -171,66 +201,22 @@ static void consume_signal(int signo) {
   sys4(SYS_rt_sigtimedwait, &set, 0, &zero, 8);
 }
 
-static int owner_gone(struct ctrl *c) {
-  if (c->owner_tid == 0) return 0;
-  if (c->owner_pidfd >= 0) {
-    struct {
-      int32_t fd;
-      int16_t events, revents;
-    } p = {c->owner_pidfd, POLLIN, 0};
-    return sys3(SYS_poll, &p, 1, 0) > 0;
-  }
-  return sys3(SYS_tgkill, c->pid, c->owner_tid, 0) == -ESRCH;
-}
-
 /* The call was killed through its interrupt handle (vm/interrupt_handle.ts: running, call seq, kill seq). */
 static int killed(struct ctrl *c) {
   volatile int32_t *w = (volatile int32_t *)LOAD(c->call_state);
   return w != 0 && w[0] == 1 && w[2] == w[1];
 }
 
-/* Arms the timer for the current deadline (with the heartbeat as its period), or for the heartbeat only. */
+/* Arms the timer, one shot, for the current deadline (an absolute CLOCK_MONOTONIC time). */
 static void arm(struct ctrl *c, int64_t deadline) {
   if (c->timer < 0) return;
-  int64_t beat = (int64_t)c->heartbeat_ms * 1000000;
-  struct timespec64 spec[2] = {{beat / 1000000000, beat % 1000000000}, {0, 0}};
-  int flags = 0;
-  if (deadline != 0) {
-    spec[1].sec = deadline / 1000000000;
-    spec[1].nsec = deadline % 1000000000;
-    flags = TIMER_ABSTIME;
-  } else {
-    spec[1] = spec[0];
-  }
-  sys4(SYS_timer_settime, c->timer, flags, spec, 0);
+  struct timespec64 spec[2] = {{0, 0}, {deadline / 1000000000, deadline % 1000000000}};
+  sys4(SYS_timer_settime, c->timer, TIMER_ABSTIME, spec, 0);
 }
 
 static void close_timer(struct ctrl *c) {
   if (c->timer >= 0) sys3(SYS_timer_delete, c->timer, 0, 0);
   c->timer = -1;
-}
-
-/*
- * The owner has gone: give the vCPU and the guest memory back to the kernel and end without being joined.
- * A hot wait the owner started may still read guest memory on another thread (it returns within its time
- * slice): the memory goes only once none is in progress, and waits that start later return at once (the
- * state and the count are sequentially consistent, so one of the two sides always sees the other). The
- * control block stays mapped for them.
- */
-static void *orphan(struct ctrl *c) {
-  close_timer(c);
-  __atomic_store_n(&c->state, STATE_ORPHANING, __ATOMIC_SEQ_CST);
-  for (uint32_t w; (w = __atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST)) != 0;) futex_wait(&c->waiters, w, 0);
-  if (c->run_addr) sys3(SYS_munmap, c->run_addr, c->run_size, 0);
-  if (c->ring_addr) sys3(SYS_munmap, c->ring_addr, c->ring_size, 0);
-  if (c->guest_addr) sys3(SYS_munmap, c->guest_addr, c->guest_size, 0);
-  sys3(SYS_close, c->vcpu_fd, 0, 0);
-  sys3(SYS_close, c->vm_fd, 0, 0);
-  if (c->owner_pidfd >= 0) sys3(SYS_close, c->owner_pidfd, 0, 0);
-  STORE(c->state, STATE_ORPHANED);
-  futex_wake(&c->state);
-  if (c->detach) ((int (*)(uint64_t))c->detach)(c->pthread);
-  return 0;
 }
 
 /* The thread's start routine: `void *(*)(void *)` with the control block. */
@@ -249,22 +235,19 @@ EXPORT void *snapvm_run_thread(struct ctrl *c) {
   STORE(c->state, STATE_READY);
   futex_wake(&c->state);
 
-  int64_t armed = -1; /* the deadline the timer is armed for; -1: disarmed */
-  int64_t wait = (int64_t)c->heartbeat_ms * 1000000;
+  int64_t armed = 0; /* the deadline the timer was last armed for */
   uint32_t seen = 0;
   for (;;) {
     uint32_t seq;
-    while ((seq = LOAD(c->cmd_seq)) == seen) {
-      futex_wait(&c->cmd_seq, seen, wait);
-      if (owner_gone(c)) return orphan(c);
-    }
+    while ((seq = LOAD(c->cmd_seq)) == seen) futex_wait(&c->cmd_seq, seen, 0);
     seen = seq;
     uint32_t cmd = LOAD(c->cmd);
     if (cmd == CMD_STOP) break;
     long r = 0;
     if (cmd == CMD_RUN) {
       int64_t deadline = c->deadline_ns;
-      if (deadline != armed && (deadline != 0 || c->heartbeat_ms != 0)) arm(c, deadline);
+      /* A timer armed for an earlier deadline may still fire: a stray signal, which re-enters the guest. */
+      if (deadline != 0 && deadline != armed) arm(c, deadline);
       armed = deadline;
       if (c->flags & FLAG_RESET_SEGMENTS) reset_segments();
       for (;;) {
@@ -277,7 +260,6 @@ EXPORT void *snapvm_run_thread(struct ctrl *c) {
         r = sys3(SYS_ioctl, c->vcpu_fd, KVM_RUN, 0);
         if (r != -EINTR && r != -EAGAIN) break;
         consume_signal(c->signo);
-        if (owner_gone(c)) return orphan(c);
         if (LOAD(c->kick) || killed(c)) break;
       }
     }
@@ -286,8 +268,8 @@ EXPORT void *snapvm_run_thread(struct ctrl *c) {
     futex_wake(&c->done_seq);
   }
   close_timer(c);
-  if (c->owner_pidfd >= 0) sys3(SYS_close, c->owner_pidfd, 0, 0);
-  STORE(c->state, STATE_STOPPED);
+  /* Sequentially consistent: see snapvm_run_wait_hot. */
+  __atomic_store_n(&c->state, STATE_STOPPED, __ATOMIC_SEQ_CST);
   futex_wake(&c->state);
   return 0;
 }
@@ -333,10 +315,16 @@ static int32_t wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t seen, uint32
   }
 }
 
+/*
+ * A hot wait runs on a thread of the owner's blocking pool, which may outlive the owner. It reads guest
+ * memory only while the run thread is READY: the count and the state are sequentially consistent, so when
+ * the reaper finds no wait in progress after the thread has STOPPED, any wait that starts later sees STOPPED
+ * and returns without reading anything but the control block (see reap() for how long that stays mapped).
+ */
 EXPORT int32_t snapvm_run_wait_hot(struct ctrl *c, uint32_t *mailbox, uint32_t seen, uint32_t seq,
                                    int64_t deadline_us, int64_t slice_us, int64_t spin_us) {
   __atomic_add_fetch(&c->waiters, 1, __ATOMIC_SEQ_CST);
-  int32_t r = 3; /* an orphaned thread's memory may be gone: report a slice that ended, read nothing */
+  int32_t r = 3; /* a stopped thread's memory may be gone (its owner too): report a slice that ended */
   if (__atomic_load_n(&c->state, __ATOMIC_SEQ_CST) == STATE_READY) {
     r = wait_hot(c, mailbox, seen, seq, deadline_us, slice_us, spin_us);
   }
@@ -349,3 +337,88 @@ EXPORT int64_t snapvm_run_now(void) { return now_ns(); }
 
 /* The time-stamp counter. */
 EXPORT uint64_t snapvm_run_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
+/* Sleeps `ms` milliseconds (a futex wait nobody wakes). */
+static void sleep_ms(uint32_t ms) {
+  uint32_t never = 0;
+  futex_wait(&never, 0, (int64_t)ms * 1000000);
+}
+
+/* Blocks until the owner thread has gone. */
+static void await_owner(struct reaper *r) {
+  if (r->owner_pidfd >= 0) {
+    struct {
+      int32_t fd;
+      int16_t events, revents;
+    } p = {r->owner_pidfd, POLLIN, 0};
+    while (sys3(SYS_poll, &p, 1, -1) <= 0) {
+    }
+    return;
+  }
+  /* A thread id is reused only after the kernel has gone through pid_max others (4M by default). */
+  while (sys3(SYS_tgkill, r->pid, r->owner_tid, 0) != -ESRCH) sleep_ms(r->poll_ms);
+}
+
+/*
+ * Stops a run thread of the dead owner as the owner would (it only ever ends at CMD_STOP, and its owner
+ * removes it from the table before posting one, so it is alive and not yet told to stop), and joins it.
+ */
+static void stop_run_thread(struct reaper *r, struct ctrl *c, uint64_t pthread) {
+  for (uint32_t s; (s = LOAD(c->state)) == STATE_STARTING;) futex_wait(&c->state, s, 0);
+  STORE(c->call_state, 0); /* the dead owner's call words went with its heap */
+  STORE(c->kick, 1);
+  /* Out of KVM_RUN now, or at once at the next one (the signal stays pending outside it). */
+  sys3(SYS_tgkill, r->pid, c->tid, c->signo);
+  STORE(c->cmd, CMD_STOP);
+  __atomic_add_fetch(&c->cmd_seq, 1, __ATOMIC_SEQ_CST);
+  futex_wake(&c->cmd_seq);
+  ((int (*)(uint64_t, void *))r->join)(pthread, 0);
+  /* STOPPED now: hot waits that start from here on read no guest memory; let those in progress end. */
+  for (uint32_t w; (w = __atomic_load_n(&c->waiters, __ATOMIC_SEQ_CST)) != 0;) futex_wait(&c->waiters, w, 0);
+}
+
+/*
+ * Releases everything the table lists. Run threads first (they may be in KVM_RUN on a vCPU below), then fds
+ * and timers, then mappings. When there were run threads, the mappings (their control blocks among them)
+ * go only `grace_ms` later: a hot wait the owner issued just before it died may not have started yet on the
+ * blocking pool (one already dequeued still runs; it starts within microseconds, the owner's teardown alone
+ * takes milliseconds), and it reads the control block first.
+ */
+static void reap(struct reaper *r) {
+  uint32_t used = r->used, max = (uint32_t)((r->size - sizeof(struct reaper)) / sizeof(struct owned));
+  if (used > max) used = max;
+  int threads = 0;
+  for (uint32_t i = 0; i < used; i++) {
+    struct owned *e = &r->entries[i];
+    if (e->kind == OWNED_RUN_THREAD) {
+      stop_run_thread(r, (struct ctrl *)e->a, e->b);
+      threads++;
+    }
+  }
+  for (uint32_t i = 0; i < used; i++) {
+    struct owned *e = &r->entries[i];
+    if (e->kind == OWNED_FD) sys3(SYS_close, e->fd, 0, 0);
+    if (e->kind == OWNED_TIMER) sys3(SYS_timer_delete, e->a, 0, 0);
+  }
+  if (threads) sleep_ms(r->grace_ms);
+  for (uint32_t i = 0; i < used; i++) {
+    struct owned *e = &r->entries[i];
+    if (e->kind == OWNED_MAPPING) sys3(SYS_munmap, e->a, e->b, 0);
+  }
+}
+
+/* The reaper's start routine: `void *(*)(void *)` with its table. */
+EXPORT void *snapvm_reaper(struct reaper *r) {
+  uint64_t all = ~0ull;
+  sys4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, &all, 0, 8);
+  sys3(SYS_prctl, PR_SET_NAME, r->name, 0);
+  await_owner(r);
+  reap(r);
+  int32_t pidfd = r->owner_pidfd;
+  uint64_t size = r->size, self = r->pthread;
+  int (*detach)(uint64_t) = (int (*)(uint64_t))r->detach;
+  if (pidfd >= 0) sys3(SYS_close, pidfd, 0, 0);
+  sys3(SYS_munmap, r, size, 0);
+  detach(self); /* nobody joins it: its stack goes back to the C library when it returns */
+  return 0;
+}

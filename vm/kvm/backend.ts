@@ -31,7 +31,6 @@ import {
 } from "../backend/backend.ts";
 import { FXSAVE } from "../debug/registers.ts";
 import { ErrnoError } from "../../ffi/linux/errno.ts";
-import { HEARTBEAT_MS } from "./signals.ts";
 import { RunThread, tscTicksPerMs, WAIT } from "./run_thread.ts";
 import { resetThreadSegments } from "./host_segments.ts";
 import { Kvm } from "./kvm.ts";
@@ -134,7 +133,6 @@ export class KvmVm implements VirtualMachine {
 
   mapMemory(memory: GuestMemoryRange): void {
     this.#memory = memory;
-    this.#thread?.setGuestMemory(memory.address, memory.size);
     this.#tracking = false;
     this.#dirty = this.#sticky = undefined;
     this.#vm.setUserMemoryRegion(SLOT, 0, 0n, memory.size, memory.address);
@@ -276,16 +274,7 @@ export class KvmVm implements VirtualMachine {
   }
 
   #startThread(): RunThread {
-    const run = this.#vcpu.run;
-    const thread = RunThread.start({
-      vcpuFd: this.#vcpu.fd,
-      vmFd: this.#vm.fd,
-      run: { address: run.address, size: run.size },
-      ring: this.#ring === undefined ? undefined : { address: this.#ring.address, size: this.#ring.size },
-      signal: SIGUSR2,
-      heartbeatMs: HEARTBEAT_MS,
-    });
-    if (this.#memory !== undefined) thread.setGuestMemory(this.#memory.address, this.#memory.size);
+    const thread = RunThread.start({ vcpuFd: this.#vcpu.fd, signal: SIGUSR2 });
     this.#thread = thread;
     return thread;
   }
@@ -426,7 +415,6 @@ export class KvmVm implements VirtualMachine {
       reusable = false;
     }
     this.#memory = undefined;
-    this.#thread?.setGuestMemory(0n, 0);
     live--;
     // A Worker's end cannot be observed, so a Worker keeps nothing idle: once its last VM is released the
     // thread's pool, keeper VM, /dev/kvm fd and timer go too (the next VM creates them again).
@@ -456,9 +444,9 @@ export class KvmVm implements VirtualMachine {
 
   /** Ends the run thread, closes the vCPU and VM fds. */
   destroy(): void {
-    this.#ring?.close();
     this.#thread?.stop();
     this.#thread = this.#threaded = undefined;
+    this.#ring?.close();
     this.#vcpu.close();
     this.#vm.close();
   }

@@ -18,6 +18,7 @@
 /** The entry points the image exports, by field of `RunThreadEntries` (see `_run_thread_image.ts`). */
 const ENTRY_SYMBOLS = {
   thread: "snapvm_run_thread",
+  reaper: "snapvm_reaper",
   waitHot: "snapvm_run_wait_hot",
   now: "snapvm_run_now",
   rdtsc: "snapvm_run_rdtsc",
@@ -86,6 +87,8 @@ export interface RunThreadBuild {
   entries: Record<keyof typeof ENTRY_SYMBOLS, number>;
   /** `gcc --version` and `ld --version` first lines. */
   toolchain: string;
+  /** SHA-256 of the blob, hex: names the process's one mapping of it (`ffi/linux/shared_code.ts`). */
+  sha256: string;
 }
 
 /**
@@ -152,7 +155,11 @@ export async function buildRunThread(compiler = "gcc"): Promise<RunThreadBuild> 
     ) as RunThreadBuild["entries"];
     const gcc = (await run(compiler, ["--version"])).split("\n")[0].trim();
     const ld = (await run(compiler, ["-Wl,--version", "-nostdlib", "-o", "/dev/null"])).split("\n")[0].trim();
-    return { image: blobs[0], entries, toolchain: `${gcc}; ${ld}` };
+    const sha256 = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(blobs[0]))),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    return { image: blobs[0], entries, toolchain: `${gcc}; ${ld}`, sha256 };
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
@@ -191,7 +198,9 @@ export function renderRunThreadModule(build: RunThreadBuild): string {
     " * ```",
     " */",
     "export const RUN_THREAD_IMAGE = {",
+    '  label: "run-thread",',
     `  toolchain: ${JSON.stringify(build.toolchain)},`,
+    `  sha256: "${build.sha256}",`,
     "  entries: {",
     ...Object.entries(build.entries).map(([k, v]) => `    ${k}: ${hex(v)},`),
     "  },",

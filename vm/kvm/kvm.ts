@@ -6,6 +6,7 @@
 import { check, ErrnoError, errnoName, lastErrno } from "../../ffi/linux/errno.ts";
 import { exhaustion } from "../resources.ts";
 import { libc, O_CLOEXEC, O_RDWR } from "../../ffi/linux/libc.ts";
+import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
 import { KVM, KVM_API_VERSION, KVM_CAP } from "../../ffi/linux/kvm.ts";
 import { HypervisorUnavailableError } from "../errors.ts";
 import { VmFd } from "./vm_fd.ts";
@@ -40,11 +41,13 @@ export class Kvm {
     this.fd = fd;
     const api = libc().ioctl(fd, KVM.GET_API_VERSION, 0n);
     if (api !== KVM_API_VERSION) {
+      untrackFd(fd);
       libc().close(fd);
       throw new HypervisorUnavailableError("kvm", `KVM API version is ${api}, expected ${KVM_API_VERSION}`);
     }
     this.vcpuMmapSize = check("ioctl(KVM_GET_VCPU_MMAP_SIZE)", libc().ioctl(fd, KVM.GET_VCPU_MMAP_SIZE, 0n));
     if (this.checkExtension(KVM_CAP.SYNC_REGS) <= 0) {
+      untrackFd(fd);
       libc().close(fd);
       throw new HypervisorUnavailableError(
         "kvm",
@@ -69,7 +72,8 @@ export class Kvm {
     if (instance === undefined) {
       const fd = libc().open(encoder.encode("/dev/kvm\0"), O_RDWR | O_CLOEXEC, 0);
       if (fd < 0) throw unavailable(lastErrno());
-      instance = new Kvm(fd);
+      // In a Worker, its reaper closes it if the Worker ends first (ffi/linux/reaper.ts).
+      instance = new Kvm(trackFd(fd));
     }
     return instance;
   }
@@ -121,11 +125,12 @@ export class Kvm {
     k.#keeper?.vcpu.close();
     k.#keeper?.vm.close();
     k.#keeper = undefined;
+    untrackFd(k.fd);
     libc().close(k.fd);
   }
 
   #rawCreateVm(): VmFd {
-    return new VmFd(check("ioctl(KVM_CREATE_VM)", libc().ioctl(this.fd, KVM.CREATE_VM, 0n)), this);
+    return new VmFd(trackFd(check("ioctl(KVM_CREATE_VM)", libc().ioctl(this.fd, KVM.CREATE_VM, 0n))), this);
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * The vCPU run thread: a plain OS thread (no JavaScript, no event loop) that runs `KVM_RUN` for one vCPU,
  * so that a guest call never blocks the JavaScript thread that owns the sandbox. Its machine code is
- * `_run_thread.c`, carried as bytes (`_run_thread_image.ts`) and mapped once per JavaScript thread with
- * `ffi/executable.ts`; the thread itself is started with `pthread_create`.
+ * `_run_thread.c`, carried as bytes (`_run_thread_image.ts`) and mapped once per process
+ * (`ffi/linux/shared_code.ts`); the thread itself is started with `pthread_create`. In a Worker, the
+ * Worker's reaper (`ffi/linux/reaper.ts`) stops and joins the threads the Worker did not stop itself.
  *
  * Protocol (one shared control block, see `_run_thread.c`): the owner posts a command (`post`, a futex
  * wake), the thread runs it and publishes the result (a futex the owner waits on, synchronously or with a
@@ -12,12 +13,12 @@
  *
  * @module
  */
-import { openHost } from "../../ffi/executable.ts";
-import { RUN_THREAD_IMAGE } from "./_run_thread_image.ts";
 import { Mapping } from "../memory/mapping.ts";
 import { OsCallError } from "../../errors.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import { errnoName } from "../../ffi/linux/errno.ts";
+import { runThreadEntry, trackRunThread, untrackRunThread } from "../../ffi/linux/reaper.ts";
+import { pthreads, type PthreadSymbols } from "../../ffi/linux/pthreads.ts";
 
 /** Control block fields (byte offsets), as `struct ctrl` in `_run_thread.c` declares them. */
 const CTRL = {
@@ -35,28 +36,15 @@ const CTRL = {
   RUNS: 84,
   WAITERS: 88,
   VCPU_FD: 128,
-  VM_FD: 132,
-  OWNER_PIDFD: 136,
-  OWNER_TID: 140,
-  PID: 144,
-  SIGNO: 148,
-  HEARTBEAT_MS: 152,
-  RUN_ADDR: 160,
-  RUN_SIZE: 168,
-  GUEST_ADDR: 176,
-  GUEST_SIZE: 184,
-  PTHREAD: 192,
-  DETACH: 200,
-  NAME: 208,
-  RING_ADDR: 224,
-  RING_SIZE: 232,
+  SIGNO: 132,
+  NAME: 136,
   SIZE: 4096,
 } as const;
 
 const CMD_RUN = 1, CMD_STOP = 2;
 const FLAG_RESET_SEGMENTS = 1;
-/** `ctrl.state`: starting, ready (1), stopped, orphaned (see `_run_thread.c`). */
-const STATE_STARTING = 0, STATE_STOPPED = 2, STATE_ORPHANED = 3;
+/** `ctrl.state`: starting, ready (1), stopped (see `_run_thread.c`). */
+const STATE_STARTING = 0, STATE_STOPPED = 2;
 
 /**
  * What {@linkcode RunThread.waitWord} saw: the deadline passed, the word changed, the run finished, or the
@@ -82,9 +70,6 @@ export const WAIT = { DEADLINE: 0, WORD: 1, FINISHED: 2, SLICE: 3 } as const;
 export const RUN_THREAD_NAME = "snapvm-vcpu";
 
 const SYS_FUTEX = 202n, FUTEX_WAIT_PRIVATE = 128n, FUTEX_WAKE_PRIVATE = 129n;
-const SYS_PIDFD_OPEN = 434n;
-/** `PIDFD_THREAD` (`O_EXCL`): a pidfd of one thread, readable once it exits (Linux 6.9). */
-const PIDFD_THREAD = 0o200n;
 
 /**
  * The C library functions used here. `Deno.dlopen` symbols are fast calls (~0.2 µs), while calling the
@@ -92,10 +77,6 @@ const PIDFD_THREAD = 0o200n;
  * so the hot path only uses futexes through `syscall`, and plain memory.
  */
 const LIBC = {
-  pthread_create: { parameters: ["buffer", "pointer", "pointer", "pointer"], result: "i32" },
-  pthread_join: { parameters: ["u64", "pointer"], result: "i32" },
-  /** Its address: an orphaned thread detaches itself (see `_run_thread.c`). */
-  pthread_detach: { name: "pthread_detach", type: "pointer" },
   futex: { name: "syscall", parameters: ["i64", "pointer", "i64", "i64", "buffer"], result: "i64" },
   futexAsync: {
     name: "syscall",
@@ -119,7 +100,7 @@ interface Natives {
   waitHotAsync: (...a: WaitHotArgs) => Promise<number>;
   now: () => bigint;
   rdtsc: () => bigint;
-  libc: Deno.DynamicLibrary<typeof LIBC>["symbols"];
+  libc: Deno.DynamicLibrary<typeof LIBC>["symbols"] & PthreadSymbols;
   /** performance.now() in ms + this = CLOCK_MONOTONIC in ms. */
   clockOffsetMs: number;
 }
@@ -146,23 +127,18 @@ export class RunThreadError extends OsCallError {
 
 function load(): Natives {
   if (natives !== undefined) return natives;
-  const host = openHost();
-  if (host === null || host.os !== "linux") throw new RunThreadError("openHost", "not Linux");
-  const image = Uint8Array.from(atob(RUN_THREAD_IMAGE.base64), (c) => c.charCodeAt(0));
-  const size = Math.ceil(image.length / 4096) * 4096;
-  // Mapped for the life of this JavaScript thread: run threads may execute it until they have ended, and an
-  // orphaned one (see _run_thread.c) until after its owner has gone.
-  const code = host.mapExecutable(image, size, size);
-  const at = (offset: number) => Deno.UnsafePointer.offset(code.base, offset) as Deno.PointerObject;
-  const e = RUN_THREAD_IMAGE.entries;
-  // deno-lint-ignore no-explicit-any
-  const fn = (offset: number, sig: Deno.ForeignFunction) => new Deno.UnsafeFnPointer(at(offset) as any, sig);
-  const waitHot = fn(e.waitHot, SIG.waitHot);
-  const waitHotAsync = fn(e.waitHot, { ...SIG.waitHot, nonblocking: true });
-  const now = fn(e.now, SIG.now);
-  const rdtsc = fn(e.rdtsc, SIG.rdtsc);
+  if (Deno.build.os !== "linux") throw new RunThreadError("openHost", "not Linux");
+  const fn = (name: "waitHot" | "now" | "rdtsc", sig: Deno.ForeignFunction) =>
+    // deno-lint-ignore no-explicit-any
+    new Deno.UnsafeFnPointer(runThreadEntry(name) as any, sig);
+  const waitHot = fn("waitHot", SIG.waitHot);
+  const waitHotAsync = fn("waitHot", { ...SIG.waitHot, nonblocking: true });
+  const now = fn("now", SIG.now);
+  const rdtsc = fn("rdtsc", SIG.rdtsc);
   // Never closed: the C library stays loaded for the life of the process anyway.
-  const c = Deno.dlopen("libc.so.6", LIBC).symbols;
+  const threads = pthreads();
+  if (threads === null) throw new RunThreadError("dlopen(pthread_create)", "ENOSYS");
+  const c = { ...Deno.dlopen("libc.so.6", LIBC).symbols, ...threads };
   // performance.now() and CLOCK_MONOTONIC run at the same rate; the offset comes from the sample whose
   // two reads of performance.now() lie closest together.
   let clockOffsetMs = 0, best = Infinity;
@@ -176,7 +152,7 @@ function load(): Natives {
     }
   }
   natives = {
-    entry: at(e.thread),
+    entry: runThreadEntry("thread"),
     waitHot: (...a) => waitHot.call(...a) as number,
     waitHotAsync: (...a) => waitHotAsync.call(...a) as unknown as Promise<number>,
     now: () => now.call() as bigint,
@@ -231,23 +207,15 @@ export function tscTicksPerMs(): number {
  * @example
  * ```ts
  * import type { RunThreadOptions } from "./run_thread.ts";
- * const o: RunThreadOptions = { vcpuFd: 5, vmFd: 4, run: { address: 0n, size: 12288 }, signal: 12, heartbeatMs: 0 };
+ * const o: RunThreadOptions = { vcpuFd: 5, signal: 12 };
  * console.log(o.signal);
  * ```
  */
 export interface RunThreadOptions {
   /** The vCPU fd. */
   vcpuFd: number;
-  /** The VM fd (closed by an orphaned thread). */
-  vmFd: number;
-  /** Address and size of the vCPU's `kvm_run` mapping. */
-  run: { address: bigint; size: number };
-  /** Address and size of the vCPU's dirty ring mapping, if it has one (unmapped by an orphaned thread). */
-  ring?: { address: bigint; size: number };
   /** The signal that interrupts `KVM_RUN`. */
   signal: number;
-  /** Interval of the heartbeat and of the owner checks, in ms; 0: the owner is the main thread, none. */
-  heartbeatMs: number;
 }
 
 /** The least an adaptive hot wait spins (µs): a polling guest answers within about one. */
@@ -274,7 +242,7 @@ function wordPointer(words: Int32Array, index: number): Deno.PointerObject {
  *
  * @example
  * ```ts ignore
- * const thread = RunThread.start({ vcpuFd, vmFd, run, signal: 12, heartbeatMs: 0 });
+ * const thread = RunThread.start({ vcpuFd, signal: 12 });
  * thread.post(false);
  * await thread.finished();
  * console.log(thread.result());
@@ -297,10 +265,16 @@ export class RunThread {
   /** How long {@linkcode waitWord} spins, adapted to what the last waits needed (µs, see there). */
   #spin = 0;
 
+  /** Wraps a thread just created; waits until it is ready. */
   private constructor(ctrl: Mapping, id: bigint, signal: number) {
+    const i32 = new Int32Array(ctrl.bytes.buffer, 0, CTRL.SIZE / 4);
+    const state = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.STATE) as Deno.PointerObject;
+    while (Atomics.load(i32, CTRL.STATE / 4) === STATE_STARTING) {
+      load().libc.futex(SYS_FUTEX, state, FUTEX_WAIT_PRIVATE, BigInt(STATE_STARTING), ONE_SECOND);
+    }
     this.#signal = signal;
     this.#ctrl = ctrl;
-    this.#i32 = new Int32Array(ctrl.bytes.buffer, 0, CTRL.SIZE / 4);
+    this.#i32 = i32;
     this.#view = ctrl.view;
     this.#ptr = ctrl.pointer;
     this.#cmdSeq = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.CMD_SEQ) as Deno.PointerObject;
@@ -318,42 +292,28 @@ export class RunThread {
     const ctrl = Mapping.reserve(CTRL.SIZE);
     const v = ctrl.view;
     v.setInt32(CTRL.VCPU_FD, options.vcpuFd, true);
-    v.setInt32(CTRL.VM_FD, options.vmFd, true);
-    v.setInt32(CTRL.PID, libc().getpid(), true);
     v.setInt32(CTRL.SIGNO, options.signal, true);
-    v.setUint32(CTRL.HEARTBEAT_MS, options.heartbeatMs, true);
-    v.setBigUint64(CTRL.RUN_ADDR, options.run.address, true);
-    v.setBigUint64(CTRL.RUN_SIZE, BigInt(options.run.size), true);
-    if (options.ring !== undefined) {
-      v.setBigUint64(CTRL.RING_ADDR, options.ring.address, true);
-      v.setBigUint64(CTRL.RING_SIZE, BigInt(options.ring.size), true);
-    }
-    v.setBigUint64(CTRL.DETACH, BigInt(Deno.UnsafePointer.value(n.libc.pthread_detach)), true);
-    v.setInt32(CTRL.OWNER_PIDFD, -1, true);
-    if (options.heartbeatMs > 0) {
-      // The owner may go away without closing anything (a terminated Worker): the thread watches it.
-      const owner = libc().gettid();
-      v.setInt32(CTRL.OWNER_TID, owner, true);
-      // Without pidfds of threads (before Linux 6.9) this is -1 and the thread falls back to tgkill(…, 0).
-      const pidfd = Number(libc().syscall3(SYS_PIDFD_OPEN, BigInt(owner), PIDFD_THREAD));
-      v.setInt32(CTRL.OWNER_PIDFD, pidfd < 0 ? -1 : pidfd, true);
-    }
     ctrl.bytes.set(new TextEncoder().encode(RUN_THREAD_NAME), CTRL.NAME);
     const id = new BigUint64Array(1);
     const rc = n.libc.pthread_create(id, null, n.entry, ctrl.pointer);
     if (rc !== 0) {
-      const pidfd = v.getInt32(CTRL.OWNER_PIDFD, true);
-      if (pidfd >= 0) libc().close(pidfd);
       ctrl.close();
       throw new RunThreadError("pthread_create", errnoName(rc));
     }
-    v.setBigUint64(CTRL.PTHREAD, id[0], true);
-    const i32 = new Int32Array(ctrl.bytes.buffer, 0, CTRL.SIZE / 4);
-    const state = Deno.UnsafePointer.offset(ctrl.pointer, CTRL.STATE) as Deno.PointerObject;
-    while (Atomics.load(i32, CTRL.STATE / 4) === STATE_STARTING) {
-      n.libc.futex(SYS_FUTEX, state, FUTEX_WAIT_PRIVATE, BigInt(STATE_STARTING), ONE_SECOND);
+    let untracked: unknown;
+    try {
+      // In a Worker: should it end without stopping this thread, its reaper does (ffi/linux/reaper.ts).
+      trackRunThread(ctrl.address, id[0]);
+    } catch (e) {
+      untracked = e;
     }
-    return new RunThread(ctrl, id[0], options.signal);
+    const thread = new RunThread(ctrl, id[0], options.signal);
+    if (untracked !== undefined) {
+      thread.#stopped = true;
+      thread.#end();
+      throw untracked;
+    }
+    return thread;
   }
 
   /** True while the last posted run has not finished. */
@@ -501,25 +461,26 @@ export class RunThread {
     );
   }
 
-  /** Tells an orphaned thread which guest memory to unmap (0 size: none). */
-  setGuestMemory(address: bigint, size: number): void {
-    this.#view.setBigUint64(CTRL.GUEST_ADDR, size > 0 ? address : 0n, true);
-    this.#view.setBigUint64(CTRL.GUEST_SIZE, BigInt(size), true);
-  }
-
   /** Ends the thread (stopping a busy run first) and frees its control block. Safe to call twice. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    const n = load();
     if (this.busy) {
       this.kick();
       this.finishedSync();
     }
+    // Before the thread is told to stop: from here on, only this thread may stop and join it.
+    untrackRunThread(this.#ctrl.address);
+    this.#end();
+  }
+
+  /** Posts CMD_STOP, waits until the thread has stopped, joins it and frees the control block. */
+  #end(): void {
+    const n = load();
     this.#command(CMD_STOP, 0);
     const state = Deno.UnsafePointer.offset(this.#ptr, CTRL.STATE) as Deno.PointerObject;
     let s: number;
-    while ((s = Atomics.load(this.#i32, CTRL.STATE / 4)) !== STATE_STOPPED && s !== STATE_ORPHANED) {
+    while ((s = Atomics.load(this.#i32, CTRL.STATE / 4)) !== STATE_STOPPED) {
       n.libc.futex(SYS_FUTEX, state, FUTEX_WAIT_PRIVATE, BigInt(s), ONE_SECOND);
     }
     n.libc.pthread_join(this.#id, null);

@@ -15,17 +15,16 @@
  */
 import { check } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
+import { IN_WORKER, trackTimer, untrackTimer } from "../../ffi/linux/reaper.ts";
 
-/** True in a Worker: its end cannot be observed (Deno fires no `unload` there), which decides two things. */
-export const IN_WORKER: boolean = typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !==
-  "undefined";
+export { IN_WORKER };
 
 /**
- * While a call without any time limit runs in a Worker, the thread still leaves `KVM_RUN` this often (ms),
- * at the cost of one extra exit per interval, so that it is never blocked in the guest for longer: a thread
- * that runs the guest on behalf of an isolate that has gone away (an asynchronous call of a terminated
- * Worker) stops within one interval. (Deno cannot terminate a Worker that runs synchronous code at all,
- * denoland/deno#35657: stop such a call with an interrupt handle first.)
+ * While a synchronous call without any time limit runs in a Worker, its thread still leaves `KVM_RUN` this
+ * often (ms), at the cost of one extra exit per interval, so that it is never blocked in the guest for
+ * longer. (Deno cannot terminate a Worker that runs synchronous code at all, denoland/deno#35657, this
+ * included: stop such a call with an interrupt handle; a pending `terminate()` then ends the Worker, and
+ * its reaper releases what it left open. Run threads need no heartbeat: the reaper stops them.)
  */
 export const HEARTBEAT_MS: number = IN_WORKER ? 100 : 0;
 
@@ -139,7 +138,10 @@ export class ThreadSignals {
 
   /** Deletes the timer (the thread is done with VMs). */
   close(): void {
-    if (this.#timer !== undefined) libc().timer_delete(this.#timer);
+    if (this.#timer !== undefined) {
+      untrackTimer(this.#timer);
+      libc().timer_delete(this.#timer);
+    }
     this.#timer = undefined;
     this.#armed = false;
     this.#deadlines = [];
@@ -153,7 +155,8 @@ export class ThreadSignals {
     v.setInt32(16, this.tid, true); // sigev_notify_thread_id
     const id = new BigUint64Array(1);
     check("timer_create", libc().timer_create(CLOCK_MONOTONIC, ev, new Uint8Array(id.buffer)));
-    return id[0];
+    // In a Worker, its reaper deletes it if the Worker ends first (ffi/linux/reaper.ts).
+    return trackTimer(id[0]);
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { check, ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
+import { untrackFd } from "../../ffi/linux/reaper.ts";
 import {
   KVM,
   KVM_SYNC_X86_REGS,
@@ -40,7 +41,10 @@ export class VcpuFd {
   /** The `kvm_run` area (exit reason, I/O data, synced registers). */
   readonly run: Mapping;
 
-  /** Wraps an open vCPU fd; maps `mmapSize` bytes of its `kvm_run` area. The object owns both. */
+  /**
+   * Wraps an open vCPU fd (tracked by the thread's reaper, see `ffi/linux/reaper.ts`); maps `mmapSize` bytes
+   * of its `kvm_run` area. The object owns both.
+   */
   constructor(fd: number, mmapSize: number) {
     this.#fd = fd;
     this.run = Mapping.adopt(mapShared(fd, mmapSize), mmapSize, osMemory.unmapView);
@@ -295,6 +299,7 @@ export class VcpuFd {
   close(): void {
     if (this.#fd < 0) return;
     this.run.close();
+    untrackFd(this.#fd);
     libc().close(this.#fd);
     this.#fd = -1;
   }

@@ -5,6 +5,7 @@
  */
 import { check } from "../../ffi/linux/errno.ts";
 import { libc } from "../../ffi/linux/libc.ts";
+import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
 import { KVM } from "../../ffi/linux/kvm.ts";
 import type { Kvm } from "./kvm.ts";
 import { VcpuFd } from "./vcpu_fd.ts";
@@ -29,7 +30,7 @@ export class VmFd {
   readonly #clearLog = new Uint8Array(24);
   readonly #clearLogView = new DataView(this.#clearLog.buffer);
 
-  /** Wraps an open VM fd; the object owns it. */
+  /** Wraps an open VM fd (tracked by the thread's reaper, see `ffi/linux/reaper.ts`); the object owns it. */
   constructor(fd: number, kvm: Kvm) {
     this.#fd = fd;
     this.#kvm = kvm;
@@ -51,10 +52,11 @@ export class VmFd {
    * ```
    */
   createVcpu(id: number): VcpuFd {
-    const fd = check("ioctl(KVM_CREATE_VCPU)", libc().ioctl(this.#fd, KVM.CREATE_VCPU, BigInt(id)));
+    const fd = trackFd(check("ioctl(KVM_CREATE_VCPU)", libc().ioctl(this.#fd, KVM.CREATE_VCPU, BigInt(id))));
     try {
       return new VcpuFd(fd, this.#kvm.vcpuMmapSize);
     } catch (e) {
+      untrackFd(fd);
       libc().close(fd);
       throw e;
     }
@@ -160,6 +162,7 @@ export class VmFd {
    */
   close(): void {
     if (this.#fd < 0) return;
+    untrackFd(this.#fd);
     libc().close(this.#fd);
     this.#fd = -1;
   }

@@ -20,6 +20,7 @@ import {
   STAT,
 } from "../../ffi/linux/libc.ts";
 import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
+import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
 import type { Blob } from "../memory/blob.ts";
 import type { Mapping } from "../memory/mapping.ts";
 import type { Backing } from "../memory/os_memory.ts";
@@ -256,7 +257,7 @@ export function differingRuns(a: Mapping, b: Mapping, within?: readonly PageRun[
 function openProc(path: string): number {
   const fd = libc().open(encoder.encode(`${path}\0`), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) throw new ErrnoError(`open(${path})`, lastErrno());
-  return fd;
+  return trackFd(fd);
 }
 
 /**
@@ -290,6 +291,7 @@ export function presentRuns(mapping: Mapping): PageRun[] | undefined {
     }
     return out;
   } finally {
+    untrackFd(fd);
     libc().close(fd);
   }
 }
@@ -380,9 +382,11 @@ export function evictFromPageCache(path: string): void {
   if (!LINUX) return;
   const fd = libc().open(encoder.encode(`${path}\0`), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) throw new ErrnoError(`open(${path})`, lastErrno());
+  trackFd(fd);
   try {
     libc().posix_fadvise(fd, 0n, 0n, POSIX_FADV_DONTNEED);
   } finally {
+    untrackFd(fd);
     libc().close(fd);
   }
 }

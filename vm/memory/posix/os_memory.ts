@@ -31,6 +31,7 @@ import {
   STAT,
 } from "../../../ffi/linux/libc.ts";
 import type { Backing, OpenedFile, OsMemory } from "../os_memory.ts";
+import { trackFd, trackMapping, untrackFd, untrackMapping } from "../../../ffi/linux/reaper.ts";
 
 const encoder = new TextEncoder();
 
@@ -50,7 +51,8 @@ function mapOrThrow(
   if (at !== null && Deno.UnsafePointer.value(p) !== Deno.UnsafePointer.value(at)) {
     throw new ErrnoError(call, lastErrno());
   }
-  return p;
+  // A new mapping (not one placed inside another): in a Worker, its reaper unmaps it if the Worker ends first.
+  return at === null ? trackMapping(p, size) : p;
 }
 
 /** A file descriptor with the blob's place in it. */
@@ -76,6 +78,7 @@ class FdBacking implements Backing {
 
   close(): void {
     if (this.#fd < 0) return;
+    untrackFd(this.#fd);
     libc().close(this.#fd);
     this.#fd = -1;
   }
@@ -88,10 +91,10 @@ function fdOf(backing: Backing): FdBacking {
 
 function sealed(name: string, size: number, fill: (fd: number) => void): Backing {
   const c = libc();
-  const fd = check(
+  const fd = trackFd(check(
     "memfd_create",
     c.memfd_create(encoder.encode(`${name}\0`), MFD_CLOEXEC | MFD_ALLOW_SEALING),
-  );
+  ));
   try {
     check("ftruncate", c.ftruncate(fd, BigInt(size)));
     fill(fd);
@@ -100,6 +103,7 @@ function sealed(name: string, size: number, fill: (fd: number) => void): Backing
       c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL),
     );
   } catch (e) {
+    untrackFd(fd);
     c.close(fd);
     throw e;
   }
@@ -154,6 +158,7 @@ class PosixFile implements OpenedFile {
 
   close(): void {
     if (this.#fd < 0) return;
+    untrackFd(this.#fd);
     libc().close(this.#fd);
     this.#fd = -1;
   }
@@ -185,6 +190,7 @@ export const osMemory: OsMemory = {
   },
 
   release(pointer, size) {
+    untrackMapping(pointer);
     check("munmap", libc().munmap(pointer, BigInt(size)));
   },
 
@@ -211,6 +217,7 @@ export const osMemory: OsMemory = {
   },
 
   unmapView(pointer, size) {
+    untrackMapping(pointer);
     check("munmap", libc().munmap(pointer, BigInt(size)));
   },
 
@@ -258,18 +265,22 @@ export const osMemory: OsMemory = {
       }
       throw new ErrnoError(`open(${path})`, errno);
     }
+    trackFd(fd);
     const st = new BigUint64Array(STAT.SIZE / 8);
     if (libc().fstat(fd, new Uint8Array(st.buffer)) < 0) {
       const errno = lastErrno();
+      untrackFd(fd);
       libc().close(fd);
       throw new ErrnoError("fstat", errno);
     }
     const mode = Number(new DataView(st.buffer).getUint32(STAT.MODE, true)) & 0o170000;
     if (mode === 0o040000) {
+      untrackFd(fd);
       libc().close(fd);
       throw new Deno.errors.IsADirectory(`Is a directory (os error 21): open '${path}'`);
     }
     if (mode !== 0o100000) {
+      untrackFd(fd);
       libc().close(fd);
       throw notRegular();
     }
