@@ -19,13 +19,14 @@
  * joins it, and only then releases the vCPU, the guest memory and the control block, which are the
  * reaper's to release (one owner: a run thread never closes or unmaps anything but its own timer).
  *
- * The reaper: one plain thread per Worker (vm/kvm/run_thread.ts and ffi/linux/reaper.ts start it; the main
- * thread has none, its end is the process's). It blocks until its owner thread has gone (a pidfd of the
- * thread, readable once it exits; `tgkill(pid, tid, 0)` every `poll_ms` where pidfds of threads are not
- * supported) and then releases everything its table still lists: it stops and joins the run threads, closes
- * the fds, deletes the POSIX timers, waits `grace_ms` when there were run threads (see reap()), unmaps the
- * mappings, and finally closes its pidfd and unmaps its own table. This code is mapped once per process and
- * never unmapped (ffi/linux/shared_code.ts), so a thread may return into it after everything else is gone.
+ * The reaper: one plain thread per Worker, started by ffi/linux/reaper.ts with the Worker's first native
+ * resource (the main thread has none: its end is the process's). It blocks until its owner thread has gone
+ * (a pidfd of the thread, readable once it exits; `tgkill(pid, tid, 0)` every `poll_ms` where pidfds of
+ * threads are not supported) and then releases everything its table still lists: it stops and joins the run
+ * threads, closes the fds, deletes the POSIX timers, waits `grace_ms` when there were run threads (see
+ * reap()), unmaps the mappings, and finally closes its pidfd and unmaps its own table. This code is mapped
+ * once per process and never unmapped (ffi/linux/shared_code.ts), so a thread may return into it after
+ * everything else is gone.
  */
 #include <stdint.h>
 
