@@ -13,6 +13,7 @@ import {
   type HostFunction as RecordedHostFunction,
   type HostIdentity,
   inspectSnapshot,
+  MAX_BINARY_PATH_BYTES,
   MAX_WORKING_SET_RUNS,
   type PageRun,
   type ParsedSnapshot,
@@ -85,8 +86,9 @@ export interface SnapshotData {
   blobHash?: Uint8Array;
   /**
    * The guest binary the snapshot comes from (its path and ELF entry point), when known: set by
-   * `UninitializedSandbox` for a binary given as a path and carried into snapshots of its sandboxes; stored
-   * in the file's BINARY section.
+   * `UninitializedSandbox` for a binary given as a path (made absolute; `guestBinaryPath` when configured),
+   * carried into snapshots of its sandboxes and of sandboxes made from a snapshot that has one, and stored
+   * in the file's BINARY section. A path from a file is only ever handed on as a string.
    */
   readonly binary?: BinaryInfo;
   /** Pages a cold start touches (see `Snapshot.recordWorkingSet`), stored in the WORKING_SET section. */
@@ -605,7 +607,20 @@ export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">
   } catch (e) {
     throw exhaustion(e);
   }
-  return snapshotOf(blob, d);
+  return snapshotOf(blob, { ...d, binary: recordable(d.binary) });
+}
+
+/**
+ * The binary a snapshot records: its path and entry point only, and only when a file can store them (a path
+ * of 1..`MAX_BINARY_PATH_BYTES` UTF-8 bytes without NUL, a known entry point: 0 is none, a guest's is in
+ * its image), so that `toFile` never fails over a detail nothing needs to run the snapshot.
+ */
+function recordable(binary: BinaryInfo | undefined): BinaryInfo | undefined {
+  if (binary === undefined || binary.entry <= 0n || binary.entry >= 1n << 64n) return undefined;
+  const { path } = binary;
+  if (path === "" || !path.isWellFormed() || path.includes("\0")) return undefined;
+  if (new TextEncoder().encode(path).byteLength > MAX_BINARY_PATH_BYTES) return undefined;
+  return { path, entry: binary.entry };
 }
 
 /**

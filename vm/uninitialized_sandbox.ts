@@ -202,7 +202,9 @@ export class UninitializedSandbox {
 
   /**
    * A snapshot of the sandbox before guest init (entry point Initialise): the loaded image, page tables and
-   * layout, without running anything. Sandboxes made from it run guest init first.
+   * layout, without running anything. Sandboxes made from it run guest init first. For a guest read from a
+   * file, the snapshot records the binary's path and entry point (`Snapshot.binary`), for debuggers and
+   * core dumps of its sandboxes.
    *
    * @example
    * ```ts ignore
@@ -213,12 +215,14 @@ export class UninitializedSandbox {
   snapshot(): Snapshot {
     using mem = Mapping.reserve(this.#layout.persistentSize);
     this.#fill(mem);
+    const binary = this.#binaryInfo();
     return snapshotFromMemory(mem, {
       layout: this.#layout,
       entrypoint: "Initialise",
       entryAddr: BigInt(this.#elf.entry),
       hostFunctions: recordHostFunctions(this.#hostFunctions),
       family: newFamily(),
+      binary: binary && { path: binary.path, entry: binary.entry },
     });
   }
 

@@ -695,9 +695,10 @@ async function originals(dir: string): Promise<{ call: Uint8Array; pre: Uint8Arr
     using sbx = u.evolve();
     sbx.call("AddToStatic", 41);
     using snap = sbx.snapshot();
-    await snap.toFile(`${dir}/call.hls`);
+    // Version-1 files (no BINARY section): the offsets below are those of version 1.
+    await snap.toFile(`${dir}/call.hls`, { binary: false });
     using pre = u.snapshot();
-    await pre.toFile(`${dir}/pre.hls`);
+    await pre.toFile(`${dir}/pre.hls`, { binary: false });
   }
   const call = Deno.readFileSync(`${dir}/call.hls`), pre = Deno.readFileSync(`${dir}/pre.hls`);
   // The section offsets this file relies on.
