@@ -381,8 +381,9 @@ export class Snapshot {
       if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
       // From here on the view is read a page at a time (restores): no 8 MiB read-around.
       blob.adviseRandom();
-      // The only bytes of the system area taken from the file are the image's page-table entries, checked.
-      system = systemAreaFor(blob.ref, layout);
+      // The only bytes of the system area taken from the file are the image's page-table entries, checked;
+      // read from the files, so that a load that verifies nothing maps no view.
+      system = systemAreaFor(blob, layout);
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
       const snapshot = construct(blob, {
         system,
@@ -629,7 +630,7 @@ function recordable(binary: BinaryInfo | undefined): BinaryInfo | undefined {
  */
 export function snapshotOf(blob: Blob, d: Omit<SnapshotData, "system">): Snapshot {
   try {
-    return construct(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
+    return construct(blob, { ...d, system: systemAreaFor(blob, d.layout) });
   } catch (e) {
     blob.close();
     throw exhaustion(e);

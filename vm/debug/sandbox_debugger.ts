@@ -128,7 +128,10 @@ function baseName(path: string): string {
 
 /** A path for a log line: control characters (a recorded path may hold any) shown as `\\u` escapes. */
 function printable(path: string): string {
-  return path.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return path.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /** Longest binary name a core file's name carries. */
