@@ -128,10 +128,12 @@ function baseName(path: string): string {
 
 /** A path for a log line: control characters (a recorded path may hold any) shown as `\\u` escapes. */
 function printable(path: string): string {
-  return path.replace(
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
+  let out = "";
+  for (const ch of path) {
+    const c = ch.codePointAt(0)!;
+    out += c < 0x20 || (c >= 0x7f && c <= 0x9f) ? `\\u${c.toString(16).padStart(4, "0")}` : ch;
+  }
+  return out;
 }
 
 /** Longest binary name a core file's name carries. */

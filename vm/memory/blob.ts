@@ -15,7 +15,6 @@ import { backingFd } from "./posix/os_memory.ts";
 import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import {
   libc,
-  MADV_POPULATE_READ,
   MAP_FAILED,
   MAP_FIXED,
   MAP_NORESERVE,
@@ -87,12 +86,6 @@ export interface Layer {
 const COPY_MAX_PAGES = 4;
 
 const mapped = new WeakMap<Mapping, Blob>();
-
-function pagesOf(runs: readonly PageRun[]): number {
-  let n = 0;
-  for (const r of runs) n += r.count;
-  return n;
-}
 
 /**
  * The memory blob of one snapshot. Owns its backings and view; `close()` releases them, and guest memory
@@ -269,23 +262,10 @@ export class Blob {
    * ```
    */
   static copyOf(memory: Mapping, hint?: readonly PageRun[]): Blob {
-    if (hint === undefined || pagesOf(hint) * PAGE > memory.size / 2) {
-      // Mostly touched anyway: copying through a staging area would only add a copy.
-      return new Blob(osMemory.sealedCopy(memory.pointer, memory.size), [], hint);
-    }
-    // Copy only the hinted pages, through fresh zero memory: the copy then never reads (and so never maps)
-    // the source's other pages, whose absence from the page tables is what the next hint is made of.
-    using staging = Mapping.reserve(memory.size);
-    // One call maps the shared zero page everywhere, instead of one fault per page during the copy below.
-    if (Deno.build.os === "linux") libc().madvise(staging.pointer, BigInt(staging.size), MADV_POPULATE_READ);
-    for (const run of hint) {
-      osMemory.copy(
-        Deno.UnsafePointer.offset(staging.pointer, run.first * PAGE)!,
-        Deno.UnsafePointer.offset(memory.pointer, run.first * PAGE)!,
-        run.count * PAGE,
-      );
-    }
-    return new Blob(osMemory.sealedCopy(staging.pointer, staging.size), [], hint);
+    // With a hint, only the hinted pages are copied (the rest of the copy is holes): the source's other
+    // pages are never read, so never mapped, and their absence from the page tables is what the next hint
+    // is made of.
+    return new Blob(osMemory.sealedCopy(memory.pointer, memory.size, hint), [], hint);
   }
 
   /**

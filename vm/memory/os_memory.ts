@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { PageRun } from "../../format/sections.ts";
 
 /**
  * An immutable source of snapshot bytes that guest memory can be mapped from copy-on-write: a snapshot file
@@ -98,8 +99,13 @@ export interface OsMemory {
   discard(pointer: Deno.PointerObject, size: number): void;
   /** Copies `size` bytes (non-overlapping). */
   copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void;
-  /** Copies `size` bytes at `pointer` into a new sealed, immutable backing. */
-  sealedCopy(pointer: Deno.PointerObject, size: number): Backing;
+  /**
+   * Copies `size` bytes at `pointer` into a new sealed, immutable backing. With `runs`, copies only those
+   * pages (4096 bytes each, ascending, inside `size`) and leaves the others zero without writing them: holes
+   * in the memfd (Linux), untouched demand-zero pages of the section (Windows), which take no memory until
+   * read and leave the source's other pages unread.
+   */
+  sealedCopy(pointer: Deno.PointerObject, size: number, runs?: readonly PageRun[]): Backing;
   /** A backing holding `bytes` (for snapshots that arrive as bytes, e.g. from `deno compile` assets). */
   sealedBytes(bytes: Uint8Array): Backing;
   /**

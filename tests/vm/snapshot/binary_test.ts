@@ -89,7 +89,11 @@ vmTest(
   "a snapshot's binary is stored in its file, loaded back and carried into files written from it",
   async () => {
     await withTempDir(async (dir) => {
-      using sbx = new UninitializedSandbox(Deno.readFileSync(TESTGUEST), { heapSize: 4 * 1024 * 1024 }, hostFns())
+      using sbx = new UninitializedSandbox(
+        Deno.readFileSync(TESTGUEST),
+        { heapSize: 4 * 1024 * 1024 },
+        hostFns(),
+      )
         .evolve();
       sbx.call("AddToStatic", 2);
       using plain = sbx.snapshot();
@@ -151,7 +155,9 @@ function psargs(notes: Map<number, Uint8Array>): string {
 function atEntry(notes: Map<number, Uint8Array>): bigint {
   const auxv = notes.get(NT_AUXV)!;
   const v = new DataView(auxv.buffer, auxv.byteOffset, auxv.byteLength);
-  for (let i = 0; i < auxv.byteLength; i += 16) if (v.getBigUint64(i, true) === 9n) return v.getBigUint64(i + 8, true);
+  for (let i = 0; i < auxv.byteLength; i += 16) {
+    if (v.getBigUint64(i, true) === 9n) return v.getBigUint64(i + 8, true);
+  }
   return -1n;
 }
 
@@ -238,48 +244,58 @@ vmTest("hostile recorded paths: NUL, non-UTF-8 and over-long ones are refused by
   });
 });
 
-vmTest("a hostile recorded path that loads stays a string: core files stay plain names in coreDumpDir", async () => {
-  await withTempDir(async (dir) => {
-    const hostile = ("../".repeat(1300) + "etc/passwd\n[snapvm warn] forged \u001b[31m\u0085").slice(0, 4000);
-    assert.ok(new TextEncoder().encode(hostile).length <= 4096);
-    {
-      using sbx = new UninitializedSandbox(Deno.readFileSync(TESTGUEST), {}, hostFns()).evolve();
-      using plain = sbx.snapshot();
-      using snap = withBinary(plain, { path: hostile, entry: ENTRY });
-      await snap.toFile(`${dir}/hostile.hls`);
-      using dots = withBinary(plain, { path: "/x/..", entry: ENTRY });
-      await dots.toFile(`${dir}/dots.hls`);
-    }
-    using snap = Snapshot.fromFile(`${dir}/hostile.hls`);
-    assert.equal(snap.binary!.path, hostile);
-    const cores = `${dir}/cores`;
-    Deno.mkdirSync(cores);
-    setLogger(() => {});
-    try {
-      using sbx = MultiUseSandbox.fromSnapshot(snap, hostFns(), { coreDumpDir: cores });
-      assert.deepEqual(sbx.snapshot().binary, { path: hostile, entry: ENTRY }, "carried on as data");
-      const err = (() => {
-        try {
-          sbx.call("WildWrite", 0x10n);
-        } catch (e) {
-          return e;
-        }
-      })();
-      assert.ok(err instanceof MemoryAccessViolationError, String(err));
-      // One short plain name inside the directory, whatever the path holds.
-      const written = [...Deno.readDirSync(cores)].map((e) => e.name);
-      assert.equal(written.length, 1, written.join(", "));
-      assert.equal(err.coreFile, `${cores}/${written[0]}`);
-      assert.match(written[0], /^core\.passwd__snapvm_warn__forged____\.\d+\.\d+$/);
-      assert.equal(psargs(coreNotes(Deno.readFileSync(err.coreFile!))), hostile.slice(0, 79));
+vmTest(
+  "a hostile recorded path that loads stays a string: core files stay plain names in coreDumpDir",
+  async () => {
+    await withTempDir(async (dir) => {
+      const hostile = ("../".repeat(1300) + "etc/passwd\n[snapvm warn] forged \u001b[31m\u0085").slice(
+        0,
+        4000,
+      );
+      assert.ok(new TextEncoder().encode(hostile).length <= 4096);
+      {
+        using sbx = new UninitializedSandbox(Deno.readFileSync(TESTGUEST), {}, hostFns()).evolve();
+        using plain = sbx.snapshot();
+        using snap = withBinary(plain, { path: hostile, entry: ENTRY });
+        await snap.toFile(`${dir}/hostile.hls`);
+        using dots = withBinary(plain, { path: "/x/..", entry: ENTRY });
+        await dots.toFile(`${dir}/dots.hls`);
+      }
+      using snap = Snapshot.fromFile(`${dir}/hostile.hls`);
+      assert.equal(snap.binary!.path, hostile);
+      const cores = `${dir}/cores`;
+      Deno.mkdirSync(cores);
+      setLogger(() => {});
+      try {
+        using sbx = MultiUseSandbox.fromSnapshot(snap, hostFns(), { coreDumpDir: cores });
+        assert.deepEqual(sbx.snapshot().binary, { path: hostile, entry: ENTRY }, "carried on as data");
+        const err = (() => {
+          try {
+            sbx.call("WildWrite", 0x10n);
+          } catch (e) {
+            return e;
+          }
+        })();
+        assert.ok(err instanceof MemoryAccessViolationError, String(err));
+        // One short plain name inside the directory, whatever the path holds.
+        const written = [...Deno.readDirSync(cores)].map((e) => e.name);
+        assert.equal(written.length, 1, written.join(", "));
+        assert.equal(err.coreFile, `${cores}/${written[0]}`);
+        assert.match(written[0], /^core\.passwd__snapvm_warn__forged____\.\d+\.\d+$/);
+        assert.equal(psargs(coreNotes(Deno.readFileSync(err.coreFile!))), hostile.slice(0, 79));
 
-      using dotted = Snapshot.fromFile(`${dir}/dots.hls`);
-      using other = MultiUseSandbox.fromSnapshot(dotted, hostFns(), { coreDumpDir: cores });
-      assert.throws(() => other.call("WildWrite", 0x10n), MemoryAccessViolationError);
-      assert.ok([...Deno.readDirSync(cores)].some((e) => /^core\.guest\.\d+\.\d+$/.test(e.name)));
-    } finally {
-      setLogger(undefined);
-    }
-    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["cores", "dots.hls", "hostile.hls"]);
-  });
-});
+        using dotted = Snapshot.fromFile(`${dir}/dots.hls`);
+        using other = MultiUseSandbox.fromSnapshot(dotted, hostFns(), { coreDumpDir: cores });
+        assert.throws(() => other.call("WildWrite", 0x10n), MemoryAccessViolationError);
+        assert.ok([...Deno.readDirSync(cores)].some((e) => /^core\.guest\.\d+\.\d+$/.test(e.name)));
+      } finally {
+        setLogger(undefined);
+      }
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+        "cores",
+        "dots.hls",
+        "hostile.hls",
+      ]);
+    });
+  },
+);

@@ -33,6 +33,7 @@ import {
 import type { Backing, OpenedFile, OsMemory } from "../os_memory.ts";
 
 const encoder = new TextEncoder();
+const PAGE_SIZE = 4096;
 
 function mapOrThrow(
   call: string,
@@ -106,10 +107,11 @@ function sealed(name: string, size: number, fill: (fd: number) => void): Backing
   return new FdBacking(fd, 0, size);
 }
 
-function pwriteAll(fd: number, from: Deno.PointerObject, size: number): void {
+/** Writes `size` bytes at `from` to `fd` at `offset`. */
+function pwriteAll(fd: number, from: Deno.PointerObject, size: number, offset = 0): void {
   for (let done = 0; done < size;) {
     const n = Number(
-      libc().pwrite(fd, Deno.UnsafePointer.offset(from, done), BigInt(size - done), BigInt(done)),
+      libc().pwrite(fd, Deno.UnsafePointer.offset(from, done), BigInt(size - done), BigInt(offset + done)),
     );
     if (n <= 0) throw new ErrnoError("pwrite(memfd)", lastErrno());
     done += n;
@@ -231,8 +233,18 @@ export const osMemory: OsMemory = {
     libc().memcpy(to, from, BigInt(size));
   },
 
-  sealedCopy(pointer, size) {
-    return sealed("snapvm-snapshot", size, (fd) => pwriteAll(fd, pointer, size));
+  sealedCopy(pointer, size, runs) {
+    return sealed("snapvm-snapshot", size, (fd) => {
+      if (runs === undefined) return pwriteAll(fd, pointer, size);
+      // Only these pages: the rest of the memfd stays holes (zeros that take no memory).
+      for (const run of runs) {
+        const offset = run.first * PAGE_SIZE, length = run.count * PAGE_SIZE;
+        if (offset + length > size) {
+          throw new RangeError(`run ${run.first}+${run.count} is outside ${size} bytes`);
+        }
+        pwriteAll(fd, Deno.UnsafePointer.offset(pointer, offset)!, length, offset);
+      }
+    });
   },
 
   sealedBytes(bytes) {

@@ -14,6 +14,7 @@
  * @module
  */
 import type { Backing, OpenedFile, OsMemory } from "../os_memory.ts";
+import type { PageRun } from "../../../format/sections.ts";
 import { WIN32_ERROR, Win32Error } from "../../../ffi/windows/hresult.ts";
 import {
   checkBool,
@@ -443,8 +444,23 @@ export const osMemory: OsMemory = {
     kernel32().RtlMoveMemory(to, from, BigInt(size));
   },
 
-  sealedCopy(pointer: Deno.PointerObject, size: number): Backing {
-    return sealedSection(size, (view) => kernel32().RtlMoveMemory(view, pointer, BigInt(size)));
+  sealedCopy(pointer: Deno.PointerObject, size: number, runs?: readonly PageRun[]): Backing {
+    return sealedSection(size, (view) => {
+      if (runs === undefined) return kernel32().RtlMoveMemory(view, pointer, BigInt(size));
+      // Only these pages: a pagefile-backed section reads as zeros and materialises a page only when it is
+      // written (its commit charge is the whole size either way).
+      for (const run of runs) {
+        const offset = run.first * PAGE_SIZE, length = run.count * PAGE_SIZE;
+        if (offset + length > size) {
+          throw new RangeError(`run ${run.first}+${run.count} is outside ${size} bytes`);
+        }
+        kernel32().RtlMoveMemory(
+          Deno.UnsafePointer.offset(view, offset)!,
+          Deno.UnsafePointer.offset(pointer, offset)!,
+          BigInt(length),
+        );
+      }
+    });
   },
 
   sealedBytes(bytes: Uint8Array): Backing {
