@@ -260,6 +260,21 @@ export const MAX_MEMORY_OFFSET: number =
   FILE_PAGE_SIZE;
 
 /**
+ * Largest snapshot file a loader ever reads: the largest prefix (`MAX_MEMORY_OFFSET`), blob
+ * (`MAX_MEMORY_SIZE`) and trailing guard; bytes after the guard are never needed. A file that cannot be
+ * mapped (a FIFO, a device, a file inside a `deno compile` executable) and the bytes given to
+ * `Snapshot.fromBytes` are copied into memory up to this size, and refused beyond it.
+ *
+ * @example
+ * ```ts
+ * import { MAX_SNAPSHOT_FILE_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_SNAPSHOT_FILE_SIZE); // 1074798592
+ * ```
+ */
+export const MAX_SNAPSHOT_FILE_SIZE: number = MAX_MEMORY_OFFSET + MAX_MEMORY_SIZE + TRAILING_GUARD_SIZE;
+
+/**
  * Largest input or output buffer.
  *
  * @example

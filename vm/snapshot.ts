@@ -35,6 +35,7 @@ import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
 import { imagePageEntries, withoutGeneration } from "./machine/system_area.ts";
 import {
   basename,
+  openSnapshotBytes,
   openSnapshotFile,
   pathString,
   readHeaderHash,
@@ -222,6 +223,41 @@ export class Snapshot {
   }
 
   /**
+   * Loads a snapshot from the bytes of a snapshot file (such as a file embedded in a `deno compile`
+   * executable: `Snapshot.fromBytes(await Deno.readFile(new URL("./guest.hls", import.meta.url)))`), with
+   * exactly the checks of `fromFile`: every header field, `header_hash`, the sections, and `blob_hash`
+   * over the whole memory. The bytes are copied into sealed memory (a memfd on Linux, a pagefile-backed
+   * section on Windows; chunks of zeros are not copied), which sandboxes map copy-on-write as they would the
+   * file; the array can be dropped afterwards. At most `MAX_SNAPSHOT_FILE_SIZE` bytes
+   * (`SnapshotFormatError` `InvalidField` `file size` beyond).
+   *
+   * A delta's base is not in the bytes and there is no directory to look for it in: it is loaded from the
+   * path `options.resolveBase` returns (checked against the recorded `blob_hash` as always), and without
+   * one the load is refused with `SnapshotFormatError` `BaseNotFound`.
+   *
+   * @example
+   * ```ts ignore
+   * const snap = Snapshot.fromBytes(await Deno.readFile(new URL("./guest.hls", import.meta.url)));
+   * using sbx = MultiUseSandbox.fromSnapshot(snap);
+   * ```
+   */
+  static fromBytes(bytes: Uint8Array, options?: SnapshotLoadOptions): Snapshot {
+    let file;
+    try {
+      file = openSnapshotBytes(bytes);
+    } catch (e) {
+      throw exhaustion(e);
+    }
+    try {
+      return Snapshot.#loadOpened(file, "(snapshot bytes)", true, options, false).snapshot;
+    } catch (e) {
+      throw exhaustion(e);
+    } finally {
+      file.close();
+    }
+  }
+
+  /**
    * Loads a snapshot file verifying only `header_hash` (which covers `blob_hash` but not the blob): constant
    * time in the blob's size. Use for files you wrote yourself.
    *
@@ -349,6 +385,7 @@ export class Snapshot {
     path: string,
     verify: boolean,
     options?: SnapshotLoadOptions,
+    located = true,
   ): { snapshot: Snapshot; parsed: ParsedSnapshot } {
     const host = hostIdentity();
     const parsed = parseSnapshotHeader(readPrefix(file), file.size, host);
@@ -358,7 +395,7 @@ export class Snapshot {
       blob = new Blob(file.toBacking(parsed.header.memoryOffset, parsed.header.memorySize));
     } else {
       // Top first; the complete file at the bottom supplies every page no delta stores.
-      const chain = openChain(file, parsed, path, host, options?.resolveBase);
+      const chain = openChain(file, parsed, path, host, options?.resolveBase, undefined, located);
       const bottom = chain[chain.length - 1];
       try {
         const base = bottom.file.toBacking(

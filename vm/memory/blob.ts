@@ -15,6 +15,7 @@ import { backingFd } from "./posix/os_memory.ts";
 import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import {
   libc,
+  MAP_ANONYMOUS,
   MAP_FAILED,
   MAP_FIXED,
   MAP_NORESERVE,
@@ -24,6 +25,8 @@ import {
   PROT_WRITE,
 } from "../../ffi/linux/libc.ts";
 import type { PageRun } from "../../format/sections.ts";
+// Page-run helpers only (that module imports this one for types alone).
+import { capRuns, coalesce, dataRunsOfFd } from "../snapshot/_pages.ts";
 
 const PAGE = 4096;
 
@@ -87,6 +90,11 @@ const COPY_MAX_PAGES = 4;
 
 const mapped = new WeakMap<Mapping, Blob>();
 
+/** Data extents of an in-memory blob separated by at most this many pages share one mapping in its view. */
+const VIEW_GAP_PAGES = 16;
+/** Most mappings a view of an in-memory blob is made of. */
+const MAX_VIEW_EXTENTS = 64;
+
 /**
  * The memory blob of one snapshot. Owns its backings and view; `close()` releases them, and guest memory
  * mapped from it earlier stays valid.
@@ -130,11 +138,16 @@ export class Blob {
     this.hint = hint;
   }
 
-  /** Read-only view of the whole blob (overlays included), mapped on first use. */
+  /**
+   * Read-only view of the whole blob (overlays included), mapped on first use. A blob held in memory (a
+   * sealed memfd, which has holes where zeros were never written) is viewed as anonymous zero memory with
+   * its data extents mapped over it: reading the whole view (hashing it) then maps the shared zero page
+   * for the holes instead of allocating a memfd page for each.
+   */
   get ref(): Mapping {
     if (this.#ref === undefined) {
       if (this.backing.closed) throw new Error("Blob is closed");
-      const ref = Mapping.readOnly(this.backing);
+      const ref = this.#sparseView() ?? Mapping.readOnly(this.backing);
       try {
         for (const overlay of this.overlays) {
           for (const s of overlay.segments) mapOverlay(ref.pointer, s, overlay.backing, false);
@@ -147,6 +160,33 @@ export class Blob {
       this.#ref = ref;
     }
     return this.#ref;
+  }
+
+  /**
+   * For a backing held in memory on Linux: anonymous read-only zero pages with the backing's data extents
+   * (its hint, else `lseek(SEEK_DATA)`) mapped over them, merged to at most `MAX_VIEW_EXTENTS` mappings
+   * (pages in merged gaps are holes mapped from the memfd: a few pages at most). Undefined otherwise.
+   */
+  #sparseView(): Mapping | undefined {
+    if (Deno.build.os !== "linux" || !this.backing.inMemory) return undefined;
+    const fd = backingFd(this.backing);
+    const data = this.hint ?? dataRunsOfFd(fd, this.backing.offset, this.size);
+    if (data === undefined) return undefined;
+    const size = this.size;
+    const p = libc().mmap(null, BigInt(size), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n);
+    if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
+      throw new ErrnoError("mmap(anonymous view)", lastErrno());
+    }
+    const view = Mapping.adopt(p, size, osMemory.unmapView);
+    try {
+      for (const run of capRuns(coalesce(data, VIEW_GAP_PAGES), MAX_VIEW_EXTENTS)) {
+        mapOverlay(p, { ...run, from: run.first }, this.backing, false);
+      }
+    } catch (e) {
+      view.close();
+      throw e;
+    }
+    return view;
   }
 
   /**

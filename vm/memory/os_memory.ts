@@ -7,6 +7,7 @@
  * @module
  */
 import type { PageRun } from "../../format/sections.ts";
+import type { OpenRules } from "./_read.ts";
 
 /**
  * An immutable source of snapshot bytes that guest memory can be mapped from copy-on-write: a snapshot file
@@ -25,6 +26,12 @@ export interface Backing {
   readonly offset: number;
   /** Blob length in bytes. */
   readonly size: number;
+  /**
+   * True for bytes held in memory (a memfd, a pagefile-backed section) rather than a file on disk. Such a
+   * copy may have holes (zeros never written); a page fault on a hole through a mapping of it allocates the
+   * page for good (tmpfs does, unlike `pread`), so views of it map only its data (`Blob.ref`).
+   */
+  readonly inMemory: boolean;
   /** True once closed. */
   readonly closed: boolean;
   /** Releases the OS handle. */
@@ -38,7 +45,7 @@ export interface Backing {
  * @example
  * ```ts ignore
  * import { osMemory } from "./mapping.ts";
- * const f = osMemory.openFile("guest.hls");
+ * const f = osMemory.openFile("guest.hls", rules);
  * console.log(f.size);
  * f.close();
  * ```
@@ -110,7 +117,15 @@ export interface OsMemory {
   sealedBytes(bytes: Uint8Array): Backing;
   /**
    * Opens a snapshot file read-only. A missing path or a directory throws Deno's own `NotFound` /
-   * `IsADirectory`; anything else that is not a regular file throws the `notRegular` error.
+   * `IsADirectory`. A regular file is used in place (mapped). A file that cannot be mapped but can be read
+   * (a FIFO or pipe, a device, a file that reports no size, a file only Deno can open, as inside a `deno
+   * compile` executable) is read into sealed memory, at most `rules.maxReadSize` bytes (`rules.tooLarge`
+   * otherwise). What can be neither throws `rules.notRegular()`.
    */
-  openFile(path: string, notRegular: () => Error): OpenedFile;
+  openFile(path: string, rules: OpenRules): OpenedFile;
+  /**
+   * A copy of `bytes` in sealed memory (a memfd; a pagefile-backed section on Windows), opened like a file
+   * (for `Snapshot.fromBytes`). Zero chunks are not written: they take no memory.
+   */
+  openBytes(bytes: Uint8Array, identity: string): OpenedFile;
 }

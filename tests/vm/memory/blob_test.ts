@@ -134,6 +134,12 @@ Deno.test("copyOf with a hint writes only the hinted pages: the rest of the in-m
   assert.deepEqual(hinted.read(3 * PAGE, 2), new Uint8Array([7, 7]));
   assert.deepEqual(hinted.read(700 * PAGE + PAGE - 1, 1), new Uint8Array([8]));
   assert.ok(hinted.ref.bytes.subarray(5 * PAGE, 700 * PAGE).every((b) => b === 0));
+  assert.ok(hinted.ref.bytes.subarray(701 * PAGE).every((b) => b === 0));
+  if (Deno.build.os === "linux") {
+    // Reading the whole view (as hashing does) maps zero pages for the holes: the memfd stays 3 pages.
+    const fd = backingFd(hinted.backing);
+    assert.equal(Deno.statSync(`/proc/self/fd/${fd}`).blocks! * 512, 3 * PAGE);
+  }
   // A run outside the memory is refused, before anything is sealed.
   assert.throws(
     () => osMemory.sealedCopy(memory.pointer, memory.size, [{ first: 1023, count: 2 }]),
