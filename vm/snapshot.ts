@@ -208,6 +208,11 @@ export class Snapshot {
    * Loads a snapshot file and verifies both `header_hash` and `blob_hash`. Throws `SnapshotFormatError` for
    * any problem with the file, and Deno's own `NotFound` when it does not exist.
    *
+   * A regular file is mapped where it is. A path that can be read but not mapped (a FIFO, a device, a file
+   * inside a `deno compile` executable) is read whole into sealed memory first, at most
+   * `MAX_SNAPSHOT_FILE_SIZE` bytes (`SnapshotFormatError` `InvalidField` `file size` beyond), then checked
+   * the same way (see `fromBytes`).
+   *
    * A delta file (written by `toFile` with `base`) is loaded with its chain of bases: each is found (next to
    * the delta, or by `options.resolveBase`) and checked against the `blob_hash` the delta records, and the
    * whole resulting memory is verified against the delta's `blob_hash`. A missing base is
@@ -259,7 +264,8 @@ export class Snapshot {
 
   /**
    * Loads a snapshot file verifying only `header_hash` (which covers `blob_hash` but not the blob): constant
-   * time in the blob's size. Use for files you wrote yourself.
+   * time in the blob's size (for a file that is mapped; one that must be read, as `fromFile` says, costs
+   * the read). Use for files you wrote yourself.
    *
    * For a delta, every file of the chain has its header checked (including that each base's `blob_hash` is
    * the one recorded), but no memory is hashed.
