@@ -80,6 +80,7 @@ export const MAP_SHARED = 0x01,
 export const MADV_RANDOM = 1,
   MADV_WILLNEED = 3,
   MADV_DONTNEED = 4,
+  MADV_HUGEPAGE = 14,
   MADV_POPULATE_READ = 22,
   MADV_POPULATE_WRITE = 23;
 /** lseek(2) whence values that find data and holes in sparse files. */

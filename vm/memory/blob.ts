@@ -15,6 +15,7 @@ import { backingFd } from "./posix/os_memory.ts";
 import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import {
   libc,
+  MADV_HUGEPAGE,
   MAP_ANONYMOUS,
   MAP_FAILED,
   MAP_FIXED,
@@ -173,10 +174,7 @@ export class Blob {
     const data = this.hint ?? dataRunsOfFd(fd, this.backing.offset, this.size);
     if (data === undefined) return undefined;
     const size = this.size;
-    const p = libc().mmap(null, BigInt(size), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n);
-    if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) {
-      throw new ErrnoError("mmap(anonymous view)", lastErrno());
-    }
+    const p = zeroView(size);
     const view = Mapping.adopt(p, size, osMemory.unmapView);
     try {
       for (const run of capRuns(coalesce(data, VIEW_GAP_PAGES), MAX_VIEW_EXTENTS)) {
@@ -452,6 +450,36 @@ function insert(list: { first: number; end: number }[], first: number, end: numb
     j++;
   }
   list.splice(i, j - i, { first, end });
+}
+
+const HUGE_PAGE = 2 * 1024 * 1024;
+
+/**
+ * `size` bytes of read-only anonymous memory (Linux), starting on a 2 MiB boundary and marked
+ * `MADV_HUGEPAGE`: a read fault on 2 aligned MiB of it then maps the huge zero page, and reading a mostly
+ * empty 256 MiB view (hashing it) costs about the hash alone (~45 ms here) instead of ~90 ms of 4 KiB faults.
+ */
+function zeroView(size: number): Deno.PointerObject {
+  const c = libc();
+  const raw = c.mmap(
+    null,
+    BigInt(size + HUGE_PAGE),
+    PROT_READ,
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    -1,
+    0n,
+  );
+  if (raw === null || BigInt(Deno.UnsafePointer.value(raw)) === MAP_FAILED) {
+    throw new ErrnoError("mmap(anonymous view)", lastErrno());
+  }
+  const start = BigInt(Deno.UnsafePointer.value(raw));
+  const aligned = (start + BigInt(HUGE_PAGE - 1)) & ~BigInt(HUGE_PAGE - 1);
+  const head = Number(aligned - start);
+  if (head > 0) c.munmap(raw, BigInt(head));
+  if (HUGE_PAGE - head > 0) c.munmap(Deno.UnsafePointer.offset(raw, head + size), BigInt(HUGE_PAGE - head));
+  const p = Deno.UnsafePointer.offset(raw, head)!;
+  c.madvise(p, BigInt(size), MADV_HUGEPAGE); // best effort: without it, 4 KiB zero pages
+  return p;
 }
 
 /** Reads exactly `length` bytes of a file at `offset` into memory at `to` (Linux). */
