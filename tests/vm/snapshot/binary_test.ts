@@ -281,7 +281,7 @@ vmTest(
         const written = [...Deno.readDirSync(cores)].map((e) => e.name);
         assert.equal(written.length, 1, written.join(", "));
         assert.equal(err.coreFile, `${cores}/${written[0]}`);
-        assert.match(written[0], /^core\.passwd__snapvm_warn__forged____\.\d+\.\d+$/);
+        assert.match(written[0], /^core\.passwd__snapvm_warn__forged___31m_\.\d+\.\d+$/);
         assert.equal(psargs(coreNotes(Deno.readFileSync(err.coreFile!))), hostile.slice(0, 79));
 
         using dotted = Snapshot.fromFile(`${dir}/dots.hls`);
