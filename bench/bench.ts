@@ -31,7 +31,7 @@ interface Row {
 const rows: Row[] = [];
 const log = (s: string) => console.error(`bench: ${s}`);
 
-// --- Issue 2: evolve to the first Echo, the Echo round trip, teardown.
+// --- Evolve to the first Echo, the Echo round trip, teardown.
 {
   const u = new UninitializedSandbox(guest, {}, hostFunctions());
   u.evolve().close(); // opens /dev/kvm and the keeper VM once, as any long-lived process would
@@ -56,7 +56,7 @@ const log = (s: string) => console.error(`bench: ${s}`);
     ours: measure(RUNS * 5, () => void sbx.call("Echo", "hello")),
     floor: "call",
   });
-  // Issue 12: calls that don't stop the world.
+  // Calls that do not stop the world: callAsync and hot sandboxes.
   log("callAsync");
   rows.push({
     what: "Echo callAsync round trip (run thread)",
@@ -86,7 +86,7 @@ const log = (s: string) => console.error(`bench: ${s}`);
   });
 }
 
-// --- Issue 3: the cold-start table.
+// --- The cold-start table.
 const SIZES: [string, number][] = CALLS_ONLY
   ? []
   : [["128k", 128 << 10], ["8m", 8 << 20], ["64m", 64 << 20], ["256m", 256 << 20]];
