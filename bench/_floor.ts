@@ -12,6 +12,9 @@
  *   memslot, vCPU, `kvm_run` mapping, `KVM_SET_SREGS`, `KVM_SET_REGS`, `KVM_RUN`); `teardown`: munmap +
  *   close of vCPU and VM.
  * - `call`: one `KVM_RUN` resuming a guest stopped at `out` until its next `out` (5 × `runs` samples).
+ * - `mailbox`: a hot call's floor, without any VM exit: a CPL3 guest polling a word of guest memory inside
+ *   one `KVM_RUN` on a thread of its own, and this thread writing a sequence number there and spinning until
+ *   the guest has copied it into the next cache line (5 × `runs` samples).
  * - `cold_128k`, `cold_8m`, `cold_64m`, `cold_256m`: open an image file (in the page cache) to the first
  *   `out`, guest memory `mmap(MAP_PRIVATE)` of the file with `MADV_RANDOM`.
  * - `restore_<size>_n<N>` (sizes 8m, 64m, 256m; N 1 and 1000): `KVM_GET_DIRTY_LOG` + copying back the N
@@ -39,14 +42,14 @@ export interface FloorOptions {
   /** Measured runs per metric (after warm-up); default 200. `call` takes 5 × this many samples. */
   runs?: number;
   /**
-   * Metrics to measure: group names (`create`, `call`, `cold`, `restore`) or metric names (`teardown`,
+   * Metrics to measure: group names (`create`, `call`, `mailbox`, `cold`, `restore`) or metric names (`teardown`,
    * `cold_8m`, `restore_64m_n1000`, ...). A metric name runs its whole group but returns only that metric.
    * Default: everything.
    */
   only?: string[];
 }
 
-const GROUPS = ["create", "call", "cold", "restore"] as const;
+const GROUPS = ["create", "call", "mailbox", "cold", "restore"] as const;
 const ROOT = new URL("../", import.meta.url);
 const SOURCE = new URL("bench/floor.c", ROOT);
 const BINARY = new URL("build/floor", ROOT);
@@ -57,6 +60,7 @@ function groupOf(metric: string): string {
   if ((GROUPS as readonly string[]).includes(metric)) return metric;
   if (metric === "create" || metric === "teardown") return "create";
   if (metric === "call") return "call";
+  if (metric === "mailbox") return "mailbox";
   if (metric.startsWith("cold_")) return "cold";
   if (metric.startsWith("restore_")) return "restore";
   throw new Error(`floor: unknown metric or group "${metric}"`);
@@ -79,7 +83,8 @@ async function build(): Promise<boolean> {
   const tmp = `${path(BINARY)}.${Deno.pid}.tmp`;
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command("gcc", { args: ["-O2", "-Wall", "-o", tmp, path(SOURCE)] }).output();
+    out = await new Deno.Command("gcc", { args: ["-O2", "-Wall", "-pthread", "-o", tmp, path(SOURCE)] })
+      .output();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;

@@ -44,7 +44,23 @@ export function measure<T>(
   return stat(samples);
 }
 
+/** {@linkcode measure} for a function whose work ends when its promise settles (no setup or teardown). */
+export async function measureAsync(
+  runs: number,
+  fn: () => Promise<void>,
+  warmup = Math.max(5, Math.floor(runs / 10)),
+): Promise<Stat> {
+  const samples: number[] = [];
+  for (let i = -warmup; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    const t1 = performance.now();
+    if (i >= 0) samples.push(t1 - t0);
+  }
+  return stat(samples);
+}
+
 /** Formats µs with sensible precision. */
 export function us(v: number): string {
-  return v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : `${v.toFixed(1)} µs`;
+  return v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : v < 10 ? `${v.toFixed(2)} µs` : `${v.toFixed(1)} µs`;
 }

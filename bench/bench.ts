@@ -2,16 +2,18 @@
  * `deno task bench`: snapvm's timings next to the physical floor (bench/floor.c: the same KVM steps done by
  * a minimal C program), measured in the same run. Prints medians and p90 in µs or ms, and ratios of medians.
  *
- * Usage: `deno task bench [--runs N] [--quick]` (`--quick`: fewer runs, for a smoke test).
+ * Usage: `deno task bench [--runs N] [--quick] [--calls]` (`--quick`: fewer runs, for a smoke test;
+ * `--calls`: only the sandbox and call rows, without the cold-start table).
  *
  * @module
  */
 import { blake3Backend, HostFunctions, MultiUseSandbox, Snapshot, UninitializedSandbox } from "../mod.ts";
 import { type FloorStat, runFloor } from "./_floor.ts";
-import { measure, type Stat, us } from "./_stats.ts";
+import { measure, measureAsync, type Stat, us } from "./_stats.ts";
 
 const arg = (name: string) => Deno.args.indexOf(name);
 const QUICK = arg("--quick") >= 0;
+const CALLS_ONLY = arg("--calls") >= 0;
 const RUNS = arg("--runs") >= 0 ? Number(Deno.args[arg("--runs") + 1]) : QUICK ? 20 : 200;
 const guest = new URL("../guest/bin/testguest", import.meta.url).pathname;
 const hostFunctions = () =>
@@ -29,7 +31,7 @@ interface Row {
 const rows: Row[] = [];
 const log = (s: string) => console.error(`bench: ${s}`);
 
-// --- Issue 2: evolve to the first Echo, the Echo round trip, teardown.
+// --- Evolve to the first Echo, the Echo round trip, teardown.
 {
   const u = new UninitializedSandbox(guest, {}, hostFunctions());
   u.evolve().close(); // opens /dev/kvm and the keeper VM once, as any long-lived process would
@@ -54,6 +56,28 @@ const log = (s: string) => console.error(`bench: ${s}`);
     ours: measure(RUNS * 5, () => void sbx.call("Echo", "hello")),
     floor: "call",
   });
+  // Calls that do not stop the world: callAsync and hot sandboxes.
+  log("callAsync");
+  rows.push({
+    what: "Echo callAsync round trip (run thread)",
+    ours: await measureAsync(RUNS * 5, async () => void await sbx.callAsync("Echo", "hello")),
+    floor: "call",
+  });
+  {
+    using hot = new UninitializedSandbox(guest, { hot: true }, hostFunctions()).evolve();
+    log("hot call");
+    rows.push({
+      what: "Echo hot call round trip (mailbox, no exit)",
+      ours: measure(RUNS * 50, () => void hot.call("Echo", "hello")),
+      floor: "mailbox",
+    });
+    log("hot callAsync");
+    rows.push({
+      what: "Echo hot callAsync round trip",
+      ours: await measureAsync(RUNS * 5, async () => void await hot.callAsync("Echo", "hello")),
+      floor: "mailbox",
+    });
+  }
   log("close");
   rows.push({
     what: "close (teardown)",
@@ -62,11 +86,10 @@ const log = (s: string) => console.error(`bench: ${s}`);
   });
 }
 
-// --- Issue 3: the cold-start table.
-const SIZES: [string, number][] = [["128k", 128 << 10], ["8m", 8 << 20], ["64m", 64 << 20], [
-  "256m",
-  256 << 20,
-]];
+// --- The cold-start table.
+const SIZES: [string, number][] = CALLS_ONLY
+  ? []
+  : [["128k", 128 << 10], ["8m", 8 << 20], ["64m", 64 << 20], ["256m", 256 << 20]];
 const dir = Deno.makeTempDirSync({ prefix: "snapvm-bench-" });
 const cold: Record<string, Record<string, Stat>> = {};
 try {
@@ -143,7 +166,10 @@ function measureAsyncSync(runs: number, fn: () => Promise<void>): Stat {
 }
 
 log("floor (bench/floor.c)");
-const floor = await runFloor({ runs: QUICK ? 50 : RUNS });
+const floor = await runFloor({
+  runs: QUICK ? 50 : RUNS,
+  only: CALLS_ONLY ? ["create", "call", "mailbox"] : [],
+});
 const f = (name: string): FloorStat | undefined => floor.get(name);
 const cell = (s?: { median: number; p90: number }) => (s ? `${us(s.median)} / ${us(s.p90)}` : "n/a");
 const ratio = (
@@ -170,6 +196,15 @@ console.log(
   } |`,
 );
 
+const echo = rows.find((r) => r.what === "Echo call round trip")?.ours;
+const hotEcho = rows.find((r) => r.what.startsWith("Echo hot call round trip"))?.ours;
+console.log(
+  `\nHot Echo ${cell(hotEcho)} vs exit-based Echo ${cell(echo)}: ${
+    ratio(echo, hotEcho)
+  } faster; C mailbox floor ${cell(f("mailbox"))}, C exit floor ${cell(f("call"))}`,
+);
+
+if (CALLS_ONLY) Deno.exit(0);
 console.log("\n## Cold start: nothing → one completed Echo (median / p90)\n");
 console.log(
   "| heap | (a) evolve, init touches heap | (b) fromFile | (c) fromFileUnchecked | (d) fromFileCached warm | floor cold | (c)/floor | (a)/(c) | toFile | restore 1 page | restore 1000 pages | floor restore 1 / 1000 |",

@@ -2,13 +2,13 @@
 // C program, so benchmark results can be printed next to what the kernel and the hardware allow.
 // Built and run by bench/_floor.ts (gcc -O2); usable by hand:
 //
-//   floor [all|create|call|cold|restore] [runs] [tmpdir]      (defaults: all 200 $TMPDIR-or-/tmp)
+//   floor [all|create|call|mailbox|cold|restore] [runs] [tmpdir]  (defaults: all 200 $TMPDIR-or-/tmp)
 //   floor evicted [runs] [tmpdir] [size_mib] [pages]          (defaults: 200 $TMPDIR 256 44; not in "all")
 //
 // Output: "# ..." comment lines, and one machine-readable line per metric (times in microseconds,
 // CLOCK_MONOTONIC, after a warm-up, with one idle "keeper" VM + vCPU alive for the whole process):
 //   R <metric> n=<runs> med=<us> p90=<us> min=<us>
-// Metrics: create, teardown, call, cold_<size>, restore_<size>_n<N>, evicted_<size>_p<N> and
+// Metrics: create, teardown, call, mailbox, cold_<size>, restore_<size>_n<N>, evicted_<size>_p<N> and
 // cached_<size>_p<N> (see the mode functions below).
 //
 // CPU setup as in docs/ABI.md: 4-level identity paging, GDT (kernel code/data, user data 0x2b, user code
@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,8 +60,11 @@
 //   floor_ping:  out %eax,$0xE0 in a loop (one KVM_RUN = one exit + re-entry).
 //   floor_dirty: write %rax to the first qword of %edx pages from %rsi on, then out; repeat.
 //   floor_read:  read the first qword of %edx pages from %rsi on, then out; repeat.
+//   floor_mailbox: poll the u32 at (%rsi) (the host's sequence number, last seen in %edx, pause between
+//                  reads); copy each new value to 64(%rsi) (the answer, in the next cache line, as in
+//                  snapvm's mailbox); on 0xffffffff out instead, then poll on.
 __asm__(".pushsection .rodata\n"
-        ".globl floor_ping, floor_dirty, floor_read, floor_end\n"
+        ".globl floor_ping, floor_dirty, floor_read, floor_mailbox, floor_end\n"
         "floor_ping:\n"
         "1:  outl %eax, $0xE0\n"
         "    jmp 1b\n"
@@ -82,9 +86,22 @@ __asm__(".pushsection .rodata\n"
         "    jnz 5b\n"
         "    outl %eax, $0xE0\n"
         "    jmp 4b\n"
+        "floor_mailbox:\n"
+        "4:  mov (%rsi), %eax\n"
+        "    cmp %eax, %edx\n"
+        "    jne 5f\n"
+        "    pause\n"
+        "    jmp 4b\n"
+        "5:  mov %eax, %edx\n"
+        "    cmp $0xffffffff, %eax\n"
+        "    je 6f\n"
+        "    mov %eax, 64(%rsi)\n"
+        "    jmp 4b\n"
+        "6:  outl %eax, $0xE0\n"
+        "    jmp 4b\n"
         "floor_end:\n"
         ".popsection\n");
-extern const uint8_t floor_ping[], floor_dirty[], floor_read[], floor_end[];
+extern const uint8_t floor_ping[], floor_dirty[], floor_read[], floor_mailbox[], floor_end[];
 
 struct vm {
   int vm, cpu, fd;
@@ -282,6 +299,42 @@ static void mode_call(void) {
   free(c);
 }
 
+// The vCPU thread of `mailbox`: one KVM_RUN for the whole measurement (the guest polls; it exits only at
+// the end).
+static void *mailbox_vcpu(void *arg) {
+  vm_run(arg);
+  return NULL;
+}
+
+// mailbox: the round trip of a hot call without any VM exit. The guest (CPL3, on a vCPU thread of its own,
+// inside one KVM_RUN) polls a word in guest memory; this thread writes the next sequence number there and
+// spins until the guest has copied it into the answer word, one cache line further. This is what a hot
+// snapvm call does, minus encoding the request and decoding the result.
+static void mode_mailbox(void) {
+  int n = runs * 5;
+  double *c = calloc(n, sizeof *c);
+  struct vm v;
+  vm_open(&v, CREATE_SIZE, -1, 0);
+  struct kvm_regs regs = {.rip = code_gpa(v.size) + (floor_mailbox - floor_ping), .rflags = 0x2,
+                          .rsp = v.size, .rsi = data_gpa(v.size), .rdx = 0};
+  xioctl(v.cpu, KVM_SET_REGS, &regs, "KVM_SET_REGS");
+  uint32_t *host = (uint32_t *)(v.mem + data_gpa(v.size)), *guest = host + 16;
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, mailbox_vcpu, &v)) die("pthread_create");
+  for (int i = -warm * 5; i < n; i++) {
+    uint32_t seq = (uint32_t)(i + warm * 5 + 1);
+    double t0 = now_us();
+    __atomic_store_n(host, seq, __ATOMIC_RELEASE);
+    while (__atomic_load_n(guest, __ATOMIC_ACQUIRE) != seq) __builtin_ia32_pause();
+    if (i >= 0) c[i] = now_us() - t0;
+  }
+  __atomic_store_n(host, 0xffffffffu, __ATOMIC_RELEASE);
+  if (pthread_join(thread, NULL)) die("pthread_join");
+  vm_close(&v);
+  report("mailbox", c, n);
+  free(c);
+}
+
 static void write_image_file(const char *path, size_t size) {
   uint8_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) die("mmap image");
@@ -416,9 +469,9 @@ int main(int argc, char **argv) {
   size_t evicted_size = (argc > 4 ? (size_t)atoi(argv[4]) : 256) * MIB;
   int evicted_pages = argc > 5 ? atoi(argv[5]) : 44;
   if (runs < 1 || evicted_size < 4 * MIB || evicted_pages < 1 ||
-      (!all && strcmp(mode, "create") && strcmp(mode, "call") && strcmp(mode, "cold") &&
-       strcmp(mode, "restore") && strcmp(mode, "evicted"))) {
-    fprintf(stderr, "usage: floor [all|create|call|cold|restore] [runs] [tmpdir]\n"
+      (!all && strcmp(mode, "create") && strcmp(mode, "call") && strcmp(mode, "mailbox") &&
+       strcmp(mode, "cold") && strcmp(mode, "restore") && strcmp(mode, "evicted"))) {
+    fprintf(stderr, "usage: floor [all|create|call|mailbox|cold|restore] [runs] [tmpdir]\n"
                     "       floor evicted [runs] [tmpdir] [size_mib] [pages]\n");
     return 2;
   }
@@ -428,6 +481,7 @@ int main(int argc, char **argv) {
          size_name(CREATE_SIZE));
   if (all || !strcmp(mode, "create")) mode_create();
   if (all || !strcmp(mode, "call")) mode_call();
+  if (all || !strcmp(mode, "mailbox")) mode_mailbox();
   if (all || !strcmp(mode, "cold")) mode_cold(tmpdir);
   if (all || !strcmp(mode, "restore")) mode_restore();
   if (!strcmp(mode, "evicted")) mode_evicted(tmpdir, evicted_size, evicted_pages);

@@ -12,7 +12,7 @@ export const EXIT = {
   ok: 0,
   /** The operation failed: a bad snapshot, a guest error, a failed build. */
   failed: 1,
-  /** The command line is wrong (or asks for something not implemented yet). */
+  /** The command line is wrong. */
   usage: 2,
   /** The machine lacks something: KVM, gcc, a permission. */
   environment: 3,

@@ -1,14 +1,14 @@
 /**
- * The `snapvm` command line: create, build, snapshot, inspect, verify, run and benchmark guests, with no
- * checkout needed.
+ * The `snapvm` command line: create, build, snapshot, inspect, verify, run and benchmark guests, and ship
+ * snapshots through OCI registries and image layouts, with no checkout needed.
  *
  * ```sh
  * deno run -A jsr:@snapvm/snapvm/cli --help
  * deno run -A jsr:@snapvm/snapvm/cli new hello && cd hello && deno task build
  * ```
  *
- * Exit codes: 0 success, 1 the operation failed (a bad snapshot, a guest error, a failed build), 2 usage
- * error, 3 something missing on the machine (KVM, gcc, a Deno permission). Errors are printed as one line;
+ * Exit codes: 0 success, 1 the operation failed (a bad snapshot, a guest error, a failed build, a registry
+ * error), 2 usage error, 3 something missing on the machine (KVM, gcc, a Deno permission). Errors are printed as one line;
  * `--debug` adds the stack.
  *
  * @example Run the CLI from code
@@ -26,8 +26,11 @@ import { buildCommand } from "./_build.ts";
 import type { Command } from "./_command.ts";
 import { describeError, EXIT } from "./_errors.ts";
 import { inspectCommand } from "./_inspect.ts";
+import { exportCommand } from "./_export.ts";
+import { importCommand } from "./_import.ts";
 import { newCommand } from "./_new.ts";
-import { PLANNED } from "./_planned.ts";
+import { pullCommand } from "./_pull.ts";
+import { pushCommand } from "./_push.ts";
 import { runCommand } from "./_run.ts";
 import { snapshotCommand } from "./_snapshot.ts";
 import { verifyCommand } from "./_verify.ts";
@@ -41,7 +44,10 @@ const COMMANDS: readonly Command[] = [
   verifyCommand,
   runCommand,
   benchCommand,
-  ...PLANNED,
+  pushCommand,
+  pullCommand,
+  exportCommand,
+  importCommand,
 ];
 
 function overview(): string {
@@ -58,8 +64,8 @@ Options for every command:
   --debug      print the stack of an error
   --version    print the version
 
-Exit codes: 0 ok, 1 the operation failed (bad snapshot, guest error, failed build),
-            2 usage error (or not implemented yet), 3 missing KVM, gcc or a Deno permission.`;
+Exit codes: 0 ok, 1 the operation failed (bad snapshot, guest error, failed build, registry error),
+            2 usage error, 3 missing KVM, gcc or a Deno permission.`;
 }
 
 /**

@@ -154,6 +154,30 @@ export interface DeltaBase {
 }
 
 /**
+ * A delta's reference to its base, as handed to a `resolveBase` callback (loading a delta, or pushing or
+ * exporting one): the callback returns where the base file is, and whatever it returns is checked against
+ * `blobHash`.
+ *
+ * @example
+ * ```ts
+ * import type { SnapshotBaseReference } from "./sections.ts";
+ *
+ * const resolveBase = (base: SnapshotBaseReference) => `/srv/snapshots/${base.blobHash}.hls`;
+ * console.log(typeof resolveBase);
+ * ```
+ */
+export interface SnapshotBaseReference {
+  /** The base's `blob_hash`, 64 hex digits: the file found must have exactly this one. */
+  blobHash: string;
+  /** The base's file name as the delta records it. */
+  fileName: string;
+  /** The base's own chain depth plus one (1: the base is a complete file). */
+  chainDepth: number;
+  /** Path of the delta that names this base. */
+  delta: string;
+}
+
+/**
  * A section a reader skipped because it does not know its (optional) type.
  *
  * @example

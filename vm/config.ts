@@ -23,6 +23,7 @@ export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "off";
  * | `gdbPort` | off | 0 (any free port) – 65535 |
  * | `coreDumpDir` | off | a directory path |
  * | `guestBinaryPath` | the path given to `UninitializedSandbox` | a file path |
+ * | `hot` | off | `true`, or `{ idleSpinMs }` (0 – 10000, default 2): see {@linkcode HotOptions} |
  *
  * The total of image, heap, stack and buffers must stay under 1 GiB.
  *
@@ -52,7 +53,9 @@ export interface SandboxConfiguration {
    * the gdb remote protocol. Its first run (guest init, or the first call of a sandbox made from a Call
    * snapshot) waits for gdb to connect and stops at the guest's entry; gdb can also connect later and takes
    * over at the next call or within 50 ms. 0 picks a free port; a log record names it. Linux only (elsewhere
-   * creating the sandbox throws `DebuggerConnectionError`). See docs/DEBUGGING.md.
+   * creating the sandbox throws `DebuggerConnectionError`). A debugged sandbox runs its guest on the calling
+   * thread, where the stub is: `hot` is ignored and `callAsync` blocks while the guest runs. See
+   * docs/DEBUGGING.md.
    */
   gdbPort?: number;
   /**
@@ -67,6 +70,30 @@ export interface SandboxConfiguration {
    * set this for `MultiUseSandbox.fromSnapshot` (or when the guest was given as bytes).
    */
   guestBinaryPath?: string;
+  /**
+   * A hot sandbox: between calls its vCPU stays in the guest, on a thread of its own, polling a mailbox, so
+   * a call costs no VM exit (about 1-2 µs instead of tens). `true` for the default idle spin.
+   */
+  hot?: boolean | HotOptions;
+}
+
+/**
+ * Options of a hot sandbox (`SandboxConfiguration.hot`).
+ *
+ * A hot sandbox's guest polls its mailbox for `idleSpinMs` after its last message, using one CPU core
+ * meanwhile, then parks itself with a VM exit; an idle hot sandbox costs no CPU. The next call after a park
+ * pays one VM entry.
+ *
+ * @example
+ * ```ts
+ * import type { HotOptions } from "./config.ts";
+ * const hot: HotOptions = { idleSpinMs: 5 };
+ * console.log(hot.idleSpinMs);
+ * ```
+ */
+export interface HotOptions {
+  /** How long the guest polls without news before it parks, in ms (default 2, at most 10000). */
+  idleSpinMs?: number;
 }
 
 /** A configuration with every field present and checked. */
@@ -91,6 +118,8 @@ export interface ResolvedConfiguration {
   readonly coreDumpDir: string | undefined;
   /** See {@linkcode SandboxConfiguration}. */
   readonly guestBinaryPath: string | undefined;
+  /** See {@linkcode SandboxConfiguration}: `undefined` for an ordinary sandbox. */
+  readonly hot: Readonly<Required<HotOptions>> | undefined;
 }
 
 const KiB = 1024, MiB = 1024 * 1024;
@@ -106,6 +135,16 @@ export const CONFIG_LIMITS = {
 
 /** Allowed range of `gdbPort` (0: any free port). */
 const GDB_PORT_RANGE = [0, 65535] as const;
+/**
+ * Allowed range and default of `HotOptions.idleSpinMs`: [min, max, default].
+ *
+ * @example
+ * ```ts
+ * import { HOT_IDLE_SPIN_MS } from "./config.ts";
+ * console.log(HOT_IDLE_SPIN_MS[2]); // 2
+ * ```
+ */
+export const HOT_IDLE_SPIN_MS = [0, 10_000, 2] as const;
 
 function pageUp(n: number): number {
   return Math.ceil(n / 4096) * 4096;
@@ -169,5 +208,23 @@ export function resolveConfiguration(config: SandboxConfiguration = {}): Resolve
     }
     out[field] = value;
   }
+  out.hot = resolveHot(config.hot);
   return out as unknown as ResolvedConfiguration;
+}
+
+function resolveHot(hot: unknown): Readonly<Required<HotOptions>> | undefined {
+  if (hot === undefined || hot === false) return undefined;
+  const [min, max, def] = HOT_IDLE_SPIN_MS;
+  if (hot === true) return Object.freeze({ idleSpinMs: def });
+  if (typeof hot !== "object" || hot === null) {
+    throw new TypeError(`SandboxConfiguration.hot must be a boolean or an object, got ${String(hot)}`);
+  }
+  const ms = (hot as HotOptions).idleSpinMs ?? def;
+  if (typeof ms !== "number" || !Number.isFinite(ms)) {
+    throw new TypeError(`SandboxConfiguration.hot.idleSpinMs must be a number, got ${String(ms)}`);
+  }
+  if (ms < min || ms > max) {
+    throw new RangeError(`SandboxConfiguration.hot.idleSpinMs is ${ms}, allowed range is ${min} to ${max}`);
+  }
+  return Object.freeze({ idleSpinMs: ms });
 }

@@ -7,8 +7,9 @@ import { isType } from "./machine/codec.ts";
 import type { Signature, Value, ValueType } from "./types.ts";
 
 /**
- * A host function: called synchronously with the guest's arguments, must return a value of its
- * signature's return type (not a Promise).
+ * A host function: called with the guest's arguments, returns a value of its signature's return type. It
+ * may return a Promise of one only for calls made with `callAsync` (the guest waits until it settles);
+ * `call` cannot wait, and reports a Promise as a `HostFunctionError`.
  *
  * @example
  * ```ts
@@ -17,7 +18,7 @@ import type { Signature, Value, ValueType } from "./types.ts";
  * ```
  */
 // deno-lint-ignore no-explicit-any
-export type HostFunction = (...args: any[]) => Value;
+export type HostFunction = (...args: any[]) => Value | Promise<Value>;
 
 /** A registered host function. */
 export interface HostFunctionEntry {

@@ -6,7 +6,12 @@
 import type { InterruptTarget } from "./backend/backend.ts";
 import { backend } from "./backend/select.ts";
 
-const STATE = 0, CALL_SEQ = 1, KILL_SEQ = 2;
+/**
+ * The shared words: running (1) or idle (0), the call's sequence number, the sequence number of the last
+ * killed call, and the kernel id of the thread that runs the call's vCPU (0: the handle's target's). The
+ * first three are also read by the KVM run thread (`vm/kvm/_run_thread.c`), in this order.
+ */
+const STATE = 0, CALL_SEQ = 1, KILL_SEQ = 2, TID = 3;
 
 /**
  * Stops a running guest call from any thread of this process (a Worker, too): `kill()` ends the call in
@@ -45,7 +50,7 @@ export class InterruptHandle {
    * import { InterruptHandle } from "./interrupt_handle.ts";
    * // self.onmessage = (e) => InterruptHandle.from(e.data).kill();
    * try {
-   *   InterruptHandle.from({});
+   *   InterruptHandle.from({} as never);
    * } catch (e) {
    *   console.log((e as Error).name); // TypeError
    * }
@@ -74,7 +79,11 @@ export class InterruptHandle {
     const a = new Int32Array(this.shared);
     if (Atomics.load(a, STATE) !== 1) return false;
     Atomics.store(a, KILL_SEQ, Atomics.load(a, CALL_SEQ));
-    backend().interrupt(this.target);
+    // A call may run on another thread than the one the handle was made on (`callAsync`, hot sandboxes).
+    const tid = a.length > TID ? Atomics.load(a, TID) : 0;
+    backend().interrupt(tid > 0 && this.target.backend === "kvm" ? { ...this.target, tid } : this.target);
+    // An asynchronous call that is waiting for a host function's Promise learns of the kill here.
+    Atomics.notify(a, KILL_SEQ);
     return true;
   }
 }
@@ -82,12 +91,18 @@ export class InterruptHandle {
 /** The sandbox's side of an interrupt handle. */
 export class CallState {
   /** Shared with every {@linkcode InterruptHandle} of the sandbox. */
-  readonly shared: SharedArrayBuffer = new SharedArrayBuffer(12);
+  readonly shared: SharedArrayBuffer = new SharedArrayBuffer(16);
   readonly #a = new Int32Array(this.shared);
 
-  /** Marks a call as running. */
-  begin(): void {
+  /** The shared words (see `STATE`, `CALL_SEQ`, `KILL_SEQ` above), for a run thread to read. */
+  get words(): Int32Array {
+    return this.#a;
+  }
+
+  /** Marks a call as running; `tid`: the thread that runs it, when not the handle's target. */
+  begin(tid = 0): void {
     Atomics.add(this.#a, CALL_SEQ, 1);
+    Atomics.store(this.#a, TID, tid);
     Atomics.store(this.#a, STATE, 1);
   }
 
@@ -100,5 +115,29 @@ export class CallState {
   killed(): boolean {
     return Atomics.load(this.#a, KILL_SEQ) === Atomics.load(this.#a, CALL_SEQ) &&
       Atomics.load(this.#a, STATE) === 1;
+  }
+
+  /**
+   * Resolves when an interrupt handle kills the current call (or at once if it was killed), with a way to
+   * stop waiting. Used while an asynchronous call waits for a host function's Promise.
+   */
+  whenKilled(): { promise: Promise<void>; cancel(): void } {
+    let stop = false;
+    const promise = (async () => {
+      while (!stop) {
+        // Read the word before checking: a kill in between changes it, and the wait then returns at once.
+        const seq = Atomics.load(this.#a, KILL_SEQ);
+        if (this.killed()) return;
+        const w = Atomics.waitAsync(this.#a, KILL_SEQ, seq);
+        if (w.async) await w.value;
+      }
+    })();
+    return {
+      promise,
+      cancel: () => {
+        stop = true;
+        Atomics.notify(this.#a, KILL_SEQ);
+      },
+    };
   }
 }

@@ -14,6 +14,7 @@ import {
 } from "./machine/abi.ts";
 import { BufferFullError, checkArgs, ProtocolError } from "./machine/codec.ts";
 import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
+import { runAsync, runHot } from "./machine/async_call.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
 import { newGeneration, prefaultImage, writeInfoPage } from "./machine/system_area.ts";
@@ -72,11 +73,15 @@ export interface SandboxState {
 let construct: (vm: GuestVm, state: SandboxState) => MultiUseSandbox;
 
 /**
- * A running sandbox: call guest functions by name, synchronously.
+ * A running sandbox: call guest functions by name, synchronously (`call`) or without blocking the event
+ * loop (`callAsync`, which runs the guest on a thread of its own).
  *
  * Errors that leave guest state undefined (abort, crash, memory access violation, cancellation) poison the
  * sandbox: later calls throw `PoisonedSandboxError`. `GuestError`, `HostFunctionError`,
  * `GuestFunctionNotFoundError` and argument errors do not.
+ *
+ * A hot sandbox (`SandboxConfiguration.hot`) keeps its guest running between calls, polling a mailbox, so
+ * that `call` and `callAsync` cost no VM exit; it parks itself when idle.
  *
  * @example
  * ```ts ignore
@@ -90,6 +95,8 @@ export class MultiUseSandbox {
   #state: SandboxState;
   readonly #logLevel: number;
   #poison: Error | undefined;
+  /** A `callAsync` call is in flight. */
+  #inFlight = false;
 
   /** Use `UninitializedSandbox.evolve()` or `MultiUseSandbox.fromSnapshot()`. */
   private constructor(internal: unknown) {
@@ -97,6 +104,8 @@ export class MultiUseSandbox {
     this.#vm = vm;
     this.#state = state;
     this.#logLevel = LOG_LEVELS.indexOf(state.config.guestLogLevel);
+    // A debugged guest runs on the calling thread, where the gdb stub lives: never hot.
+    if (state.config.hot !== undefined && vm.debugger === undefined) vm.makeHot(state.config.hot.idleSpinMs);
     unclosed.register(this, vm, vm);
   }
 
@@ -138,11 +147,57 @@ export class MultiUseSandbox {
    * ```
    */
   call(name: string, ...args: unknown[]): Value {
+    const { vm, fn, ctx } = this.#request(name, args, "call");
+    try {
+      if (vm.hotIdleTicks !== undefined) runHot(vm, ctx);
+      else vm.run(ctx);
+      return this.#result(vm, fn, ctx);
+    } catch (e) {
+      if (isPoisoning(e)) this.#poison = e as Error;
+      throw e;
+    }
+  }
+
+  /**
+   * Calls a guest function like {@linkcode call}, without blocking the event loop: the guest runs on a
+   * thread of its own (one per sandbox), so many sandboxes run in parallel from one event loop. Host
+   * functions still run on this thread, and may return a Promise, which is awaited before the guest goes
+   * on. Time limits, interrupt handles, poisoning and errors are those of `call`. While the call is in
+   * flight the sandbox refuses other calls, `snapshot`, `restore` and `close` with `SandboxBusyError`.
+   *
+   * @example
+   * ```ts ignore
+   * console.log(await sbx.callAsync("Echo", "hello")); // "hello"
+   * ```
+   */
+  async callAsync(name: string, ...args: unknown[]): Promise<Value> {
+    const { vm, fn, ctx } = this.#request(name, args, "callAsync");
+    this.#inFlight = true;
+    try {
+      // A debugged guest runs on the calling thread, where the gdb stub lives.
+      if (vm.debugger === undefined) await runAsync(vm, ctx);
+      else vm.run(ctx);
+      return this.#result(vm, fn, ctx);
+    } catch (e) {
+      if (isPoisoning(e)) this.#poison = e as Error;
+      throw e;
+    } finally {
+      this.#inFlight = false;
+    }
+  }
+
+  /** Checks that a call may start and writes its request into the input buffer. */
+  #request(
+    name: string,
+    args: unknown[],
+    what: string,
+  ): { vm: GuestVm; fn: GuestFunctionInfo; ctx: RunContext } {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
+    if (this.#inFlight) throw new SandboxBusyError(`${what} ${name}`, "a callAsync call is in flight");
     if (vm.running) {
-      throw new SandboxBusyError(`call ${name}`, "re-entered from one of its host functions");
+      throw new SandboxBusyError(`${what} ${name}`, "re-entered from one of its host functions");
     }
     const fn = this.#state.functions.get(name);
     if (fn === undefined) throw new GuestFunctionNotFoundError(name);
@@ -167,13 +222,7 @@ export class MultiUseSandbox {
       hostFunctions: this.#state.hostFunctions,
       maxExecutionTimeMs: this.#state.config.maxExecutionTimeMs,
     };
-    try {
-      vm.run(ctx);
-      return this.#result(vm, fn, ctx);
-    } catch (e) {
-      if (isPoisoning(e)) this.#poison = e as Error;
-      throw e;
-    }
+    return { vm, fn, ctx };
   }
 
   #result(vm: GuestVm, fn: GuestFunctionInfo, ctx: RunContext): Value {
@@ -262,6 +311,12 @@ export class MultiUseSandbox {
    */
   snapshot(): Snapshot {
     const vm = this.#idleVm("snapshot");
+    // A hot guest is parked first (and stays parked until the next call): memory must not change meanwhile.
+    const failure = vm.park();
+    if (failure !== undefined) {
+      this.#poison = failure;
+      throw new PoisonedSandboxError(failure);
+    }
     // Debugger: the snapshot must not capture breakpoints.
     return vm.debugger === undefined
       ? this.#snapshot(vm)
@@ -299,7 +354,7 @@ export class MultiUseSandbox {
   restore(snapshot: Snapshot): void {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
-    if (vm.running) throw new SandboxBusyError("restore", "called from inside one of its calls");
+    this.#notBusy(vm, "restore");
     // Debugger: breakpoints come out of memory for the restore and go back in afterwards.
     if (vm.debugger === undefined) this.#restore(vm, snapshot);
     else vm.debugger.withoutBreakpoints(() => this.#restore(vm, snapshot));
@@ -308,6 +363,7 @@ export class MultiUseSandbox {
   #restore(vm: GuestVm, snapshot: Snapshot): void {
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
+    vm.park(); // whatever a hot guest did while idle, the restore undoes
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
     vm.resetCpu();
     const incremental = snapshot === this.#state.base && data.entrypoint === "Call" &&
@@ -348,8 +404,13 @@ export class MultiUseSandbox {
     const vm = this.#vm;
     if (vm === undefined) throw new SandboxClosedError();
     if (this.#poison !== undefined) throw new PoisonedSandboxError(this.#poison);
-    if (vm.running) throw new SandboxBusyError(what, "called from inside one of its calls");
+    this.#notBusy(vm, what);
     return vm;
+  }
+
+  #notBusy(vm: GuestVm, what: string): void {
+    if (this.#inFlight) throw new SandboxBusyError(what, "a callAsync call is in flight");
+    if (vm.running) throw new SandboxBusyError(what, "called from inside one of its calls");
   }
 
   /**
@@ -408,7 +469,7 @@ export class MultiUseSandbox {
   close(): void {
     const vm = this.#vm;
     if (vm === undefined) return;
-    if (vm.running) throw new SandboxBusyError("close", "called from inside one of its calls");
+    this.#notBusy(vm, "close");
     this.#vm = undefined;
     unclosed.unregister(vm);
     vm.close();

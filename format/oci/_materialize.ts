@@ -6,13 +6,18 @@
  * @module
  */
 
-import { parseSnapshotConfig, readSnapshotConfig, type SnapshotConfig } from "./config.ts";
-import { OCI_MANIFEST_MEDIA_TYPE } from "./constants.ts";
+import { parseSnapshotConfig, type SnapshotConfig } from "./config.ts";
+import { BLOB_HASH_ANNOTATION, OCI_MANIFEST_MEDIA_TYPE } from "./constants.ts";
 import { sha256Digest } from "./digest.ts";
 import { DigestMismatchError, OciContentError } from "./errors.ts";
 import { type OciDescriptor, type OciManifest, parseSnapshotManifest } from "./manifest.ts";
 import type { PulledLayer, PulledSnapshot, PullProgress } from "./pull.ts";
-import { blobPath, findBlob, storeBlob, storeBytes } from "./_store.ts";
+import { blobPath, findBlob, stageBlob, type StagedBlob, storeBytes } from "./_store.ts";
+import { checkDistinctNames } from "./_chain.ts";
+import { readSnapshotFileInfo, type SnapshotFileInfo } from "./_snapshot_file.ts";
+
+/** Where multi-layer snapshots are linked side by side, under the cache directory. */
+export const CHAINS_DIR = "chains/sha256";
 import { readFileLimited, readStreamLimited } from "./_read.ts";
 
 /** Where blobs come from. */
@@ -108,7 +113,10 @@ export async function fetchConfig(
 
 /**
  * Given a verified manifest (bytes and digest), brings its layers, its config and itself into the cache, in
- * that order.
+ * that order. Layers the cache lacks are staged (downloaded and verified into temporary files) and become
+ * visible only once every layer passed its checks, so a snapshot that fails any check adds no blob to the
+ * cache. A multi-layer snapshot (a delta and its bases) is also linked into a directory of its own, each
+ * base under the file name its delta records, where the loader finds it.
  *
  * @returns Everything but `reference`; `bytesReceived` counts config and layer bytes.
  */
@@ -127,57 +135,167 @@ export async function materialize(
   );
   let received = configBytes;
   const layers: PulledLayer[] = [];
-  for (const [index, descriptor] of manifest.layers.entries()) {
-    // Only single-layer snapshots exist today (parseSnapshotManifest refuses delta layers), so layer 0 is
-    // the whole snapshot the config describes. Delta layers will be checked against their base instead.
-    const validate = index === 0
-      ? (path: string) => checkLayerMatchesConfig(path, descriptor, config)
-      : undefined;
-    const cached = await findBlob(cacheDir, descriptor);
-    if (cached !== null) {
-      await validate?.(cached);
-      layers.push({ descriptor, path: cached, transferred: false });
-      continue;
+  const files: SnapshotFileInfo[] = [];
+  const staged: (StagedBlob | undefined)[] = [];
+  try {
+    for (const [index, descriptor] of manifest.layers.entries()) {
+      const top = index === manifest.layers.length - 1;
+      const validate = async (path: string) => {
+        files[index] = await checkLayer(path, index, descriptor, files[index - 1], top ? config : undefined);
+      };
+      const cached = await findBlob(cacheDir, descriptor);
+      if (cached !== null) {
+        await validate(cached);
+        layers.push({ descriptor, path: cached, transferred: false });
+        staged.push(undefined);
+        continue;
+      }
+      const stream = await source.open(descriptor, "layer");
+      let done = 0;
+      const blob = await stageBlob(cacheDir, descriptor, stream, "layer", {
+        validate,
+        signal: options.signal,
+        readError: source.readError === undefined
+          ? undefined
+          : (error) => source.readError!(descriptor, error),
+        onBytes: (bytes) => {
+          received += bytes;
+          done += bytes;
+          options.onProgress?.({ digest: descriptor.digest, bytes: done, total: descriptor.size });
+        },
+      });
+      staged.push(blob);
+      layers.push({ descriptor, path: blob.path, transferred: true });
     }
-    const stream = await source.open(descriptor, "layer");
-    let done = 0;
-    const path = await storeBlob(cacheDir, descriptor, stream, "layer", {
-      validate,
-      signal: options.signal,
-      readError: source.readError === undefined ? undefined : (error) => source.readError!(descriptor, error),
-      onBytes: (bytes) => {
-        received += bytes;
-        done += bytes;
-        options.onProgress?.({ digest: descriptor.digest, bytes: done, total: descriptor.size });
-      },
-    });
-    layers.push({ descriptor, path, transferred: true });
+    checkDistinctNames(chainNames(layers, files), `manifest ${digest}`);
+    for (const [index, blob] of staged.entries()) {
+      if (blob !== undefined) layers[index].path = await blob.commit();
+    }
+  } catch (error) {
+    for (const blob of staged) await blob?.discard();
+    throw error;
   }
+  const path = layers.length === 1 ? layers[0].path : await linkChain(cacheDir, digest, layers, files);
   // Last, so a manifest in the cache means its whole snapshot is there (what an offline pull by digest needs).
   await keep();
-  return { path: layers[layers.length - 1].path, digest, manifest, config, layers, bytesReceived: received };
+  return { path, digest, manifest, config, layers, bytesReceived: received };
 }
 
 /**
- * The layer must be the snapshot the config describes: same length, header hash and blob hash. This reads
- * only the layer's prefix, and runs every format check on it, so a layer that is not a valid snapshot is
- * never cached.
+ * The file names of a chain's layers side by side, bottom first: each base under the name the layer above
+ * records, the top under its layer digest's hex (a name no delta can record by accident).
  */
-async function checkLayerMatchesConfig(
+function chainNames(layers: readonly PulledLayer[], files: readonly SnapshotFileInfo[]): string[] {
+  const names = files.slice(1).map((f) => f.info.base!.fileName);
+  names.push(`${layers[layers.length - 1].descriptor.digest.slice("sha256:".length)}.hls`);
+  return names;
+}
+
+/**
+ * Links a chain's cached layers into `CACHE/chains/sha256/<manifest hex>/` under {@linkcode chainNames}
+ * (hard links: the same files, so `fromFileCached` recognises them; a copy where links are impossible), and
+ * returns the top's path there. The directory is built under a temporary name and renamed into place, so it
+ * is complete whenever it exists; one left incomplete by hand is rebuilt.
+ */
+async function linkChain(
+  cacheDir: string,
+  manifestDigest: string,
+  layers: readonly PulledLayer[],
+  files: readonly SnapshotFileInfo[],
+): Promise<string> {
+  const names = chainNames(layers, files);
+  const parent = `${cacheDir}/${CHAINS_DIR}`;
+  const final = `${parent}/${manifestDigest.slice("sha256:".length)}`;
+  const top = `${final}/${names[names.length - 1]}`;
+  const complete = async (dir: string) => {
+    for (const [i, name] of names.entries()) {
+      try {
+        const info = await Deno.stat(`${dir}/${name}`);
+        if (!info.isFile || info.size !== layers[i].descriptor.size) return false;
+      } catch {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (await complete(final)) return top;
+  await Deno.mkdir(parent, { recursive: true });
+  const temp = `${parent}/.${manifestDigest.slice(7, 23)}.${crypto.randomUUID().slice(0, 8)}.partial`;
+  await Deno.mkdir(temp);
+  try {
+    for (const [i, name] of names.entries()) {
+      try {
+        await Deno.link(layers[i].path, `${temp}/${name}`);
+      } catch {
+        await Deno.copyFile(layers[i].path, `${temp}/${name}`);
+      }
+    }
+    await Deno.remove(final, { recursive: true }).catch(() => {});
+    try {
+      await Deno.rename(temp, final);
+    } catch (error) {
+      // Another process put a complete directory in place meanwhile: use it.
+      if (!(await complete(final))) throw error;
+    }
+  } finally {
+    await Deno.remove(temp, { recursive: true }).catch(() => {});
+  }
+  return top;
+}
+
+/**
+ * Checks one layer's file from its prefix (every `.hls` check runs): its blob-hash annotation, when present,
+ * is its `blob_hash`; layer 0 is a complete snapshot; layer i > 0 is a delta of chain depth i over the layer
+ * below (recorded base `blob_hash`, same memory size); the top layer is the snapshot the config describes
+ * (same length, header hash and blob hash). So a layer that is not a valid snapshot, or a chain that would
+ * not load, is never cached.
+ */
+async function checkLayer(
   path: string,
+  index: number,
   descriptor: OciDescriptor,
-  config: SnapshotConfig,
-): Promise<void> {
-  const actual = await readSnapshotConfig(path);
-  for (const field of ["fileSize", "headerHash", "blobHash"] as const) {
-    if (actual[field] !== config[field]) {
-      throw new OciContentError(
-        "InvalidField",
-        "config",
-        field,
-        config[field],
-        `${actual[field]}, the value of layer ${descriptor.digest}`,
+  below: SnapshotFileInfo | undefined,
+  config: SnapshotConfig | undefined,
+): Promise<SnapshotFileInfo> {
+  const file = await readSnapshotFileInfo(path);
+  const what = `layer ${descriptor.digest}`;
+  const bad = (field: string, found: unknown, expected: string): never => {
+    throw new OciContentError("InvalidField", what, field, found, expected);
+  };
+  const annotated = descriptor.annotations?.[BLOB_HASH_ANNOTATION];
+  if (annotated !== undefined && annotated !== file.info.blobHash) {
+    bad(`annotations["${BLOB_HASH_ANNOTATION}"]`, annotated, `${file.info.blobHash}, the layer's blob_hash`);
+  }
+  const base = file.info.base;
+  if (below === undefined) {
+    if (base !== null) bad("base", base.blobHash, "none: layer 0 must be a complete snapshot, not a delta");
+  } else if (base === null) {
+    bad("base", null, `the blob_hash of layer ${index - 1} (${below.info.blobHash}): a delta over it`);
+  } else {
+    if (base.blobHash !== below.info.blobHash) {
+      bad("base.blob_hash", base.blobHash, `${below.info.blobHash}, the blob_hash of layer ${index - 1}`);
+    }
+    if (base.chainDepth !== index) bad("base.chain_depth", base.chainDepth, `${index}, the layer's index`);
+    if (file.config.header.memory_size !== below.config.header.memory_size) {
+      bad(
+        "memory_size",
+        file.config.header.memory_size,
+        `${below.config.header.memory_size}, layer ${index - 1}'s`,
       );
     }
   }
+  if (config !== undefined) {
+    for (const field of ["fileSize", "headerHash", "blobHash"] as const) {
+      if (file.config[field] !== config[field]) {
+        throw new OciContentError(
+          "InvalidField",
+          "config",
+          field,
+          config[field],
+          `${file.config[field]}, the value of layer ${descriptor.digest}`,
+        );
+      }
+    }
+  }
+  return file;
 }

@@ -56,6 +56,16 @@ export interface StoreOptions {
   signal?: AbortSignal;
 }
 
+/** A blob written and verified into a temporary file next to its final name, not yet visible. */
+export interface StagedBlob {
+  /** The temporary file (complete, digest-verified, fsynced, read-only). */
+  readonly path: string;
+  /** Renames it into place; returns the final path. */
+  commit(): Promise<string>;
+  /** Removes it (harmless after `commit`). */
+  discard(): Promise<void>;
+}
+
 /**
  * Streams a blob into `ROOT/blobs/sha256/<hex>`, verifying its size and digest.
  *
@@ -75,6 +85,26 @@ export async function storeBlob(
   what: string,
   options: StoreOptions = {},
 ): Promise<string> {
+  const staged = await stageBlob(root, descriptor, source, what, options);
+  try {
+    return await staged.commit();
+  } catch (error) {
+    await staged.discard();
+    throw error;
+  }
+}
+
+/**
+ * Like {@linkcode storeBlob}, but leaves the verified blob in a temporary file until `commit()`, so several
+ * blobs that must be checked together (a delta and its base) become visible only when all of them passed.
+ */
+export async function stageBlob(
+  root: string,
+  descriptor: OciDescriptor,
+  source: ReadableStream<Uint8Array> | null,
+  what: string,
+  options: StoreOptions = {},
+): Promise<StagedBlob> {
   const final = blobPath(root, descriptor.digest);
   const dir = final.slice(0, final.lastIndexOf("/"));
   await Deno.mkdir(dir, { recursive: true });
@@ -133,14 +163,24 @@ export async function storeBlob(
     open = false;
     await options.validate?.(temp);
     await Deno.chmod(temp, 0o444).catch(() => {}); // not supported everywhere (Windows); only a safeguard
-    await Deno.rename(temp, final);
-    return final;
   } catch (error) {
     await reader?.cancel().catch(() => {});
     if (open) file.close();
     await Deno.remove(temp).catch(() => {});
     throw error;
   }
+  let committed = false;
+  return {
+    path: temp,
+    async commit() {
+      await Deno.rename(temp, final);
+      committed = true;
+      return final;
+    },
+    async discard() {
+      if (!committed) await Deno.remove(temp).catch(() => {});
+    },
+  };
 }
 
 /**

@@ -2,12 +2,15 @@
  * Where pulled snapshots are kept: a content-addressed directory, by default under Deno's cache directory.
  *
  * ```
- * CACHE/blobs/sha256/<hex>   manifests, configs and snapshot layers, named by their SHA-256, read-only
+ * CACHE/blobs/sha256/<hex>                  manifests, configs and snapshot layers, named by their SHA-256, read-only
+ * CACHE/chains/sha256/<manifest hex>/       a delta's layers side by side (hard links to the blobs): each base
+ *                                           under the file name the delta above it records, the top as <hex>.hls
  * ```
  *
- * A snapshot layer is a complete `.hls` file, so its cache path is what `Snapshot.fromFile` or
- * `Snapshot.fromFileCached` opens: the path never changes for the same content, which is what lets
- * `fromFileCached` reuse a verified load across pulls. Blobs are written to a temporary file, verified
+ * A snapshot layer is a whole `.hls` file, so its cache path is what `Snapshot.fromFile` or
+ * `Snapshot.fromFileCached` opens (for a delta, its link in the chain directory, where the loader finds the
+ * bases next to it): the path never changes for the same content, which is what lets `fromFileCached` reuse
+ * a verified load across pulls. Blobs are written to a temporary file, verified
  * (length and SHA-256), fsynced, and renamed into place, so a file that exists is complete; concurrent pulls
  * of the same snapshot are safe. Nothing is ever modified in place (loaded snapshots map the file).
  *

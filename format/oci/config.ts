@@ -9,13 +9,10 @@
 
 import { HEADER_FIELDS, type HeaderFieldName } from "../header.ts";
 import { MAX_HOST_FUNCTIONS } from "../constants.ts";
-import { inspectSnapshot, type SnapshotInspection } from "../inspect.ts";
-import { snapshotPrefixLength } from "../hls.ts";
-import { Arch, Hypervisor } from "../tags.ts";
-import { HEADER_OFFSET, HOST_FUNCS_OFFSET } from "../constants.ts";
 import { OciContentError } from "./errors.ts";
 import { MAX_CONFIG_SIZE, MAX_SNAPSHOT_LAYER_SIZE } from "./constants.ts";
 import { parseJsonObject } from "./_json.ts";
+import { readSnapshotFileInfo } from "./_snapshot_file.ts";
 
 /**
  * What the config blob holds: the host-independent part of a `SnapshotInspection` plus the file length.
@@ -57,23 +54,6 @@ export interface SnapshotConfig {
   fileSize: number;
 }
 
-/** Builds the config from an inspection of the snapshot file and its length. */
-function snapshotConfigFromInspection(info: SnapshotInspection, fileSize: number): SnapshotConfig {
-  return {
-    formatVersion: info.formatVersion,
-    abiVersion: info.abiVersion,
-    arch: info.arch,
-    hypervisor: info.hypervisor,
-    entrypoint: info.entrypoint,
-    header: { ...info.header },
-    sregs: info.sregs,
-    hostFunctions: [...info.hostFunctions],
-    headerHash: info.headerHash,
-    blobHash: info.blobHash,
-    fileSize,
-  };
-}
-
 /**
  * Reads a snapshot file's prefix (never its blob), runs every check of `inspectSnapshot` on it and builds
  * its config. The file is judged against snapvm's own arch and hypervisor with the file's ABI version, so
@@ -94,29 +74,7 @@ function snapshotConfigFromInspection(info: SnapshotInspection, fileSize: number
  * ```
  */
 export async function readSnapshotConfig(path: string | URL): Promise<SnapshotConfig> {
-  using file = await Deno.open(path, { read: true });
-  const size = (await file.stat()).size;
-  const head = await readAt(file, Math.min(size, HOST_FUNCS_OFFSET));
-  const prefix = head.byteLength < HOST_FUNCS_OFFSET ? head : await readAt(file, snapshotPrefixLength(head));
-  const abiIndex = HEADER_FIELDS.findIndex(([name]) => name === "abi_version");
-  const abiVersion = prefix.byteLength >= HOST_FUNCS_OFFSET
-    ? Number(new DataView(prefix.buffer, prefix.byteOffset).getBigUint64(HEADER_OFFSET + 8 * abiIndex, true))
-    : 0;
-  const info = inspectSnapshot(prefix, size, { arch: Arch.X86_64, hypervisor: Hypervisor.KVM, abiVersion });
-  return snapshotConfigFromInspection(info, size);
-}
-
-/** Reads up to `length` bytes from offset 0 (fewer only at end of file). */
-async function readAt(file: Deno.FsFile, length: number): Promise<Uint8Array> {
-  await file.seek(0, Deno.SeekMode.Start);
-  const bytes = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const n = await file.read(bytes.subarray(filled));
-    if (n === null) break;
-    filled += n;
-  }
-  return bytes.subarray(0, filled);
+  return (await readSnapshotFileInfo(path)).config;
 }
 
 /**

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { MAX_MEMORY_OFFSET, MAX_MEMORY_SIZE, TRAILING_GUARD_SIZE } from "../constants.ts";
+import { MAX_DELTA_CHAIN, MAX_MEMORY_OFFSET, MAX_MEMORY_SIZE, TRAILING_GUARD_SIZE } from "../constants.ts";
 
 /**
  * Media type of an OCI image manifest (the only manifest kind snapvm writes or reads).
@@ -45,8 +45,8 @@ export const OCI_INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json";
 export const SNAPSHOT_CONFIG_MEDIA_TYPE = "application/vnd.snapvm.snapshot.config.v1+json";
 
 /**
- * Media type of a layer that is a whole `.hls` snapshot file, byte for byte (the first layer of every
- * snapvm manifest). The `v1` is the version of this artifact layout, not of the `.hls` format: the config's
+ * Media type of a layer that is a whole, complete `.hls` snapshot file, byte for byte (the first layer of
+ * every snapvm manifest). The `v1` is the version of this artifact layout, not of the `.hls` format: the config's
  * `formatVersion` says which `.hls` version the file is.
  *
  * @example
@@ -59,9 +59,10 @@ export const SNAPSHOT_CONFIG_MEDIA_TYPE = "application/vnd.snapvm.snapshot.confi
 export const SNAPSHOT_LAYER_MEDIA_TYPE = "application/vnd.snapvm.snapshot.v1.hls";
 
 /**
- * Reserved media type of an incremental snapshot layer: a delta file that names its base by blob hash and is
- * stacked, in order, on the layers before it. Not produced yet; a manifest holding one is refused on pull
- * with an `OciContentError` of kind `UnsupportedMediaType` until snapvm can load deltas.
+ * Media type of a delta layer: a whole `.hls` delta file, byte for byte (a version-2 file with a BASE
+ * section), stacked on the layer before it in the manifest. Layer 0 of a manifest is always a complete
+ * snapshot (`SNAPSHOT_LAYER_MEDIA_TYPE`); every later layer is a delta whose recorded base `blob_hash` is the
+ * layer below's, with a chain depth equal to its index.
  *
  * @example
  * ```ts
@@ -147,16 +148,17 @@ export const MAX_INDEX_SIZE = 4 * 1024 * 1024;
 export const MAX_SNAPSHOT_LAYER_SIZE: number = MAX_MEMORY_OFFSET + MAX_MEMORY_SIZE + TRAILING_GUARD_SIZE;
 
 /**
- * Most layers a snapvm manifest may have: one base snapshot plus up to 63 future delta layers.
+ * Most layers a snapvm manifest may have: one complete snapshot plus a delta per level of the deepest chain
+ * a loader accepts (`MAX_DELTA_CHAIN`).
  *
  * @example
  * ```ts
  * import { MAX_LAYERS } from "./constants.ts";
  *
- * console.log(MAX_LAYERS); // 64
+ * console.log(MAX_LAYERS); // 9
  * ```
  */
-export const MAX_LAYERS = 64;
+export const MAX_LAYERS: number = 1 + MAX_DELTA_CHAIN;
 
 /**
  * Largest error body or token-server response read from a registry: 1 MiB. Longer ones are cut (error

@@ -21,7 +21,12 @@ import {
 import type { SnapshotConfig } from "./config.ts";
 import { defaultCacheDir } from "./cache.ts";
 import { DigestMismatchError, OciContentError, OciLayoutError, OciReferenceError } from "./errors.ts";
-import { buildSnapshotArtifact, type OciDescriptor, type OciManifest } from "./manifest.ts";
+import {
+  type ArtifactOptions,
+  buildSnapshotArtifact,
+  type OciDescriptor,
+  type OciManifest,
+} from "./manifest.ts";
 import type { PulledSnapshot, PullOptions } from "./pull.ts";
 import { isSha256Digest, isValidTag } from "./reference.ts";
 import { sha256Digest } from "./digest.ts";
@@ -76,16 +81,19 @@ export type ImportOptions = Pick<PullOptions, "cacheDir" | "onProgress" | "signa
 
 /**
  * Writes a snapshot file into an OCI image-layout directory under a tag, creating the directory if needed.
- * Other tags already in the layout are kept; an existing entry with the same tag is replaced. The layer is
- * copied with its SHA-256 verified against the digest computed before (a file changed meanwhile fails).
+ * Other tags already in the layout are kept; an existing entry with the same tag is replaced. Layers are
+ * copied with their SHA-256 verified against the digest computed before (a file changed meanwhile fails);
+ * a blob the layout already holds is not copied again. A delta is exported with its chain of bases, as
+ * `pushSnapshotFile` pushes it.
  *
  * @param path The `.hls` file.
  * @param dir The layout directory.
  * @param tag The tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+ * @param options Where a delta's bases are.
  * @returns The manifest digest and contents.
  * @throws {OciReferenceError} For an invalid tag.
  * @throws {OciLayoutError} When `dir` holds a layout of another version.
- * @throws {SnapshotFormatError} When the file is not a valid snapshot.
+ * @throws {SnapshotFormatError} When the file is not a valid snapshot, or a delta's base is missing or wrong.
  * @throws {OciContentError} When an existing `index.json` is malformed.
  *
  * @example
@@ -95,9 +103,14 @@ export type ImportOptions = Pick<PullOptions, "cacheDir" | "onProgress" | "signa
  * const { digest } = await exportOciLayout("guest.hls", "./guest-layout", "v1");
  * ```
  */
-export async function exportOciLayout(path: string, dir: string, tag: string): Promise<ExportResult> {
+export async function exportOciLayout(
+  path: string | URL,
+  dir: string,
+  tag: string,
+  options: ArtifactOptions = {},
+): Promise<ExportResult> {
   if (!isValidTag(tag)) throw new OciReferenceError(tag, "the tag is not [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
-  const artifact = await buildSnapshotArtifact(path);
+  const artifact = await buildSnapshotArtifact(path, options);
   await Deno.mkdir(dir, { recursive: true });
   const existing = await readLayoutVersion(dir);
   if (existing === null) {

@@ -13,9 +13,10 @@
  * }
  * ```
  *
- * Layer 0 is always a whole `.hls` file. Incremental snapshots will append delta layers
- * (`SNAPSHOT_DELTA_LAYER_MEDIA_TYPE`), each naming the layer below it by blob hash, so a base pushed once
- * is shared by every delta on top of it; the config then describes the top (resulting) snapshot.
+ * Layer 0 is always a complete `.hls` file. A delta file (an incremental snapshot) is pushed with its chain:
+ * the complete base first, then each delta (`SNAPSHOT_DELTA_LAYER_MEDIA_TYPE`) in order, each naming the
+ * layer below it by blob hash, so a base pushed once is stored once and shared by every delta on top of it.
+ * The config describes the top (resulting) snapshot.
  *
  * @module
  */
@@ -33,10 +34,12 @@ import {
   SNAPSHOT_DELTA_LAYER_MEDIA_TYPE,
   SNAPSHOT_LAYER_MEDIA_TYPE,
 } from "./constants.ts";
-import { encodeSnapshotConfig, readSnapshotConfig, type SnapshotConfig } from "./config.ts";
+import type { SnapshotBaseReference } from "../sections.ts";
+import { encodeSnapshotConfig, type SnapshotConfig } from "./config.ts";
 import { digestFile, sha256Digest } from "./digest.ts";
 import { parseAnnotations, parseDescriptor } from "./_descriptor.ts";
 import { parseJsonObject } from "./_json.ts";
+import { resolveChain } from "./_chain.ts";
 
 /**
  * An OCI content descriptor: what a manifest or index says about a blob.
@@ -80,7 +83,7 @@ export interface OciManifest {
   mediaType: typeof OCI_MANIFEST_MEDIA_TYPE;
   /** The snapvm config blob. */
   config: OciDescriptor;
-  /** Layer 0: the `.hls` file; later layers (future): deltas on top of it. */
+  /** Layer 0: a complete `.hls` file; later layers: deltas stacked on it in order. */
   layers: OciDescriptor[];
   /** Manifest annotations, when any. */
   annotations?: Record<string, string>;
@@ -173,13 +176,38 @@ export function encodeManifest(manifest: OciManifest): Uint8Array {
 }
 
 /**
+ * Options of {@linkcode buildSnapshotArtifact}, and of pushing or exporting a file.
+ *
+ * @example
+ * ```ts
+ * import type { ArtifactOptions } from "./manifest.ts";
+ *
+ * const options: ArtifactOptions = { resolveBase: (base) => `/srv/snapshots/${base.fileName}` };
+ * console.log(typeof options.resolveBase);
+ * ```
+ */
+export interface ArtifactOptions {
+  /**
+   * Where a delta's base is, as for loading: a path (or `file:` URL), or `undefined` for the default, the
+   * base's recorded file name next to the delta. The file found must have the recorded `blob_hash`.
+   */
+  resolveBase?: (base: SnapshotBaseReference) => string | URL | undefined;
+}
+
+/**
  * Reads a snapshot file and builds its artifact: config from the file's prefix (every format check runs),
- * SHA-256 of the whole file streamed in 1 MiB chunks, and the manifest over both.
+ * SHA-256 of the whole file streamed in 1 MiB chunks, and the manifest over both. For a delta, its chain of
+ * bases is found as the loader finds it (next to the delta, or by `options.resolveBase`), each base checked
+ * against the `blob_hash` and chain depth its delta records, and every file of the chain becomes a layer,
+ * the complete file first.
  *
  * @param path The `.hls` file.
- * @returns The artifact, with a single layer (the file).
- * @throws {SnapshotFormatError} When the file is not a valid snapshot.
- * @throws {OciContentError} `SizeMismatch` when the file changed length while it was read.
+ * @param options Where a delta's bases are.
+ * @returns The artifact: one layer for a complete file, 1 + chain depth layers for a delta.
+ * @throws {SnapshotFormatError} When a file is not a valid snapshot, or a delta's base is missing
+ *   (`BaseNotFound`) or not the recorded one (`BaseMismatch`).
+ * @throws {OciContentError} `SizeMismatch` when a file changed length while it was read; `InvalidField` when
+ *   two deltas of the chain record the same base file name.
  *
  * @example
  * ```ts ignore
@@ -189,25 +217,33 @@ export function encodeManifest(manifest: OciManifest): Uint8Array {
  * console.log(artifact.manifestDigest);
  * ```
  */
-export async function buildSnapshotArtifact(path: string): Promise<SnapshotArtifact> {
-  const config = await readSnapshotConfig(path);
-  const { digest, size } = await digestFile(path);
-  if (size !== config.fileSize) {
-    throw new OciContentError(
-      "SizeMismatch",
-      `snapshot file ${path}`,
-      "",
-      `${size} bytes`,
-      `${config.fileSize} bytes (the file changed while it was read)`,
-    );
+export async function buildSnapshotArtifact(
+  path: string | URL,
+  options: ArtifactOptions = {},
+): Promise<SnapshotArtifact> {
+  const chain = await resolveChain(path, options.resolveBase);
+  const layers: SnapshotLayer[] = [];
+  for (const [index, file] of chain.entries()) {
+    const { digest, size } = await digestFile(file.path);
+    if (size !== file.config.fileSize) {
+      throw new OciContentError(
+        "SizeMismatch",
+        `snapshot file ${file.path}`,
+        "",
+        `${size} bytes`,
+        `${file.config.fileSize} bytes (the file changed while it was read)`,
+      );
+    }
+    const descriptor: OciDescriptor = {
+      mediaType: index === 0 ? SNAPSHOT_LAYER_MEDIA_TYPE : SNAPSHOT_DELTA_LAYER_MEDIA_TYPE,
+      digest,
+      size,
+      annotations: { [BLOB_HASH_ANNOTATION]: file.config.blobHash },
+    };
+    layers.push({ descriptor, path: file.path });
   }
+  const config = chain[chain.length - 1].config;
   const configBytes = encodeSnapshotConfig(config);
-  const layer: OciDescriptor = {
-    mediaType: SNAPSHOT_LAYER_MEDIA_TYPE,
-    digest,
-    size,
-    annotations: { [BLOB_HASH_ANNOTATION]: config.blobHash },
-  };
   const manifest: OciManifest = {
     schemaVersion: 2,
     mediaType: OCI_MANIFEST_MEDIA_TYPE,
@@ -216,7 +252,7 @@ export async function buildSnapshotArtifact(path: string): Promise<SnapshotArtif
       digest: sha256Digest(configBytes),
       size: configBytes.byteLength,
     },
-    layers: [layer],
+    layers: layers.map((l) => l.descriptor),
   };
   const manifestBytes = encodeManifest(manifest);
   return {
@@ -225,15 +261,15 @@ export async function buildSnapshotArtifact(path: string): Promise<SnapshotArtif
     manifestDigest: sha256Digest(manifestBytes),
     config,
     configBytes,
-    layers: [{ descriptor: layer, path }],
+    layers,
   };
 }
 
 /**
  * Parses and validates a manifest received from a registry or a layout: an OCI image manifest (not an
  * index), schema version 2, the snapvm config media type with a size within `MAX_CONFIG_SIZE`, and 1 to
- * `MAX_LAYERS` layers of which the first is a whole snapshot within `MAX_SNAPSHOT_LAYER_SIZE`. Delta layers
- * and unknown layer types are refused.
+ * `MAX_LAYERS` layers within `MAX_SNAPSHOT_LAYER_SIZE` each, of which the first is a complete snapshot and
+ * every later one a delta. Unknown layer types are refused.
  *
  * @param bytes The manifest (at most `MAX_MANIFEST_SIZE` bytes).
  * @returns The manifest, holding only the known fields.
@@ -319,14 +355,13 @@ export function parseSnapshotManifest(bytes: Uint8Array): OciManifest {
   return manifest;
 }
 
-/** Layer 0 must be a whole snapshot; delta layers are reserved for a later snapvm. */
+/** Layer 0 must be a complete snapshot, every later layer a delta over the one below. */
 function checkLayerType(mediaType: string, index: number): void {
-  if (index === 0 && mediaType === SNAPSHOT_LAYER_MEDIA_TYPE) return;
+  const wanted = index === 0 ? SNAPSHOT_LAYER_MEDIA_TYPE : SNAPSHOT_DELTA_LAYER_MEDIA_TYPE;
+  if (mediaType === wanted) return;
   const expected = index === 0
     ? `${SNAPSHOT_LAYER_MEDIA_TYPE} (the base snapshot)`
-    : mediaType === SNAPSHOT_DELTA_LAYER_MEDIA_TYPE
-    ? "a single snapshot layer: incremental (delta) layers are not supported by this snapvm version"
-    : "a single snapshot layer";
+    : `${SNAPSHOT_DELTA_LAYER_MEDIA_TYPE} (a delta over layer ${index - 1})`;
   throw new OciContentError(
     "UnsupportedMediaType",
     "manifest",

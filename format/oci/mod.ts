@@ -3,9 +3,11 @@
  *
  * A snapshot is an OCI image manifest whose config blob (`application/vnd.snapvm.snapshot.config.v1+json`)
  * holds the header fields, hashes and host functions as JSON, and whose layer
- * (`application/vnd.snapvm.snapshot.v1.hls`) is the `.hls` file itself. Pulled snapshots land in a local
- * content-addressed cache, so a snapshot is never downloaded twice, and its cached path can be loaded with
- * `Snapshot.fromFileCached`.
+ * (`application/vnd.snapvm.snapshot.v1.hls`) is the `.hls` file itself. A delta file is pushed with its
+ * chain: the complete base first, then each delta (`application/vnd.snapvm.snapshot.delta.v1`), so a base
+ * the registry holds is not sent again. Pulled snapshots land in a local content-addressed cache (a delta
+ * with its bases beside it), so a snapshot is never downloaded twice, and its cached path can be loaded with
+ * `Snapshot.fromFileCached` (or pull and load in one step with `Snapshot.pull`).
  *
  * @example Parse a reference
  * ```ts
@@ -23,6 +25,15 @@
  * const pushed = await pushSnapshotFile("guest.hls", "127.0.0.1:5000/team/guest:v1");
  * const pulled = await pullSnapshotFile(pushed.reference); // by digest: exactly those bytes
  * const snap = Snapshot.fromFileCached(pulled.path);
+ * ```
+ *
+ * @example Push a delta over a pushed base: only the delta is sent
+ * ```ts ignore
+ * import { pushSnapshotFile } from "./mod.ts";
+ *
+ * await pushSnapshotFile("base.hls", "127.0.0.1:5000/team/guest:base");
+ * const pushed = await pushSnapshotFile("step2.hls", "127.0.0.1:5000/team/guest:v2"); // base.hls next to it
+ * console.log(pushed.blobs.map((b) => b.outcome)); // ["exists", "uploaded", "uploaded"]
  * ```
  *
  * @module

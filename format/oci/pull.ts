@@ -4,8 +4,9 @@
  * The manifest is fetched (by tag, or by digest, in which case a cached manifest means no network at all),
  * checked (an OCI image manifest with the snapvm config type, sizes within limits), then the config and each
  * layer the cache lacks are streamed in, their length and SHA-256 verified before anything is kept. A layer
- * already in the cache is never downloaded again. The result's `path` is a complete `.hls` file in the
- * cache: load it with `Snapshot.fromFileCached(path)`.
+ * already in the cache is never downloaded again. The result's `path` is an `.hls` file in the cache (for a
+ * delta, with its bases beside it): load it with `Snapshot.fromFileCached(path)`, or pull and load in one
+ * step with `Snapshot.pull`.
  *
  * @module
  */
@@ -54,7 +55,11 @@ export interface PulledLayer {
  * ```
  */
 export interface PulledSnapshot {
-  /** The `.hls` file to load, inside the cache. Read-only; never modified in place. */
+  /**
+   * The `.hls` file to load, inside the cache. Read-only; never modified in place. For a complete snapshot
+   * this is its layer blob; for a delta, its link in the snapshot's chain directory, next to links of its
+   * bases under the names it records, so a plain `Snapshot.fromFile(path)` finds them.
+   */
   path: string;
   /** The snapshot by digest: `registry/repository@sha256:…` (or `dir@sha256:…` for an image layout). */
   reference: string;

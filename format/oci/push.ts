@@ -16,6 +16,7 @@ import { DEFAULT_CHUNK_SIZE, MAX_UPLOAD_RETRIES, OCI_MANIFEST_MEDIA_TYPE } from 
 import type { SnapshotConfig } from "./config.ts";
 import { DigestMismatchError, OciContentError, RegistryConnectionError, RegistryError } from "./errors.ts";
 import {
+  type ArtifactOptions,
   buildSnapshotArtifact,
   type OciDescriptor,
   type OciManifest,
@@ -62,7 +63,7 @@ export interface PushProgress {
  * console.log(options.chunkSize);
  * ```
  */
-export interface PushOptions extends RegistryOptions {
+export interface PushOptions extends RegistryOptions, ArtifactOptions {
   /** Bytes per upload request, 4 KiB to 256 MiB. Default `DEFAULT_CHUNK_SIZE` (8 MiB). */
   chunkSize?: number;
   /** Another repository of the same registry to mount blobs from when it has them (cross-repository mount). */
@@ -129,12 +130,16 @@ export interface PushResult {
  * whoever loads it), builds its manifest and config, uploads what the registry lacks, and tags it.
  * Pushing the same file twice sends only the manifest the second time, and yields the same digest.
  *
+ * A delta file is pushed with its chain of bases (found next to it, or by `options.resolveBase`), the
+ * complete file as layer 0 and each delta stacked on it: a base the repository already has (or that
+ * `mountFrom` has) is not sent again, so pushing a delta over a pushed base sends only the delta's bytes.
+ *
  * @param path The `.hls` file.
  * @param reference Where to push: `host[:port]/repository[:tag]` (tag `latest` when absent). A reference with
  *   a digest must match the snapshot's manifest digest.
  * @param options Credentials, transport, chunk size, mount source, progress and cancellation.
  * @returns The digest reference and what was sent.
- * @throws {SnapshotFormatError} When the file is not a valid snapshot.
+ * @throws {SnapshotFormatError} When the file is not a valid snapshot, or a delta's base is missing or wrong.
  * @throws {OciReferenceError} For a malformed reference.
  * @throws {RegistryError} / {@linkcode RegistryAuthError} / {@linkcode RegistryConnectionError} /
  *   {@linkcode InsecureRegistryError} From the registry exchange.
@@ -149,7 +154,7 @@ export interface PushResult {
  * ```
  */
 export async function pushSnapshotFile(
-  path: string,
+  path: string | URL,
   reference: string | OciReference,
   options: PushOptions = {},
 ): Promise<PushResult> {
@@ -160,14 +165,14 @@ export async function pushSnapshotFile(
       `chunkSize is ${chunkSize}, expected an integer in ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE}`,
     );
   }
-  const artifact = await buildSnapshotArtifact(path);
+  const artifact = await buildSnapshotArtifact(path, options);
   if (ref.digest !== undefined && ref.digest !== artifact.manifestDigest) {
     throw new DigestMismatchError(`manifest of ${path}`, ref.digest, artifact.manifestDigest);
   }
   return await pushArtifact(artifact, ref, { ...options, chunkSize });
 }
 
-/** Pushes a built artifact (also the entry point for future multi-layer artifacts). */
+/** Pushes a built artifact: its layers bottom first, then the config and the manifest. */
 async function pushArtifact(
   artifact: SnapshotArtifact,
   ref: OciReference,

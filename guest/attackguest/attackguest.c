@@ -306,6 +306,31 @@ static int32_t escalated(const sv_value *a, uint32_t n, sv_value *r) {
   return SV_OK;
 }
 
+/* ---- the mailbox (hot sandboxes) ---- */
+
+/*
+ * ForgeMailbox(string s, u32 delta, u32 kind, u32 input_size): posts a message of its own in the mailbox
+ * (the 128 bytes below the input buffer, docs/ABI.md "Hot mode"): kind `kind`, guest_seq advanced by
+ * `delta`; for kind 1 (a result) it first writes a valid void result into the output buffer (which follows
+ * the input buffer, `input_size` bytes long). Then it spins forever without reading the mailbox again or
+ * parking, as a hostile hot guest could. `s` only locates the input buffer (requests are smaller than a
+ * page, and the buffer is page aligned).
+ */
+static int32_t forge_mailbox(const sv_value *a, uint32_t n, sv_value *r) {
+  (void)n, (void)r;
+  uintptr_t in = (uintptr_t)a[0].str.ptr & ~(uintptr_t)0xfff;
+  volatile uint32_t *guest_seq = (volatile uint32_t *)(in - 128 + 64), *kind = guest_seq + 1;
+  if (a[2].u32 == 1) {
+    volatile uint8_t *out = (volatile uint8_t *)(in + a[3].u32);
+    out[0] = out[1] = out[2] = out[3] = 0; /* status ok */
+    out[4] = 0;                            /* void */
+  }
+  *kind = a[2].u32;
+  __atomic_store_n(guest_seq, *guest_seq + a[1].u32, __ATOMIC_RELEASE);
+  for (;;) __asm__ volatile("pause");
+  return SV_OK;
+}
+
 #define REG(name, ret, fn, ...)                                               \
   do {                                                                        \
     static const sv_type params_[] = {__VA_ARGS__};                           \
@@ -347,4 +372,5 @@ void guest_main(void) {
   REG("SumPages", SV_U64, sum_pages, SV_U64, SV_U32);
   REG("Echo", SV_STRING, echo, SV_STRING);
   REG("BufferByte", SV_U32, buffer_byte, SV_U32, SV_U32);
+  REG("ForgeMailbox", SV_VOID, forge_mailbox, SV_STRING, SV_U32, SV_U32, SV_U32);
 }

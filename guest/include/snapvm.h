@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 /* Must equal the host's ABI_VERSION (docs/ABI.md); the runtime refuses to start on a mismatch. */
-#define SNAPVM_ABI_VERSION 3
+#define SNAPVM_ABI_VERSION 4
 
 /* Value types; the numbers are the ABI's wire tags. */
 typedef enum sv_type {

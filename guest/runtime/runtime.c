@@ -251,7 +251,7 @@ static bool check_boot(uint32_t version) {
   }
   uint64_t heap_end = sv_rt.heap_base + sv_rt.heap_size;
   if (heap_end < sv_rt.heap_base || sv_rt.heap_base < (uint64_t)__image_end ||
-      heap_end > (uint64_t)sv_rt.in - SV_CTX_SIZE) {
+      heap_end > (uint64_t)sv_rt.in - SV_MAILBOX_SIZE - SV_CTX_SIZE) {
     sv_error(SV_ERR_GUEST, "boot record: the heap overlaps the image or the stack");
     return false;
   }
@@ -274,6 +274,8 @@ void sv_rt_init(const uint8_t *boot) {
   if (sv_rt.in != boot || sv_rt.in_size < BOOT_RECORD_SIZE || sv_rt.out_size < 16) __builtin_trap();
 
   struct sv_ctx *c = SV_CTX;
+  c->mb_host_seen = 0;
+  c->mb_guest_seq = 0;
   c->log_level = sv_rt.log_level;
   c->err_code = 0;
   c->err_len = 0;
@@ -407,11 +409,48 @@ static void handle_request(void) {
   put_error_result(SV_ERR_BAD_ARGS);
 }
 
+/* ---- the mailbox (hot mode) ---- */
+
+static inline bool hot(void) { return SV_MB->mode == SV_MB_MODE_HOT; }
+
+/* Posts a message whose content is in the output buffer: kind first, then the sequence number (release). */
+static void mb_post(uint32_t kind) {
+  struct sv_ctx *c = SV_CTX;
+  SV_MB->kind = kind;
+  __atomic_store_n(&SV_MB->guest_seq, ++c->mb_guest_seq, __ATOMIC_RELEASE);
+}
+
+/*
+ * Waits for the host's next post (a request, or the answer to a message). Polls without exiting; after
+ * idle_tsc ticks without news it parks: `out DONE` exits to the host, which resumes the guest once it has
+ * posted something (or at once, after a spurious exit). The host reads no register or state of the park.
+ */
+static void mb_wait(void) {
+  struct sv_ctx *c = SV_CTX;
+  volatile struct sv_mailbox *m = SV_MB;
+  uint32_t seen = c->mb_host_seen, now;
+  uint64_t start = __builtin_ia32_rdtsc();
+  while ((now = __atomic_load_n(&m->host_seq, __ATOMIC_ACQUIRE)) == seen) {
+    __builtin_ia32_pause();
+    if (__builtin_ia32_rdtsc() - start >= m->idle_tsc) {
+      SV_OUT(SV_PORT_DONE);
+      start = __builtin_ia32_rdtsc();
+    }
+  }
+  c->mb_host_seen = now;
+}
+
 /* Entered from sv_dispatch (start.S), i.e. dispatch_addr. */
 __attribute__((noreturn)) void sv_rt_dispatch_loop(void) {
   for (;;) {
-    handle_request();
-    SV_OUT(SV_PORT_DONE);
+    if (hot()) {
+      mb_wait();
+      handle_request();
+      mb_post(SV_MB_DONE);
+    } else {
+      handle_request();
+      SV_OUT(SV_PORT_DONE);
+    }
   }
 }
 
@@ -462,7 +501,12 @@ int32_t sv_call_host(const char *name, sv_type ret_type, const sv_value *args, u
     put_value(o + pos, &args[i]);
     pos += 1 + n;
   }
-  SV_OUT(SV_PORT_HOST_CALL);
+  if (hot()) {
+    mb_post(SV_MB_HOST_CALL);
+    mb_wait();
+  } else {
+    SV_OUT(SV_PORT_HOST_CALL);
+  }
 
   struct rd r = {o, cap, 0};
   uint32_t status = 0, len;
@@ -504,7 +548,12 @@ void sv_log(uint32_t level, const char *msg) {
   if (level > SV_LOG_ERROR) level = SV_LOG_ERROR;
   if (level < SV_CTX->log_level) return;
   put_record(level, msg);
-  SV_OUT(SV_PORT_LOG);
+  if (hot()) {
+    mb_post(SV_MB_LOG);
+    mb_wait();
+  } else {
+    SV_OUT(SV_PORT_LOG);
+  }
 }
 
 void sv_logf(uint32_t level, const char *fmt, ...) {

@@ -20,16 +20,27 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `deno run -A cli/main.ts ...args` in `cwd`. */
-export async function runCli(args: string[], cwd: string, env?: Record<string, string>): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
+/** Runs `deno run -A cli/main.ts ...args` in `cwd`, with `input` on standard input if given. */
+export async function runCli(
+  args: string[],
+  cwd: string,
+  env?: Record<string, string>,
+  input?: string,
+): Promise<CliResult> {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", CLI, ...args],
     cwd,
     env,
-    stdin: "null", // never an interactive permission prompt
+    stdin: input === undefined ? "null" : "piped", // never an interactive permission prompt
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+  }
+  const out = await child.output();
   const d = new TextDecoder();
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }

@@ -1,88 +1,20 @@
 /**
  * The package as a consumer gets it: exactly the files `deno publish` would upload, served over real HTTP on
  * 127.0.0.1, used from a folder that has no access to this checkout. The served CLI creates, builds,
- * snapshots, inspects, verifies and runs a guest, each step with the minimal Deno permissions the README
- * documents; then consumer scripts import the served `mod.ts` and `guest/sdk.ts` with their documented
- * permissions, and one step with a permission left out must fail.
+ * snapshots, inspects, verifies and runs a guest, pushes it to a registry and pulls it back, each step with
+ * the minimal Deno permissions the README documents; then consumer scripts import the served `mod.ts` and
+ * `guest/sdk.ts` with their documented permissions, and one step with a permission left out must fail.
  *
- * Needs KVM and gcc (skipped loudly without them, failing in CI).
+ * Needs KVM and gcc (skipped loudly without them, failing in CI), and Debian's `docker-registry` for the
+ * push and pull steps.
  */
 import assert from "node:assert/strict";
-import { needsTest, ROOT } from "../cli/_cli.ts";
+import { needsTest } from "../cli/_cli.ts";
+import { deno, type Run, servePackage } from "./_package.ts";
+import { hasRegistry, REGISTRY_BINARY, startRegistry } from "../format/oci/_registry.ts";
 
 /** What `blake3Backend()` returns for a consumer of the published package on this machine (x86-64). */
 const EXPECTED_CONSUMER_BLAKE3_BACKEND = "native";
-
-/** The files of `deno publish --dry-run`, relative to the repository root. */
-async function publishedFiles(): Promise<string[]> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["publish", "--dry-run", "--allow-dirty"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.ok(out.success, `deno publish --dry-run failed:\n${text}`);
-  const root = new URL(ROOT, "file:///").href;
-  const files = [...text.matchAll(/^\s+(file:\/\/\S+) \([^)]*\)$/gm)]
-    .map((m) => decodeURIComponent(m[1]).slice(root.length))
-    .filter((f) => f !== ".git"); // a git worktree's .git is a file; JSR ignores it
-  assert.ok(files.includes("mod.ts") && files.includes("cli/main.ts"), text);
-  return files;
-}
-
-const CONTENT_TYPES: Readonly<Record<string, string>> = {
-  ts: "application/typescript",
-  json: "application/json",
-  md: "text/markdown",
-};
-
-/** Copies `files` from the checkout into `dir`, so the server can only hand out what would be published. */
-async function stage(files: string[], dir: string): Promise<void> {
-  for (const f of files) {
-    await Deno.mkdir(`${dir}/${f}`.replace(/\/[^/]*$/, ""), { recursive: true });
-    await Deno.copyFile(`${ROOT}${f}`, `${dir}/${f}`);
-  }
-}
-
-/**
- * Removes what the consumer processes put into Deno's module cache for this server (a new port every run,
- * so the entries would only pile up).
- */
-async function forgetCachedModules(port: number): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json"],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .output();
-  const cache = JSON.parse(new TextDecoder().decode(out.stdout)).modulesCache;
-  if (typeof cache === "string") {
-    await Deno.remove(`${cache}/http/127.0.0.1_PORT${port}`, { recursive: true }).catch(() => {});
-  }
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno <args>` in `cwd` without a terminal (so Deno never prompts for a permission). */
-async function deno(args: string[], cwd: string, env: Record<string, string>): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
-}
 
 /** A consumer's script: each mode is one operation, run under that operation's documented permissions. */
 function consumerScript(base: string): string {
@@ -109,6 +41,17 @@ if (mode === "evolve") {
   }
   console.log(Snapshot.inspectFile(a).entrypoint);
   console.log(blake3Backend());
+} else if (mode === "push") {
+  using snap = Snapshot.fromFile(a);
+  console.log((await snap.push(b)).reference);
+} else if (mode === "pushMemory") {
+  using sbx = new UninitializedSandbox(a).evolve();
+  using snap = sbx.snapshot();
+  console.log((await snap.push(b)).blobs.map((blob) => blob.outcome).join(" "));
+} else if (mode === "pull") {
+  using snap = await Snapshot.pull(a, { cacheDir: b });
+  using sbx = MultiUseSandbox.fromSnapshot(snap);
+  console.log(sbx.call("Greet", "pulled"));
 } else if (mode === "example") {
   using sbx = new UninitializedSandbox(await loadGuest(exampleGuestUrl("hello"))).evolve();
   console.log(sbx.call("Hello", "example"));
@@ -120,29 +63,10 @@ needsTest(
   ["kvm", "gcc"],
   "consumer: the published file set over HTTP, used with minimal permissions",
   async () => {
-    const files = await publishedFiles();
-    const tmp = await Deno.makeTempDir({ prefix: "snapvm-consumer-" });
-    const pkg = `${tmp}/package`;
-    const work = `${tmp}/work`;
-    const scratch = `${tmp}/scratch`; // TMPDIR of the consumer processes
-    await Deno.mkdir(work);
-    await Deno.mkdir(scratch);
-    await stage(files, pkg);
-
-    const served = new Set<string>();
-    const refused = new Set<string>();
-    await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-      const path = decodeURIComponent(new URL(req.url).pathname).slice(1);
-      if (!files.includes(path)) {
-        refused.add(path);
-        return new Response("not published", { status: 404 });
-      }
-      served.add(path);
-      const type = CONTENT_TYPES[path.split(".").pop()!] ?? "application/octet-stream";
-      return new Response(await Deno.readFile(`${pkg}/${path}`), { headers: { "content-type": type } });
-    });
-    const host = `127.0.0.1:${server.addr.port}`;
-    const base = `http://${host}`;
+    await using pkg = await servePackage();
+    const { base, host, served, refused } = pkg;
+    const work = `${pkg.tmp}/work`;
+    const scratch = `${pkg.tmp}/scratch`; // TMPDIR of the consumer processes
     const cli = `${base}/cli/main.ts`;
     const env = { TMPDIR: scratch, NO_COLOR: "1" };
     // Deno asks for import permission for any host outside its default list (jsr.io, deno.land, ...).
@@ -153,7 +77,7 @@ needsTest(
       return r;
     };
 
-    try {
+    {
       // new: read and write on the new directory only.
       await step("new", ["run", imp, "--allow-read=proj", "--allow-write=proj", cli, "new", "proj"], work);
       // build: the SDK comes from the server (net), gcc runs in a temporary directory (write).
@@ -287,6 +211,122 @@ needsTest(
       assert.notEqual(denied.code, 0);
       assert.match(denied.stderr, /NotCapable: Requires read access to ".*out/);
 
+      // Registries: the CLI's push and pull, and the library's, each with its documented permissions.
+      if (!hasRegistry) {
+        if (Deno.env.get("CI") === "true") assert.fail(`${REGISTRY_BINARY} is missing in CI`);
+        console.error(`!!! ${REGISTRY_BINARY} not found: SKIPPING the consumer's push and pull steps !!!`);
+      } else {
+        await using registry = await startRegistry();
+        const net = `--allow-net=${registry.host}`;
+        const ref = `${registry.host}/consumer/guest:v1`;
+        const pushed = await step("push", [
+          "run",
+          imp,
+          "--allow-read=guest.hls",
+          net,
+          cli,
+          "push",
+          "guest.hls",
+          ref,
+        ]);
+        assert.match(pushed.stdout, /@sha256:[0-9a-f]{64}\n$/);
+        const cacheFlags = ["--allow-read=cache", "--allow-write=cache"];
+        const pulled = await step("pull", [
+          "run",
+          imp,
+          net,
+          ...cacheFlags,
+          cli,
+          "pull",
+          ref,
+          "--cache-dir",
+          "cache",
+        ]);
+        const ranPulled = await step("run pulled", [
+          "run",
+          imp,
+          `--allow-read=${pulled.stdout.trim()}`,
+          "--allow-ffi",
+          cli,
+          "run",
+          pulled.stdout.trim(),
+          "Greet",
+          "again",
+        ]);
+        assert.equal(ranPulled.stdout, "Hello, again! (greeting 2)\n");
+        await step("export", [
+          "run",
+          imp,
+          "--allow-read=guest.hls,layout",
+          "--allow-write=layout",
+          cli,
+          "export",
+          "guest.hls",
+          "--oci-layout",
+          "layout",
+        ]);
+        await Deno.mkdir(`${work}/proj/imp`);
+        await step("import", [
+          "run",
+          imp,
+          "--allow-read=layout,cache,imp",
+          "--allow-write=cache,imp",
+          cli,
+          "import",
+          "layout",
+          "-o",
+          "imp/guest.hls",
+          "--cache-dir",
+          "cache",
+        ]);
+        assert.deepEqual(
+          await Deno.readFile(`${work}/proj/imp/guest.hls`),
+          await Deno.readFile(`${work}/proj/guest.hls`),
+        );
+        const libPushed = await step("Snapshot.push", [
+          "run",
+          imp,
+          "--allow-read=guest.hls",
+          "--allow-ffi",
+          net,
+          "consumer.ts",
+          "push",
+          "guest.hls",
+          `${registry.host}/consumer/lib:v1`,
+        ]);
+        assert.equal(
+          libPushed.stdout.split("@")[1],
+          pushed.stdout.split("@")[1],
+          "the same file, the same digest",
+        );
+        const memory = await step("Snapshot.push (in memory)", [
+          "run",
+          imp,
+          `--allow-read=guest.elf,${scratch}`,
+          `--allow-write=${scratch}`,
+          "--allow-ffi",
+          net,
+          "consumer.ts",
+          "pushMemory",
+          "guest.elf",
+          `${registry.host}/consumer/memory:v1`,
+        ]);
+        assert.equal(memory.stdout, "uploaded uploaded\n");
+        const libPulled = await step("Snapshot.pull", [
+          "run",
+          imp,
+          net,
+          "--allow-read=libcache",
+          "--allow-write=libcache",
+          "--allow-ffi",
+          "consumer.ts",
+          "pull",
+          ref,
+          "libcache",
+        ]);
+        assert.equal(libPulled.stdout, "Hello, pulled! (greeting 2)\n");
+      }
+
       // The skeleton's own tasks work as generated.
       for (const task of ["snapshot", "start"]) await step(`deno task ${task}`, ["task", task]);
       const call = await step("deno task call", ["task", "call", "Add", "2", "40"]);
@@ -294,9 +334,6 @@ needsTest(
 
       // Nothing the consumer asked for was missing from the published set.
       assert.deepEqual([...refused], []);
-    } finally {
-      await Deno.remove(tmp, { recursive: true });
-      await forgetCachedModules(server.addr.port);
     }
   },
 );

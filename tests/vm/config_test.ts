@@ -72,3 +72,20 @@ Deno.test("debugging fields: off by default, checked when given", () => {
     message: /guestBinaryPath must be a non-empty path string, got 5/,
   });
 });
+
+Deno.test("hot: off by default, true for the default idle spin, or an object checked like the rest", () => {
+  assert.equal(resolveConfiguration().hot, undefined);
+  assert.equal(resolveConfiguration({ hot: false }).hot, undefined);
+  assert.deepEqual(resolveConfiguration({ hot: true }).hot, { idleSpinMs: 2 });
+  assert.deepEqual(resolveConfiguration({ hot: {} }).hot, { idleSpinMs: 2 });
+  assert.deepEqual(resolveConfiguration({ hot: { idleSpinMs: 0.5 } }).hot, { idleSpinMs: 0.5 });
+  assert.throws(() => resolveConfiguration({ hot: { idleSpinMs: -1 } }), {
+    name: "RangeError",
+    message: "SandboxConfiguration.hot.idleSpinMs is -1, allowed range is 0 to 10000",
+  });
+  assert.throws(() => resolveConfiguration({ hot: { idleSpinMs: NaN } }), { name: "TypeError" });
+  assert.throws(() => resolveConfiguration({ hot: "yes" as unknown as boolean }), {
+    name: "TypeError",
+    message: /hot must be a boolean or an object/,
+  });
+});

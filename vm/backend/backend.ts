@@ -163,6 +163,78 @@ export interface InterruptTarget {
 }
 
 /**
+ * What {@linkcode VcpuThread.waitWord} saw: the watched word changed, the run finished, the deadline
+ * passed, or the wait's time slice ran out (nothing happened yet).
+ *
+ * @example
+ * ```ts
+ * import type { GuestWait } from "./backend.ts";
+ * const w: GuestWait = "word";
+ * console.log(w);
+ * ```
+ */
+export type GuestWait = "word" | "finished" | "deadline" | "slice";
+
+/**
+ * A VM's vCPU run on an OS thread of its own, so that a run never blocks the JavaScript thread: the owner
+ * starts a run and waits for it (or for a word of guest memory that a guest polling a mailbox writes) with
+ * or without blocking. Interrupt handles and time limits of the calls it runs signal that thread. Only the
+ * JavaScript thread that owns the VM uses it.
+ *
+ * @example
+ * ```ts ignore
+ * const t = vm.vcpuThread();
+ * t.start(Infinity, undefined);
+ * await t.finished();
+ * console.log(t.exit().kind);
+ * ```
+ */
+export interface VcpuThread {
+  /** Data another thread needs to interrupt the runs of this thread (see {@linkcode Backend.interrupt}). */
+  readonly interruptTarget: InterruptTarget;
+  /** True while a run started with {@linkcode VcpuThread.start} has not finished. */
+  readonly busy: boolean;
+  /**
+   * Starts one run (until the guest's next exit) and returns at once. `deadline` (`performance.now()` time,
+   * Infinity for none) ends the run with an `interrupted` exit once it passes; `callState` is the call's
+   * interrupt-handle state (see `vm/interrupt_handle.ts`), whose kill also ends it.
+   */
+  start(deadline: number, callState: Int32Array | undefined): void;
+  /** Resolves once the run has finished, without blocking the event loop. */
+  finished(): Promise<void>;
+  /** Blocks until the run has finished. */
+  finishedSync(): void;
+  /** The finished run's exit (read it once per run, before starting the next). */
+  exit(): VmExit;
+  /** Makes a busy run end soon with an `interrupted` exit (unless it ends for another reason first). */
+  stop(): void;
+  /**
+   * Waits until `words[index]` (a view of guest memory the guest writes, such as its mailbox) differs from
+   * `seen`, the run finishes, `deadline` (`performance.now()` time) passes, or `sliceMs` has gone by.
+   * Spins for `spinUs` first, then sleeps in short steps.
+   */
+  waitWord(
+    words: Int32Array,
+    index: number,
+    seen: number,
+    deadline: number,
+    spinUs: number,
+    sliceMs: number,
+  ): GuestWait;
+  /** {@linkcode VcpuThread.waitWord} without blocking the event loop. */
+  waitWordAsync(
+    words: Int32Array,
+    index: number,
+    seen: number,
+    deadline: number,
+    spinUs: number,
+    sliceMs: number,
+  ): Promise<GuestWait>;
+  /** The guest's time-stamp counter ticks per millisecond (its only clock). */
+  readonly ticksPerMs: number;
+}
+
+/**
  * Host memory given to a VM: one page-aligned range, mapped at guest-physical 0. `guard` is a page range
  * inside it that must stay unmapped for the guest (the stack guard), `tracked` the first pages whose writes
  * dirty tracking records (the persistent region).
@@ -294,6 +366,13 @@ export interface VirtualMachine {
 
   /** Data another thread can use to interrupt this VM's `run()`; see {@linkcode Backend.interrupt}. */
   readonly interruptTarget: InterruptTarget;
+
+  /**
+   * The VM's run thread, started on first use and kept with the VM (see {@linkcode VcpuThread}). Between
+   * runs on it, `run()` and every other method may be used from the owning thread as before; while one is
+   * busy, only the thread's own methods. Throws `HypervisorUnavailableError` where the backend has none.
+   */
+  vcpuThread(): VcpuThread;
 
   /**
    * Gives the VM back: unmaps guest memory and either keeps the VM for reuse (when `reusable` and the

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { FXSAVE, RFLAGS_USER_MASK, type X86RegisterName, type X86Registers } from "./registers.ts";
+import { FXSAVE, RFLAGS_USER_MASK, X86_REGISTER_NAMES, type X86Registers } from "./registers.ts";
 
 /** One register of the description. */
 export interface GdbRegister {
@@ -28,25 +28,9 @@ export interface GdbRegister {
 }
 
 const CORE = "org.gnu.gdb.i386.core", SSE = "org.gnu.gdb.i386.sse", SEGMENTS = "org.gnu.gdb.i386.segments";
-const GPRS: readonly X86RegisterName[] = [
-  "rax",
-  "rbx",
-  "rcx",
-  "rdx",
-  "rsi",
-  "rdi",
-  "rbp",
-  "rsp",
-  "r8",
-  "r9",
-  "r10",
-  "r11",
-  "r12",
-  "r13",
-  "r14",
-  "r15",
-];
-const SELECTORS: readonly X86RegisterName[] = ["cs", "ss", "ds", "es", "fs", "gs"];
+// gdb's amd64 numbering: the 16 general registers, RIP, EFLAGS, then the six selectors.
+const GPRS = X86_REGISTER_NAMES.slice(0, 16);
+const SELECTORS = X86_REGISTER_NAMES.slice(18, 24);
 const X87_CONTROL = ["fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop"] as const;
 
 /** gdb register numbers of the registers the stub names explicitly. */

@@ -21,13 +21,18 @@ import {
   type Backend,
   type EntryRegisters,
   type GuestMemoryRange,
+  type GuestWait,
   type InterruptTarget,
   REGISTER_NAMES,
   type Registers,
+  type VcpuThread,
   type VirtualMachine,
   type VmExit,
 } from "../backend/backend.ts";
 import { FXSAVE } from "../debug/registers.ts";
+import { ErrnoError } from "../../ffi/linux/errno.ts";
+import { HEARTBEAT_MS } from "./signals.ts";
+import { RunThread, tscTicksPerMs, WAIT } from "./run_thread.ts";
 import { resetThreadSegments } from "./host_segments.ts";
 import { Kvm } from "./kvm.ts";
 import { IN_WORKER, SIGUSR2, ThreadSignals } from "./signals.ts";
@@ -50,8 +55,15 @@ const POOL_SIZE = 4;
 /** VMs of this thread handed out and not released yet. */
 let live = 0;
 
-/** The VM this thread ran last (module state is per thread). */
+/** The VM this thread ran last (module state is per thread), and the entry of it this thread ran. */
 let lastOnThread: KvmVm | undefined;
+let lastEntryOnThread = 0;
+
+const WAITS: GuestWait[] = [];
+WAITS[WAIT.DEADLINE] = "deadline";
+WAITS[WAIT.WORD] = "word";
+WAITS[WAIT.FINISHED] = "finished";
+WAITS[WAIT.SLICE] = "slice";
 
 const INTERRUPTED: VmExit = Object.freeze({ kind: "interrupted" });
 const HALT: VmExit = Object.freeze({ kind: "halt" });
@@ -81,8 +93,15 @@ export class KvmVm implements VirtualMachine {
   /** KVM completes the last exit at the next KVM_RUN (an `in`, string I/O or MMIO left unanswered). */
   #pending = false;
   #dirty: BigUint64Array | undefined;
-  /** The next run is an entry (init, restore, a new sandbox): no selector may survive into it. */
-  #entry = true;
+  /**
+   * Counts entries (init, restore, a new sandbox), after each of which no selector may survive into the
+   * guest: every thread that runs the vCPU resets its selectors when it has not run this entry yet.
+   */
+  #entry = 1;
+  /** The run thread, once started, and the entry it last ran. */
+  #thread: RunThread | undefined;
+  #threadEntry = 0;
+  #threaded: VcpuThread | undefined;
   /** Set once `release()` ran (a pooled VM is handed out again unreleased). */
   #released = false;
 
@@ -115,6 +134,7 @@ export class KvmVm implements VirtualMachine {
 
   mapMemory(memory: GuestMemoryRange): void {
     this.#memory = memory;
+    this.#thread?.setGuestMemory(memory.address, memory.size);
     this.#tracking = false;
     this.#dirty = this.#sticky = undefined;
     this.#vm.setUserMemoryRegion(SLOT, 0, 0n, memory.size, memory.address);
@@ -199,15 +219,15 @@ export class KvmVm implements VirtualMachine {
   setEntryRegisters(r: EntryRegisters): void {
     if (this.#pending) this.#completePendingExit();
     this.#vcpu.stageRegs(r);
-    this.#entry = true;
+    this.#entry++;
   }
 
   run(): VmExit {
     // See host_segments.ts: on PVM the guest's data selectors are the thread's, shared by every guest it runs.
-    if (lastOnThread !== this || this.#entry) {
+    if (lastOnThread !== this || lastEntryOnThread !== this.#entry) {
       resetThreadSegments();
       lastOnThread = this;
-      this.#entry = false;
+      lastEntryOnThread = this.#entry;
     }
     let reason = this.#vcpu.runOnce();
     while (reason === KVM_EXIT.DIRTY_RING_FULL) {
@@ -216,6 +236,62 @@ export class KvmVm implements VirtualMachine {
       this.#resetRing();
       reason = this.#vcpu.runOnce();
     }
+    return this.#decode(reason);
+  }
+
+  vcpuThread(): VcpuThread {
+    return this.#threaded ??= this.#makeVcpuThread();
+  }
+
+  #makeVcpuThread(): VcpuThread {
+    const thread = this.#startThread();
+    return {
+      interruptTarget: { backend: "kvm", tid: thread.tid },
+      get busy() {
+        return thread.busy;
+      },
+      start: (deadline, callState) => {
+        // The run thread is a thread of its own: it resets its selectors for every entry it has not run.
+        const reset = this.#threadEntry !== this.#entry;
+        this.#threadEntry = this.#entry;
+        thread.post(reset, deadline, callState);
+      },
+      finished: () => thread.finished(),
+      finishedSync: () => thread.finishedSync(),
+      exit: () => {
+        const r = thread.result();
+        if (r === -4 || r === -11) return this.#decode(RUN_INTERRUPTED); // EINTR, EAGAIN
+        if (r < 0) throw new ErrnoError("ioctl(KVM_RUN)", -r);
+        return this.#decode(this.#run.getUint32(RUN.EXIT_REASON, true));
+      },
+      stop: () => thread.kick(),
+      waitWord: (words, index, seen, deadline, spinUs, sliceMs) =>
+        WAITS[thread.waitWord(words, index, seen, deadline, spinUs, sliceMs)],
+      waitWordAsync: async (words, index, seen, deadline, spinUs, sliceMs) =>
+        WAITS[await thread.waitWordAsync(words, index, seen, deadline, spinUs, sliceMs)],
+      get ticksPerMs() {
+        return tscTicksPerMs();
+      },
+    };
+  }
+
+  #startThread(): RunThread {
+    const run = this.#vcpu.run;
+    const thread = RunThread.start({
+      vcpuFd: this.#vcpu.fd,
+      vmFd: this.#vm.fd,
+      run: { address: run.address, size: run.size },
+      ring: this.#ring === undefined ? undefined : { address: this.#ring.address, size: this.#ring.size },
+      signal: SIGUSR2,
+      heartbeatMs: HEARTBEAT_MS,
+    });
+    if (this.#memory !== undefined) thread.setGuestMemory(this.#memory.address, this.#memory.size);
+    this.#thread = thread;
+    return thread;
+  }
+
+  /** Decodes what `KVM_RUN` left in `kvm_run`. */
+  #decode(reason: number): VmExit {
     const v = this.#run;
     if (reason === KVM_EXIT.IO) {
       const write = v.getUint8(RUN.IO_DIRECTION) === 1;
@@ -229,6 +305,12 @@ export class KvmVm implements VirtualMachine {
     }
     this.#pending = false;
     switch (reason) {
+      case KVM_EXIT.DIRTY_RING_FULL:
+        // Only from a run thread (run() collects in its own loop): collect, recycle, and re-enter as after a
+        // signal.
+        this.#collectRing();
+        this.#resetRing();
+        return INTERRUPTED;
       case RUN_INTERRUPTED:
       case KVM_EXIT.INTR:
         return INTERRUPTED;
@@ -337,7 +419,14 @@ export class KvmVm implements VirtualMachine {
   release(reusable: boolean): void {
     if (this.#released) return;
     this.#released = true;
+    if (this.#thread?.busy) {
+      // Its owner parks it first; if not, whatever state the guest was left in, it is not reused.
+      this.#thread.kick();
+      this.#thread.finishedSync();
+      reusable = false;
+    }
     this.#memory = undefined;
+    this.#thread?.setGuestMemory(0n, 0);
     live--;
     // A Worker's end cannot be observed, so a Worker keeps nothing idle: once its last VM is released the
     // thread's pool, keeper VM, /dev/kvm fd and timer go too (the next VM creates them again).
@@ -365,9 +454,11 @@ export class KvmVm implements VirtualMachine {
     this.destroy();
   }
 
-  /** Closes the vCPU and VM fds. */
+  /** Ends the run thread, closes the vCPU and VM fds. */
   destroy(): void {
     this.#ring?.close();
+    this.#thread?.stop();
+    this.#thread = this.#threaded = undefined;
     this.#vcpu.close();
     this.#vm.close();
   }

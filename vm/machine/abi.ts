@@ -9,7 +9,7 @@ import { VALUE_TAG_NAMES } from "../../format/host_functions.ts";
 import type { ReturnType } from "../types.ts";
 
 /** Version of the memory layout, call protocol and register conventions. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Page size. */
 export const PAGE = 4096;
@@ -93,6 +93,20 @@ export const PORT_DONE = 0xe0,
   PORT_ABORT = 0xe2,
   PORT_LOG = 0xe3,
   PORT_EXCEPTION = 0xef;
+
+/**
+ * The mailbox (ABI 4): the top `MAILBOX_SIZE` bytes of the stack, `[stack_top - 128, stack_top)`, through
+ * which a hot sandbox's host and guest talk without a VM exit (docs/ABI.md, "Hot mode"). Line 0 is written
+ * by the host, line 1 by the guest; the host trusts nothing it reads there except as checked by
+ * `vm/machine/mailbox.ts`.
+ */
+export const MAILBOX_SIZE = 128;
+/** Byte offsets in the mailbox: `HOST_SEQ` u32, `MODE` u32, `IDLE_TSC` u64; `GUEST_SEQ` u32, `KIND` u32. */
+export const MAILBOX = { HOST_SEQ: 0, MODE: 4, IDLE_TSC: 8, GUEST_SEQ: 64, KIND: 68 } as const;
+/** Mailbox modes: exit-based calls (`out DONE` per call), or hot (the guest polls the mailbox). */
+export const MAILBOX_MODE_EXIT = 0, MAILBOX_MODE_HOT = 1;
+/** Kinds of the guest's mailbox messages: a call's result, a host call, a log record (all in the output buffer). */
+export const MAILBOX_DONE = 1, MAILBOX_HOST_CALL = 2, MAILBOX_LOG = 3;
 
 /** Boot record magic "SVBI". */
 export const BOOT_MAGIC = 0x49425653;

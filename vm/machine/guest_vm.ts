@@ -15,6 +15,7 @@ import {
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
   LOG_LEVELS,
+  MAILBOX_HOST_CALL,
   PAGE,
   PORT_ABORT,
   PORT_DONE,
@@ -27,7 +28,9 @@ import {
   SYSTEM_AREA_END,
 } from "./abi.ts";
 import { checkArgs, ProtocolError, Reader, thrownMessage, valueProblem, Writer } from "./codec.ts";
-import type { VirtualMachine, VmExit } from "../backend/backend.ts";
+import type { VcpuThread, VirtualMachine, VmExit } from "../backend/backend.ts";
+import { Mailbox, type MailboxKind } from "./mailbox.ts";
+import type { ReturnType, Value } from "../types.ts";
 import { backend } from "../backend/select.ts";
 import { CallState } from "../interrupt_handle.ts";
 import { ABI_SREGS } from "./sregs.ts";
@@ -60,6 +63,62 @@ export interface ExceptionFrame {
   readonly errorCode: bigint;
   /** The guest's RAX (saved by the stub before it reports the vector in EAX). */
   readonly rax: bigint;
+}
+
+/**
+ * What the exit handler decided: the call is done, or the guest resumes.
+ *
+ * @example
+ * ```ts
+ * import { DONE, RESUME } from "./guest_vm.ts";
+ * console.log(RESUME, DONE); // 0 1
+ * ```
+ */
+export const RESUME = 0, DONE = 1;
+
+/**
+ * {@linkcode RESUME}, {@linkcode DONE}, or a Promise to await before resuming (an async host function).
+ *
+ * @example
+ * ```ts
+ * import { RESUME, type Step } from "./guest_vm.ts";
+ * const step: Step = RESUME;
+ * console.log(step);
+ * ```
+ */
+export type Step = typeof RESUME | typeof DONE | Promise<void>;
+
+/**
+ * One call in progress (see {@linkcode GuestVm.beginCall}).
+ *
+ * @example
+ * ```ts ignore
+ * const call = vm.beginCall({ functionName: "Echo", hostFunctions, maxExecutionTimeMs: 100 }, "sync");
+ * vm.endCall(call);
+ * ```
+ */
+export interface CallFrame {
+  /** The call's context. */
+  readonly ctx: RunContext;
+  /** Its own time limit in ms (0: none), for the error message. */
+  readonly limit: number;
+  /** The effective deadline, in `performance.now()` time (Infinity: none). */
+  deadline: number;
+  /** How it runs: see {@linkcode GuestVm.beginCall}. */
+  readonly mode: "sync" | "hot" | "async";
+  /** The guest is hot: its results come through the mailbox and `out DONE` parks it. */
+  readonly hot: boolean;
+  /** Set when the call has ended: a host function's Promise that settles later writes nothing. */
+  over: boolean;
+}
+
+/** Effective deadlines of the calls that block this thread, innermost last (module state is per thread). */
+const enclosing: number[] = [];
+
+/** A call's own limit in ms, shortened to what is left of the enclosing deadline (never 0, which means none). */
+function nestedLimitMs(limit: number, outer: number): number {
+  const left = Math.max(outer - performance.now(), 0.001);
+  return limit > 0 ? Math.min(limit, left) : left;
 }
 
 /** A guest I/O buffer as bytes and a DataView over the same memory. */
@@ -105,6 +164,17 @@ export class GuestVm {
    * dirty log does not see those writes, so a restore copies (persistent) or zeroes (scratch) them as well.
    */
   readonly #hostWritten = new Set<number>();
+  /**
+   * For a hot sandbox: the guest's idle spin in TSC ticks (see `SandboxConfiguration.hot`); undefined for
+   * an ordinary one.
+   */
+  hotIdleTicks: bigint | undefined;
+  /** For a hot sandbox: the idle spin in ms, and the calls made so far (for the idle watch). */
+  hotIdleMs = 0;
+  hotCalls = 0;
+  /** A run was started on the run thread and its exit has not been read yet. */
+  exitPending = false;
+  #mailbox: Mailbox | undefined;
 
   private constructor(
     layout: Layout,
@@ -210,6 +280,62 @@ export class GuestVm {
     return this.#views;
   }
 
+  /** The VM's run thread (started on first use). */
+  vcpuThread(): VcpuThread {
+    return this.#vm.vcpuThread();
+  }
+
+  /** The mailbox (docs/ABI.md, "Hot mode"). */
+  get mailbox(): Mailbox {
+    return this.#mailbox ??= new Mailbox(this.scratch, this.layout);
+  }
+
+  /** Makes this a hot sandbox: its guest polls the mailbox for `idleSpinMs` before it parks. */
+  makeHot(idleSpinMs: number): void {
+    this.hotIdleMs = idleSpinMs;
+    this.hotIdleTicks = BigInt(Math.round(idleSpinMs * this.vcpuThread().ticksPerMs));
+  }
+
+  /** True once {@linkcode close} ran. */
+  get closed(): boolean {
+    return this.#guest.closed;
+  }
+
+  /**
+   * Parks a hot guest (or any run on the run thread): stops the run if it is still going and reads its
+   * exit, so that the vCPU is idle and this thread may use it. Returns an error when the guest had left its
+   * mailbox loop meanwhile (an abort, an exception, any exit but a park), for the sandbox to be poisoned
+   * with; undefined when it was parked or only polling.
+   */
+  park(): Error | undefined {
+    if (!this.exitPending) return undefined;
+    const t = this.#vm.vcpuThread();
+    if (t.busy) {
+      t.stop();
+      t.finishedSync();
+    }
+    this.exitPending = false;
+    let exit: VmExit;
+    try {
+      exit = t.exit();
+    } catch (e) {
+      this.#clean = false;
+      return e as Error;
+    }
+    const port = exit.kind === "io" && exit.write && exit.size === 4 && !exit.string ? exit.port : -1;
+    if (exit.kind === "interrupted" || port === PORT_DONE) {
+      return undefined;
+    }
+    this.#clean = false;
+    if (port === PORT_ABORT) return this.#abort();
+    if (port === PORT_EXCEPTION && exit.kind === "io") return this.#exception(exit.value);
+    return exit.kind === "io"
+      ? new GuestCrashedError(
+        `protocol error: the idle guest left its mailbox loop (out to port 0x${exit.port.toString(16)})`,
+      )
+      : this.#unexpectedExit(exit);
+  }
+
   /**
    * Next run starts at `rip` with a fresh stack (`rdi` as its first argument), through the entry code of the
    * info page, which first puts x87/SSE/AVX state in its initial state (docs/ABI.md, "Entry"): no vector
@@ -231,67 +357,70 @@ export class GuestVm {
   #entry: { rip: bigint; rdi: bigint } | undefined;
 
   /**
-   * Runs the vCPU until the guest reports `DONE`. Everything else is handled here or thrown as a typed
-   * error (which poisons the sandbox, as the caller decides).
+   * Starts a call: computes its deadline, marks it running for interrupt handles and re-entry checks.
+   * `mode`: `"sync"` runs the vCPU on this thread (`run()`), `"hot"` waits on this thread for a hot guest
+   * running on the run thread, `"async"` runs or waits without blocking this thread. Calls that block this
+   * thread nest: their deadline is the earlier of their own and the enclosing call's (a host function of
+   * one sandbox may call another), which `"async"` calls are not part of.
+   */
+  beginCall(ctx: RunContext, mode: "sync" | "hot" | "async"): CallFrame {
+    const limit = ctx.maxExecutionTimeMs;
+    let deadline: number;
+    if (mode === "sync") {
+      const outer = enclosing.length === 0 ? Infinity : enclosing[enclosing.length - 1];
+      deadline = this.#vm.armTimeout(outer === Infinity ? limit : nestedLimitMs(limit, outer));
+    } else {
+      deadline = limit > 0 ? performance.now() + limit : Infinity;
+      if (mode === "hot" && enclosing.length > 0) {
+        deadline = Math.min(deadline, enclosing[enclosing.length - 1]);
+      }
+    }
+    if (mode !== "async") enclosing.push(deadline);
+    const threaded = mode !== "sync";
+    this.callState.begin(threaded ? this.vcpuThread().interruptTarget.tid : 0);
+    this.running = true;
+    return { ctx, limit, deadline, mode, hot: threaded && this.hotIdleTicks !== undefined, over: false };
+  }
+
+  /** Ends a call started with {@linkcode beginCall}. */
+  endCall(call: CallFrame): void {
+    call.over = true;
+    this.running = false;
+    if (call.mode !== "async") enclosing.pop();
+    if (call.mode === "sync") this.#vm.disarmTimeout();
+    this.callState.end();
+  }
+
+  /** A run ended in an error: the vCPU is not reused as it is; protocol errors become crashes. */
+  failed(e: unknown): unknown {
+    this.#clean = false;
+    const error = e instanceof ProtocolError ? new GuestCrashedError(`protocol error: ${e.message}`) : e;
+    // Debugger: a core file for a crash, and the news for gdb.
+    this.debugger?.runFailed(error);
+    return error;
+  }
+
+  /**
+   * Runs the vCPU on this thread until the guest reports `DONE`. Everything else is handled here or thrown
+   * as a typed error (which poisons the sandbox, as the caller decides).
    */
   run(ctx: RunContext): void {
     const vm = this.#vm;
-    const limit = ctx.maxExecutionTimeMs;
-    let deadline = vm.armTimeout(limit);
-    this.callState.begin();
-    this.running = true;
+    const call = this.beginCall(ctx, "sync");
     try {
       // Debugger: wait for gdb before the first run, take over a debugger that connected, report Ctrl-C.
-      if (this.debugger !== undefined) deadline = this.debugger.enterRun(ctx.functionName, deadline);
+      if (this.debugger !== undefined) {
+        this.#setDeadline(call, this.debugger.enterRun(ctx.functionName, call.deadline));
+      }
       for (;;) {
-        const exit = this.debugger === undefined ? vm.run() : this.debugger.run();
-        if (exit.kind === "io") {
-          const port = exit.port;
-          if (!exit.write || exit.size !== 4 || exit.string) {
-            throw new GuestCrashedError(
-              `protocol error: port 0x${port.toString(16)} accessed with ${
-                exit.write ? "out" : "in"
-              }, size ${exit.size}${exit.string ? ", string form" : ""}; expected one 32-bit out`,
-            );
-          }
-          if (port === PORT_DONE) return;
-          if (port === PORT_HOST_CALL) {
-            this.#hostCall(ctx);
-            // A nested sandbox called from the host function may have run past this call's deadline.
-            if (performance.now() >= deadline) throw this.#timeout(ctx, limit);
-          } else if (port === PORT_LOG) this.#log();
-          else if (port === PORT_ABORT) {
-            // Debugger: report the abort as SIGABRT; gdb may resume the guest.
-            const resumed = this.debugger?.abort(deadline);
-            if (resumed === undefined) throw this.#abort();
-            deadline = resumed;
-          } else if (port === PORT_EXCEPTION) {
-            if (this.#entryFallback(exit.value)) continue;
-            // Debugger: breakpoints, single steps and faults stop in gdb, which may resume the guest.
-            const resumed = this.debugger?.exception(exit.value, deadline);
-            if (resumed === undefined) throw this.#exception(exit.value);
-            deadline = resumed;
-          } else throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
-        } else if (exit.kind === "interrupted") {
-          vm.acknowledgeInterrupt();
-          if (this.callState.killed()) throw new ExecutionCanceledError(ctx.functionName, "interrupted");
-          if (performance.now() >= deadline) throw this.#timeout(ctx, limit);
-          // Debugger: a gdb that connected, or gdb's Ctrl-C.
-          if (this.debugger !== undefined) deadline = this.debugger.interrupted(deadline);
-        } else {
-          throw this.#unexpectedExit(exit);
-        }
+        if (
+          this.onExit(this.debugger === undefined ? vm.run() : this.debugger.run(), call) === DONE
+        ) return;
       }
     } catch (e) {
-      this.#clean = false;
-      const error = e instanceof ProtocolError ? new GuestCrashedError(`protocol error: ${e.message}`) : e;
-      // Debugger: a core file for a crash, and the news for gdb.
-      this.debugger?.runFailed(error);
-      throw error;
+      throw this.failed(e);
     } finally {
-      this.running = false;
-      vm.disarmTimeout();
-      this.callState.end();
+      this.endCall(call);
     }
   }
 
@@ -309,13 +438,88 @@ export class GuestVm {
     return true;
   }
 
-  #timeout(ctx: RunContext, limit: number): ExecutionCanceledError {
-    return limit > 0
-      ? new ExecutionCanceledError(ctx.functionName, "timeout", limit)
-      : new ExecutionCanceledError(ctx.functionName, "timeout");
+  /**
+   * Handles one exit of a call, the one place that interprets exits for every way of running a call
+   * (`run()` here, the run-thread loops in `async_call.ts`): returns {@linkcode DONE}, {@linkcode RESUME},
+   * or, for a host function of an asynchronous call that returned a Promise, a Promise to await before
+   * resuming. Throws the typed error of a failure.
+   */
+  onExit(exit: VmExit, call: CallFrame): Step {
+    if (exit.kind === "io") {
+      const port = exit.port;
+      if (!exit.write || exit.size !== 4 || exit.string) {
+        throw new GuestCrashedError(
+          `protocol error: port 0x${port.toString(16)} accessed with ${
+            exit.write ? "out" : "in"
+          }, size ${exit.size}${exit.string ? ", string form" : ""}; expected one 32-bit out`,
+        );
+      }
+      // A hot guest parks with `out DONE` (its results come through the mailbox): resume it.
+      if (port === PORT_DONE) return call.hot ? RESUME : DONE;
+      if (port === PORT_HOST_CALL) return this.hostCall(call);
+      if (port === PORT_LOG) {
+        this.#log();
+        return RESUME;
+      }
+      if (port === PORT_ABORT) {
+        // Debugger: report the abort as SIGABRT; gdb may resume the guest.
+        const resumed = this.debugger?.abort(call.deadline);
+        if (resumed === undefined) throw this.#abort();
+        this.#setDeadline(call, resumed);
+        return RESUME;
+      }
+      if (port === PORT_EXCEPTION) {
+        if (this.#entryFallback(exit.value)) return RESUME;
+        // Debugger: breakpoints, single steps and faults stop in gdb, which may resume the guest.
+        const resumed = this.debugger?.exception(exit.value, call.deadline);
+        if (resumed === undefined) throw this.#exception(exit.value);
+        this.#setDeadline(call, resumed);
+        return RESUME;
+      }
+      throw new GuestCrashedError(`protocol error: out to undefined port 0x${port.toString(16)}`);
+    }
+    if (exit.kind === "interrupted") {
+      // The run thread consumes its own signal; this thread's is consumed here.
+      if (call.mode === "sync") this.#vm.acknowledgeInterrupt();
+      if (this.callState.killed()) throw new ExecutionCanceledError(call.ctx.functionName, "interrupted");
+      if (performance.now() >= call.deadline) throw this.timeout(call);
+      // Debugger: a gdb that connected, or gdb's Ctrl-C.
+      if (this.debugger !== undefined) this.#setDeadline(call, this.debugger.interrupted(call.deadline));
+      return RESUME;
+    }
+    throw this.#unexpectedExit(exit);
   }
 
-  #hostCall(ctx: RunContext): void {
+  /**
+   * A new deadline for a running call (the debugger pauses the time limit while gdb has the guest stopped);
+   * calls nested in it see it too.
+   */
+  #setDeadline(call: CallFrame, deadline: number): void {
+    call.deadline = deadline;
+    if (call.mode !== "async") enclosing[enclosing.length - 1] = deadline;
+  }
+
+  /** Handles a hot guest's mailbox message other than a result: a host call or a log record. */
+  onMessage(kind: MailboxKind, call: CallFrame): Step {
+    if (kind === MAILBOX_HOST_CALL) return this.hostCall(call);
+    this.#log();
+    return RESUME;
+  }
+
+  /** The error for a call that ran out of time (its own limit or the enclosing call's). */
+  timeout(call: CallFrame): ExecutionCanceledError {
+    return call.limit > 0
+      ? new ExecutionCanceledError(call.ctx.functionName, "timeout", call.limit)
+      : new ExecutionCanceledError(call.ctx.functionName, "timeout");
+  }
+
+  /**
+   * Serves a host call from the output buffer and writes the answer there. A host function of an
+   * asynchronous call may return a Promise: the answer is then written when it settles (unless the call
+   * has ended meanwhile), and the returned Promise says when.
+   */
+  hostCall(call: CallFrame): Step {
+    const ctx = call.ctx;
     const r = this.outputReader();
     const name = r.string("host function name");
     const argc = r.u32("host call argument count");
@@ -323,48 +527,81 @@ export class GuestVm {
     const args = [];
     for (let i = 0; i < argc; i++) args.push(r.value(`host call ${name} argument ${i}`));
     const entry = ctx.hostFunctions.get(name);
-    let result;
-    let failure: string | undefined;
-    if (entry === undefined) failure = `host function ${name} is not registered`;
-    else {
-      try {
-        checkArgs("Host function", name, entry.signature, args);
-      } catch (e) {
-        failure = (e as Error).message;
-      }
+    if (entry === undefined) return this.#answerError(call, `host function ${name} is not registered`);
+    try {
+      checkArgs("Host function", name, entry.signature, args);
+    } catch (e) {
+      return this.#answerError(call, (e as Error).message);
     }
-    if (failure === undefined && entry !== undefined) {
+    let result;
+    try {
+      // The synchronous part of an asynchronous call's host function blocks this thread: a sandbox it
+      // calls synchronously is bounded by the asynchronous call's deadline.
+      if (call.mode === "async") enclosing.push(call.deadline);
       try {
         result = entry.fn(...args);
-        if (result instanceof Promise) {
-          result.catch(() => {});
-          throw new TypeError(`Host function ${name} returned a Promise; host functions must be synchronous`);
-        }
-        const problem = valueProblem(entry.signature.returns, result);
-        if (problem !== undefined) {
-          throw new TypeError(
-            `Host function ${name} returned a bad value: ${problem.replace(/^range: /, "")}`,
-          );
-        }
-      } catch (e) {
-        ctx.hostFailure = { name, error: e };
-        failure = thrownMessage(e);
+      } finally {
+        if (call.mode === "async") enclosing.pop();
       }
+    } catch (e) {
+      ctx.hostFailure = { name, error: e };
+      return this.#answerError(call, thrownMessage(e));
+    }
+    if (result instanceof Promise) {
+      if (call.mode !== "async") {
+        result.catch(() => {});
+        const e = new TypeError(
+          `Host function ${name} returned a Promise; host functions must be synchronous (in callAsync they may be async)`,
+        );
+        ctx.hostFailure = { name, error: e };
+        return this.#answerError(call, e.message);
+      }
+      return result.then(
+        (value) => void (call.over || this.#answer(call, name, entry.signature.returns, value)),
+        (e) => {
+          if (call.over) return;
+          ctx.hostFailure = { name, error: e };
+          this.#answerError(call, thrownMessage(e));
+        },
+      );
+    }
+    return this.#answer(call, name, entry.signature.returns, result);
+  }
+
+  /** Checks a host function's value and writes it as the answer (or the error it is). */
+  #answer(call: CallFrame, name: string, returns: ReturnType, result: unknown): Step {
+    const problem = valueProblem(returns, result);
+    if (problem !== undefined) {
+      const e = new TypeError(
+        `Host function ${name} returned a bad value: ${problem.replace(/^range: /, "")}`,
+      );
+      call.ctx.hostFailure = { name, error: e };
+      return this.#answerError(call, e.message);
     }
     const w = this.outputWriter();
     try {
-      if (failure === undefined) {
-        w.u32(STATUS_OK);
-        w.value(entry!.signature.returns, result);
-        return;
-      }
+      w.u32(STATUS_OK);
+      w.value(returns, result as Value);
     } catch {
-      failure =
-        `result of host function ${name} does not fit the ${this.layout.outputSize}-byte output buffer`;
+      return this.#answerError(
+        call,
+        `result of host function ${name} does not fit the ${this.layout.outputSize}-byte output buffer`,
+      );
     }
-    w.pos = 0;
+    return this.#afterHostCall(call);
+  }
+
+  #answerError(call: CallFrame, failure: string): Step {
+    const w = this.outputWriter();
     w.u32(STATUS_ERROR);
     w.string(failure.slice(0, Math.max(0, Math.floor(this.layout.outputSize / 4) - 16)));
+    return this.#afterHostCall(call);
+  }
+
+  #afterHostCall(call: CallFrame): Step {
+    // A nested sandbox called from the host function may have run past this call's deadline.
+    if (performance.now() >= call.deadline) throw this.timeout(call);
+    return RESUME;
   }
 
   #log(): void {
@@ -490,6 +727,7 @@ export class GuestVm {
         bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
       });
       this.#clearHostWrites();
+      this.#mailbox?.clear();
     }
     // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
     // and the scratch pages above were found through those bits.
@@ -544,6 +782,7 @@ export class GuestVm {
 
   /** Drops every scratch page (the region reads as zeros again) and prefaults the hot ones. */
   resetScratch(): void {
+    this.#mailbox?.reset();
     if (this.layout.scratchSize <= ZERO_SCRATCH_MAX) {
       // Zeroing keeps the pages, and the hypervisor's mappings of them: dropping them would make the next
       // call fault each one in again (measured on a 96 KiB scratch: next call 160 µs after dropping, 90 µs
@@ -612,6 +851,7 @@ export class GuestVm {
    * pool; any other is destroyed.
    */
   close(): void {
+    this.park();
     this.debugger?.close();
     this.#vm.release(this.#clean);
     this.#guest.close();

@@ -55,6 +55,8 @@ export interface OpenedFile {
   readonly size: number;
   /** Identity of the file for caches: device, inode (or volume serial, file index) and mtime. */
   readonly identity: string;
+  /** True when the file's bytes were read into memory (it could not be mapped, or was given as bytes). */
+  readonly inMemory: boolean;
   /** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
   read(offset: number, length: number): Uint8Array;
   /** Turns the open file into the backing of a blob at `offset` of `size` bytes (ownership moves). */

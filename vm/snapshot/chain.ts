@@ -15,26 +15,10 @@ import {
 } from "../../format/mod.ts";
 import { toHex } from "../../format/_hex.ts";
 import type { OpenedFile } from "../memory/os_memory.ts";
+import type { SnapshotBaseReference } from "../../format/sections.ts";
 import { dirname, openSnapshotFile, pathString, readPrefix } from "./file.ts";
 
-/**
- * A delta's reference to its base, as handed to `resolveBase`.
- *
- * @example
- * ```ts ignore
- * const resolveBase = (base: SnapshotBaseReference) => `/srv/snapshots/${base.blobHash}.hls`;
- * ```
- */
-export interface SnapshotBaseReference {
-  /** The base's `blob_hash`, 64 hex digits: the file found must have exactly this one. */
-  blobHash: string;
-  /** The base's file name as the delta records it. */
-  fileName: string;
-  /** The base's own chain depth plus one (1: the base is a complete file). */
-  chainDepth: number;
-  /** Path of the delta that names this base. */
-  delta: string;
-}
+export type { SnapshotBaseReference } from "../../format/sections.ts";
 
 /** One file of a chain, top (the delta loaded) first. */
 export interface ChainLink {

@@ -16,9 +16,11 @@ import type {
   GuestMemoryRange,
   InterruptTarget,
   Registers,
+  VcpuThread,
   VirtualMachine,
   VmExit,
 } from "../backend/backend.ts";
+import { HypervisorUnavailableError } from "../errors.ts";
 import { Hypervisor, type Sregs } from "../../format/mod.ts";
 import { HRESULT, HresultError, WIN32_ERROR } from "../../ffi/windows/hresult.ts";
 import { checkPointer, kernel32, lastError, wide } from "../../ffi/windows/kernel32.ts";
@@ -258,6 +260,18 @@ class WhpVm implements VirtualMachine {
     this.#core = core;
     this.interruptTarget = core.target;
     registry.register(this, core, this);
+  }
+
+  /**
+   * Not there yet: `callAsync` and hot sandboxes need a run thread per VM (`WHvRunVirtualProcessor` on a
+   * thread of its own, cancelled through the partition like `interrupt`), which this backend lacks so far.
+   */
+  vcpuThread(): VcpuThread {
+    throw new HypervisorUnavailableError(
+      "whp",
+      "callAsync and hot sandboxes are not supported on this backend yet",
+      "use call() on a sandbox without the hot option",
+    );
   }
 
   #c(): VpCore {

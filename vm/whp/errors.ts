@@ -76,8 +76,8 @@ export class WhpPartitionLimitError extends SnapvmError {
   constructor() {
     super(
       "Cannot create a sandbox: this process already has a WHP partition (Windows allows one partition " +
-        "with mapped memory per process without a surrogate process); close the other sandbox (and call " +
-        "shutdownThread() in the Worker that pooled it), or run sandboxes in separate processes",
+        "with mapped memory per process without a surrogate process); close the other sandbox (a Worker's " +
+        "sandboxes are released when it ends), or run sandboxes in separate processes",
     );
     this.name = "WhpPartitionLimitError";
   }

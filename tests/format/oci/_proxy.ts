@@ -1,6 +1,7 @@
 /**
  * Test helper: a TCP proxy on 127.0.0.1 in front of a test registry that breaks connections on purpose, to
- * interrupt uploads, and counts the requests passing through by method.
+ * interrupt uploads, and counts the requests passing through by method and the request bytes it forwards
+ * (with no cut planned, it is a counting proxy: what a client really sends, independent of its own counts).
  *
  * Two ways to cut:
  * - `cutAtBytes`: when the request bytes forwarded (over all connections) reach each given total, in the
@@ -29,6 +30,8 @@ export interface CuttingProxy extends AsyncDisposable {
   readonly cuts: number;
   /** Requests seen, by method (counted when a read from the client starts with `METHOD `). */
   readonly requests: Readonly<Record<string, number>>;
+  /** Request bytes forwarded to the registry so far (headers and bodies, over all connections). */
+  readonly bytes: number;
 }
 
 const METHOD = /^(GET|HEAD|POST|PUT|PATCH|DELETE) /;
@@ -113,6 +116,9 @@ export function startCuttingProxy(target: string, plan: CutPlan): CuttingProxy {
       return cuts;
     },
     requests,
+    get bytes() {
+      return total;
+    },
     async [Symbol.asyncDispose]() {
       listener.close();
       await accepting.catch(() => {});

@@ -33,6 +33,16 @@ export const HEAP_SIZE = 0x10000, STACK_SIZE = 0x10000, INPUT_SIZE = 0x4000, OUT
 export const TESTGUEST_PATH: string = guestPath("testguest");
 export const TESTGUEST: Uint8Array = Deno.readFileSync(TESTGUEST_PATH);
 
+/**
+ * Where the test guest's segments start, page aligned: text (R+X), read-only data (R), data and .bss (R+W).
+ * Taken from the binary, so the tests follow the guest runtime as it grows.
+ */
+export const TESTGUEST_SEGMENTS: { text: number; rodata: number; data: number } = (() => {
+  const segs = parseElf(TESTGUEST).segments;
+  const start = (flags: number) => segs.find((s) => s.flags === flags)!.vaddr & ~(PAGE - 1);
+  return { text: start(5), rodata: start(4), data: start(6) };
+})();
+
 /** The address of a symbol of a guest binary (testguest by default), from its ELF symbol table. */
 export function symbol(name: string, path = TESTGUEST_PATH): number {
   const file = path === TESTGUEST_PATH ? TESTGUEST : Deno.readFileSync(path);

@@ -11,7 +11,7 @@ import { emptyRegisters } from "../../../vm/debug/registers.ts";
 import { GUEST_CFLAGS } from "../../../guest/build.ts";
 import { parseElf } from "../../../vm/machine/elf.ts";
 import { INFO_ADDR } from "../../../vm/machine/abi.ts";
-import { gdbTest, symbol, TestGuest, TESTGUEST_PATH, toolTest } from "./_guest_memory.ts";
+import { gdbTest, symbol, TestGuest, TESTGUEST_PATH, TESTGUEST_SEGMENTS, toolTest } from "./_guest_memory.ts";
 
 const WILD_WRITE = symbol("wild_write");
 /** A return address inside handle_call, for a plausible stack (gdb names the caller from it). */
@@ -92,12 +92,13 @@ Deno.test("the core has Linux's x86-64 layout: header, notes, and one PT_LOAD pe
   // The user-visible ranges of testguest: the info page with the text (RX), rodata (R), .bss + heap (RW),
   // stack + buffers (RW).
   const loads = phdrs.slice(1);
+  const { rodata, data } = TESTGUEST_SEGMENTS;
   assert.deepEqual(
     loads.map((p) => [p.type, p.vaddr, p.memsz, p.flags]),
     [
-      [1, BigInt(INFO_ADDR), 0x203000 - INFO_ADDR, 5],
-      [1, 0x203000n, 0x1000, 4],
-      [1, 0x204000n, g.layout.persistentEnd - 0x204000, 6],
+      [1, BigInt(INFO_ADDR), rodata - INFO_ADDR, 5],
+      [1, BigInt(rodata), data - rodata, 4],
+      [1, BigInt(data), g.layout.persistentEnd - data, 6],
       [1, BigInt(g.layout.scratchBase), g.layout.end - g.layout.scratchBase, 6],
     ],
   );
@@ -147,7 +148,7 @@ Deno.test("the core has Linux's x86-64 layout: header, notes, and one PT_LOAD pe
   assert.equal(file.getBigUint64(0, true), 2n);
   assert.deepEqual([file.getBigUint64(16, true), file.getBigUint64(24, true), file.getBigUint64(32, true)], [
     0x200000n,
-    0x203000n,
+    BigInt(TESTGUEST_SEGMENTS.rodata),
     1n,
   ]);
   assert.equal(fpregs.byteLength, 512);

@@ -22,7 +22,7 @@ import {
 import { RFLAGS_TF } from "../../../vm/debug/registers.ts";
 import type { ExitStatus, ResumeAction, StopReason } from "../../../vm/debug/target.ts";
 import { TARGET_XML } from "../../../vm/debug/target_description.ts";
-import { gdbTest, symbol, TestGuest, TESTGUEST_PATH } from "./_guest_memory.ts";
+import { gdbTest, symbol, TestGuest, TESTGUEST_PATH, TESTGUEST_SEGMENTS } from "./_guest_memory.ts";
 
 const WILD_WRITE = symbol("wild_write");
 /** A return address inside handle_call, for a plausible stack (gdb names the caller from it). */
@@ -656,6 +656,9 @@ const toBreakpoint: Runner = (g, action) => {
   return { exit: { kind: "exited", code: 0 } };
 };
 
+/** The first page of the test guest's writable data, as gdb prints it. */
+const DATA = `0x${TESTGUEST_SEGMENTS.data.toString(16)}`;
+
 gdbTest("gdb reads and writes registers and memory, stops at a breakpoint, steps and detaches", async () => {
   const g = new TestGuest();
   const first = [...g.bytes.subarray(0x200000, 0x200004)].map((b) => `0x${b.toString(16).padStart(2, "0")}`);
@@ -663,8 +666,8 @@ gdbTest("gdb reads and writes registers and memory, stops at a breakpoint, steps
   const { out, err, last } = await withGdb(g, [
     "info registers rip",
     "x/4xb 0x200000",
-    "set var *(char*)0x204000 = 1",
-    "x/1xb 0x204000",
+    `set var *(char*)${DATA} = 1`,
+    `x/1xb ${DATA}`,
     "x/2xb 0x2000",
     "set var *(char*)0x2000 = 1",
     "break wild_write",
@@ -679,7 +682,7 @@ gdbTest("gdb reads and writes registers and memory, stops at a breakpoint, steps
   ], toBreakpoint);
   assert.match(out, /rip\s+0x200000\s+0x200000 <_start>/);
   assert.ok(out.includes(`0x200000 <_start>:\t${first.join("\t")}`), out);
-  assert.match(out, /0x204000 <\w+>:\t0x01/);
+  assert.match(out, new RegExp(`${DATA} <\\w+>:\\t0x01`));
   assert.match(out, /0x2000:\t0xf4\t0xf4/);
   assert.match(err, /Cannot access memory at address 0x2000/);
   assert.match(out, new RegExp(`Breakpoint 1, 0x${hex16(WILD_WRITE)} in wild_write \\(\\)`));
@@ -695,7 +698,7 @@ gdbTest("gdb reads and writes registers and memory, stops at a breakpoint, steps
   assert.match(out, /= 51/); // cs 0x33
   assert.match(out, /\[Inferior 1 \(Remote target\) detached\]/);
   assert.deepEqual(last, { kind: "detach" });
-  assert.equal(g.bytes[0x204000], 1);
+  assert.equal(g.bytes[TESTGUEST_SEGMENTS.data], 1);
   assert.equal(g.bytes[0x2000], 0xf4);
   assert.equal(g.bytes[WILD_WRITE], original, "breakpoint removed");
   assert.equal(g.registers.rax, 0x1234n);

@@ -11,7 +11,7 @@ import {
 import { computeLayout } from "../../../vm/machine/layout.ts";
 import { INFO_ADDR } from "../../../vm/machine/abi.ts";
 import { writeSystemArea } from "../../../vm/machine/system_area.ts";
-import { NX, P, PlainMemory, PS, RW, TestGuest, US } from "./_guest_memory.ts";
+import { NX, P, PlainMemory, PS, RW, TestGuest, TESTGUEST_SEGMENTS, US } from "./_guest_memory.ts";
 
 function expectAddressError(fn: () => unknown, problem: string, detail?: RegExp): void {
   assert.throws(fn, (e: unknown) => {
@@ -34,7 +34,7 @@ Deno.test("translation of the test guest follows the ABI memory map", () => {
     writable: false,
     executable: true,
   });
-  const bss = translate(g, g.cr3(), 0x204000n);
+  const bss = translate(g, g.cr3(), BigInt(TESTGUEST_SEGMENTS.data));
   assert.equal(bss.writable, true);
   assert.equal(bss.executable, false);
   const stub = translate(g, g.cr3(), 0x2000n);

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import * as abi from "../../../vm/machine/abi.ts";
 import { ABI_VERSION } from "../../../mod.ts";
 
-Deno.test("ABI constants are pinned to ABI_VERSION 3", () => {
-  assert.equal(ABI_VERSION, 3);
+Deno.test("ABI constants are pinned to ABI_VERSION 4", () => {
+  assert.equal(ABI_VERSION, 4);
   assert.deepEqual(
     {
       GDT_ADDR: abi.GDT_ADDR,
@@ -39,6 +39,9 @@ Deno.test("ABI constants are pinned to ABI_VERSION 3", () => {
       ],
       TAGS: abi.TAGS,
       LOG_LEVELS: abi.LOG_LEVELS,
+      MAILBOX: [abi.MAILBOX_SIZE, abi.MAILBOX],
+      MAILBOX_MODES: [abi.MAILBOX_MODE_EXIT, abi.MAILBOX_MODE_HOT],
+      MAILBOX_KINDS: [abi.MAILBOX_DONE, abi.MAILBOX_HOST_CALL, abi.MAILBOX_LOG],
     },
     {
       GDT_ADDR: 0x1000,
@@ -66,13 +69,27 @@ Deno.test("ABI constants are pinned to ABI_VERSION 3", () => {
       ERR: [1, 2, 3, 4, 5],
       TAGS: { void: 0, i32: 1, u32: 2, i64: 3, u64: 4, f32: 5, f64: 6, bool: 7, string: 8, bytes: 9 },
       LOG_LEVELS: ["trace", "debug", "info", "warn", "error", "off"],
+      MAILBOX: [128, { HOST_SEQ: 0, MODE: 4, IDLE_TSC: 8, GUEST_SEQ: 64, KIND: 68 }],
+      MAILBOX_MODES: [0, 1],
+      MAILBOX_KINDS: [1, 2, 3],
     },
   );
 });
 
-Deno.test("the guest SDK header carries the same ABI version and ports", () => {
+Deno.test("the guest SDK header and runtime carry the same ABI version, info page and mailbox", () => {
   const h = Deno.readTextFileSync(new URL("../../../guest/include/snapvm.h", import.meta.url));
-  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+3\b/);
+  assert.match(h, /#define\s+SNAPVM_ABI_VERSION\s+4\b/);
   const internal = Deno.readTextFileSync(new URL("../../../guest/runtime/internal.h", import.meta.url));
-  assert.match(internal, new RegExp(`#define\\s+SV_INFO_ADDR\\s+0x${abi.INFO_ADDR.toString(16)}\\b`, "i"));
+  const define = (name: string, value: number) =>
+    assert.match(
+      internal,
+      new RegExp(`#define\\s+${name}\\s+(0x${value.toString(16)}|${value})\\b`, "i"),
+      name,
+    );
+  define("SV_INFO_ADDR", abi.INFO_ADDR);
+  define("SV_MAILBOX_SIZE", abi.MAILBOX_SIZE);
+  define("SV_MB_MODE_HOT", abi.MAILBOX_MODE_HOT);
+  define("SV_MB_DONE", abi.MAILBOX_DONE);
+  define("SV_MB_HOST_CALL", abi.MAILBOX_HOST_CALL);
+  define("SV_MB_LOG", abi.MAILBOX_LOG);
 });

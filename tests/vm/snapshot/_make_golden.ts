@@ -10,5 +10,5 @@ import { GOLDEN_CONFIG, GOLDEN_DELTA_PATH, GOLDEN_PATH, makeGolden, makeGoldenDe
 if (!Deno.args.includes("--delta-only")) await makeGolden(GOLDEN_PATH);
 await makeGoldenDelta(GOLDEN_DELTA_PATH, GOLDEN_PATH);
 console.log(`wrote ${GOLDEN_DELTA_PATH} (a delta over ${GOLDEN_PATH})`);
-console.log(`wrote ${GOLDEN_PATH}; update the pinned values in tests/snapshot_golden_test.ts`);
+console.log(`wrote ${GOLDEN_PATH}; update the pinned values in tests/vm/snapshot/golden_test.ts`);
 console.log(`recipe: testguest, ${JSON.stringify(GOLDEN_CONFIG)}, Add registered, AddToStatic(41)`);

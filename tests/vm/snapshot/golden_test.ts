@@ -19,29 +19,29 @@ import { fileDigest, getField, HEADER_FIELDS, hostFns, OFF, withTempDir } from "
 /** Every header field of the golden file. */
 const GOLDEN_HEADER = {
   arch: 1, // x86_64
-  abi_version: 3,
-  stack_top_gva: 0x252000,
+  abi_version: 4,
+  stack_top_gva: 0x253000,
   entrypoint_tag: 1, // Call
   entrypoint_addr: 0x200016,
   input_data_size: 8192,
   output_data_size: 12288,
   heap_size: 262144,
-  code_size: 0x9000,
+  code_size: 0xa000,
   init_data_size: 0,
   init_data_permissions: 0,
   scratch_size: 53248, // stack 32 KiB + 8 KiB + 12 KiB
-  snapshot_size: 0x249000,
+  snapshot_size: 0x24a000,
   pt_size: 0x5000,
-  memory_size: 0x249000, // 0x200000 + code 0x9000 + heap 0x40000
+  memory_size: 0x24a000, // 0x200000 + code 0xa000 + heap 0x40000
   memory_offset: 4096,
   has_sregs: 1,
   hypervisor: 1, // KVM
   host_funcs_size: 37,
 };
-const GOLDEN_HEADER_HASH = "2c0a84b665bb7cbcedb07bd847fb914a4c30537036ddf7b4a944c2fd81c34a18";
-const GOLDEN_BLOB_HASH = "3b5285d9430168caabd07a470ec5eb0a47a916cf5bbf566ccf3c2a5eb4daed99";
-const GOLDEN_FILE_SHA256 = "54457d23f7041c5800379c218288f957f89a2e643040672fae596bbb012142de";
-const GOLDEN_FILE_SIZE = 4096 + 0x249000 + 4096;
+const GOLDEN_HEADER_HASH = "03329a7205b8b1009ae24283303e8011c442d9be508f25a5dc9e549c0152594d";
+const GOLDEN_BLOB_HASH = "7f772b5c36f96ac84274ed5bab27a95964ead4eb784b3eb0b65c7bfd15d62378";
+const GOLDEN_FILE_SHA256 = "909d3c6dc20cc55f67b171c2c9406062e425080fbc662ffa4cd6b83f83e1f181";
+const GOLDEN_FILE_SIZE = 4096 + 0x24a000 + 4096;
 
 Deno.test("the golden file is the committed one", async () => {
   assert.equal(Deno.statSync(GOLDEN_PATH).size, GOLDEN_FILE_SIZE);
@@ -51,10 +51,10 @@ Deno.test("the golden file is the committed one", async () => {
 Deno.test("inspectFile of the golden file gives the pinned header, versions, names, registers and hashes", () => {
   const info = Snapshot.inspectFile(GOLDEN_PATH);
   assert.equal(info.formatVersion, 1);
-  assert.equal(info.abiVersion, 3);
+  assert.equal(info.abiVersion, 4);
   assert.equal(
     ABI_VERSION,
-    3,
+    4,
     "the ABI version changed: regenerate the golden file (tests/golden/README.md)",
   );
   assert.equal(info.arch, "x86_64");
@@ -158,9 +158,9 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 vmTest(
-  "golden files of retired ABI versions 1 and 2 are refused with AbiMismatch, and inspectFile says why",
+  "golden files of retired ABI versions 1, 2 and 3 are refused with AbiMismatch, and inspectFile says why",
   () => {
-    for (const version of [1, 2]) {
+    for (const version of [1, 2, 3]) {
       checkRetired(GOLDEN_PATH.replace("testguest-call.hls", `testguest-call-abi${version}.hls`), version);
     }
   },
@@ -183,9 +183,9 @@ function checkRetired(old: string, version: number): void {
 
 // ---- The golden delta (format version 2) ------------------------------------------------------------------------
 
-const GOLDEN_DELTA_SHA256 = "2d15ec06fdae2e83b9b6e4a4e995b56c4dae6120c6f0150b31719a771d12c35a";
-const GOLDEN_DELTA_HEADER_HASH = "2f55ad6a06cbc82293581844f5d8dd1882800e481ec82f106144d423a842f43c";
-const GOLDEN_DELTA_BLOB_HASH = "5fa73d073b01cb1eae6983428f4d26d26b0f2f52580b8272b801aba82d8af58e";
+const GOLDEN_DELTA_SHA256 = "4514fe8ee9053a739ef344a20df27b8194069bd36551d8e8549a5576b6ca4920";
+const GOLDEN_DELTA_HEADER_HASH = "669c2dcd3973e15b4a3c00cc18045ee1c87221a3b4d24667d3b773f0bfa80eb0";
+const GOLDEN_DELTA_BLOB_HASH = "31b5da68dd8fbe637a2f193ae86043997a39a1f1574cb67c570eb1d8270d68c2";
 
 Deno.test("the golden delta is the committed one, a version-2 file with every section, over the golden file", async () => {
   assert.equal(Deno.statSync(GOLDEN_DELTA_PATH).size, 4096 + 4096 + 4096);

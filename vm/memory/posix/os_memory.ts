@@ -227,14 +227,14 @@ class PosixFile implements OpenedFile {
   #fd: number;
   readonly size: number;
   readonly identity: string;
-  readonly #inMemory: boolean;
+  readonly inMemory: boolean;
 
   /** `inMemory`: the descriptor is a memfd holding a file's bytes (read in, or given as bytes). */
   constructor(fd: number, size: number, identity: string, inMemory: boolean) {
     this.#fd = fd;
     this.size = size;
     this.identity = identity;
-    this.#inMemory = inMemory;
+    this.inMemory = inMemory;
   }
 
   read(offset: number, length: number): Uint8Array {
@@ -253,7 +253,7 @@ class PosixFile implements OpenedFile {
 
   toBacking(offset: number, size: number): Backing {
     if (this.#fd < 0) throw new Error("File is closed");
-    const b = new FdBacking(this.#fd, offset, size, this.#inMemory);
+    const b = new FdBacking(this.#fd, offset, size, this.inMemory);
     this.#fd = -1;
     return b;
   }

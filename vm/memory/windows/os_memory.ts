@@ -251,6 +251,7 @@ function sealedSection(size: number, fill: (view: Deno.PointerObject) => void): 
 class WindowsFile implements OpenedFile {
   readonly size: number;
   readonly identity: string;
+  readonly inMemory = false;
   #handle: Deno.PointerObject | null;
 
   constructor(handle: Deno.PointerObject, size: number, identity: string) {
@@ -313,6 +314,7 @@ class WindowsFile implements OpenedFile {
 class SectionFile implements OpenedFile {
   readonly size: number;
   readonly identity: string;
+  readonly inMemory = true;
   #section: SectionBacking | null;
 
   constructor(section: SectionBacking, identity: string) {
