@@ -103,6 +103,9 @@ function denseWriter(snap: Snapshot, like: string): (to: string) => Promise<void
       sregs: parsed.sregs,
       hostFunctions: parsed.hostFunctions,
       blobHash: parsed.blobHash,
+      // The same sections (the guest binary's path: sandboxes of a guest file record it).
+      binary: parsed.binary ?? undefined,
+      workingSet: parsed.workingSet ?? undefined,
     }, { view: blob.ref, stored: [{ first: 0, count: blob.size / 4096 }], data: [], sparse: false });
 }
 
