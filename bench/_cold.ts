@@ -64,7 +64,7 @@ export async function coldTable(o: BenchOptions): Promise<Table> {
     notes.push(
       `(b) − (c) at 256 MiB: ${(hash.median / 1000).toFixed(1)} ms, ${
         (256 / 1024 / (hash.median / 1e6)).toFixed(2)
-      } GiB/s over the blob (table 3 times the hash alone).`,
+      } GiB/s over 256 MiB (table 3 times the hash alone).`,
     );
   }
   return {

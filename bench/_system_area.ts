@@ -10,7 +10,7 @@
 import { Snapshot } from "../mod.ts";
 import { buildSystemArea, imagePageEntries } from "../vm/machine/system_area.ts";
 import { dropIdleSystemAreas, systemAreaFor } from "../vm/machine/system_image.ts";
-import type { Blob } from "../vm/memory/blob.ts";
+import { Blob } from "../vm/memory/blob.ts";
 import { coldStart, writeGuestSnapshot } from "./_guest.ts";
 import { type BenchOptions, log } from "./_options.ts";
 import type { Row, Table } from "./_report.ts";
@@ -39,7 +39,7 @@ export async function systemAreaTable(o: BenchOptions): Promise<Table> {
       let missed = true;
       try {
         log(`system area ${name}: ${o.count(100)} rounds, interleaved`);
-        const [first, build, later, coldFirst, cold] = await interleaved(o.count(100), 5, [
+        const [first, build, seal, later, coldFirst, cold] = await interleaved(o.count(100), 5, [
           () => {
             dropIdleSystemAreas();
             let area: ReturnType<typeof systemAreaFor> | undefined;
@@ -51,6 +51,13 @@ export async function systemAreaTable(o: BenchOptions): Promise<Table> {
           () => {
             const entries = imagePageEntries(blob, layout);
             return timeSync(() => void buildSystemArea(layout, entries));
+          },
+          () => {
+            const bytes = buildSystemArea(layout, imagePageEntries(blob, layout));
+            let sealed: Blob | undefined;
+            const ms = timeSync(() => void (sealed = Blob.fromBytes(bytes)));
+            sealed!.close();
+            return ms;
           },
           () => {
             let area: ReturnType<typeof systemAreaFor> | undefined;
@@ -74,6 +81,7 @@ export async function systemAreaTable(o: BenchOptions): Promise<Table> {
             base: cold,
           },
           { what: `${name} of which buildSystemArea (tables, stubs)`, ours: build, baseline: c, base: cold },
+          { what: `${name} of which sealing it (Blob.fromBytes)`, ours: seal, baseline: c, base: cold },
           {
             what: `${name} systemAreaFor, later loads (image PTEs read + checked)`,
             ours: later,

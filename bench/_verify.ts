@@ -10,7 +10,7 @@ import { verifyBlobHash } from "../format/mod.ts";
 import { b3sum, hasB3sum } from "./_b3sum.ts";
 import { writeGuestSnapshot } from "./_guest.ts";
 import { type BenchOptions, log } from "./_options.ts";
-import { figure, median, type Row, size, type Table } from "./_report.ts";
+import { figure, median, type Row, type Table } from "./_report.ts";
 import { openBlob } from "./_steps.ts";
 import { interleaved, timeMs, timeSync } from "./_stats.ts";
 
@@ -49,8 +49,8 @@ export async function verifyTable(o: BenchOptions): Promise<Table> {
         () => timeMs(() => b3sum([empty])),
       );
     }
-    log(`verify: ${o.count(15)} rounds, interleaved`);
-    const [hash, verified, unchecked, b3, b3empty] = await interleaved(o.count(15), 2, cases);
+    log(`verify: ${o.count(25)} rounds, interleaved`);
+    const [hash, verified, unchecked, b3, b3empty] = await interleaved(o.count(25), 2, cases);
     const b3label = withB3sum ? "b3sum --num-threads 2 <file>" : "b3sum --num-threads 2: b3sum not installed";
     const rows: Row[] = [
       {
@@ -76,10 +76,8 @@ export async function verifyTable(o: BenchOptions): Promise<Table> {
     ];
     const fileSize = (await Deno.stat(file)).size;
     const notes = [
-      `The loader hashes the blob (${size(blobSize)}); b3sum reads the whole file (${
-        size(fileSize)
-      }: header, ` +
-      `sections, blob).`,
+      `The loader hashes the blob (${mib(blobSize)}); b3sum reads the whole file (${mib(fileSize)}: ` +
+      "header, sections, blob).",
     ];
     notes.push(
       withB3sum
@@ -95,6 +93,8 @@ export async function verifyTable(o: BenchOptions): Promise<Table> {
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(2)} MiB`;
 
 /** Milliseconds a load takes; the snapshot is closed afterwards, untimed. */
 function load(fn: () => Snapshot): number {

@@ -27,6 +27,7 @@ const HEAP = 256 << 20;
 /** Bytes a file takes on disk (`du`). */
 const onDisk = (p: string): Figure => ({ median: Deno.statSync(p).blocks! * 512, bytes: true });
 const apparent = (p: string) => Deno.statSync(p).size;
+const fileSize = (p: string): Figure => ({ median: apparent(p), bytes: true });
 
 /** A 256 MiB-heap snapshot: init writes the whole heap when `dense`; then `touch` pages and a static. */
 function makeSnapshot(dense: boolean, touch: number): Snapshot {
@@ -128,6 +129,7 @@ async function deltas(o: BenchOptions, dir: string): Promise<Table> {
       baseline: "complete: toFile (hashes the blob)",
       base: median(fullMs * 1000),
     },
+    { what: "delta: file size", ours: fileSize(delta), baseline: "complete file size", base: fileSize(full) },
     {
       what: "delta: on disk (du)",
       ours: onDisk(delta),
@@ -152,9 +154,7 @@ async function deltas(o: BenchOptions, dir: string): Promise<Table> {
   const notes = [
     `256 MiB heap written by init, then ${changedPages} pages (1%) changed; the delta stores ${
       info.base!.pages
-    } pages in ${info.base!.runs} runs (${size(apparent(delta))} apparent; complete ${
-      size(apparent(full))
-    }). ` +
+    } pages in ${info.base!.runs} runs. ` +
     "Cold start: load + fromSnapshot + first Echo, page cache warm.",
   ];
   for (const f of [base, full, delta]) await Deno.remove(f);

@@ -46,6 +46,7 @@ const ROWS: string[][] = [
   ["128k", "256m"].flatMap((heap) => [
     `${heap} systemAreaFor, first load in the process (rebuild + seal)`,
     `${heap} of which buildSystemArea (tables, stubs)`,
+    `${heap} of which sealing it (Blob.fromBytes)`,
     `${heap} systemAreaFor, later loads (image PTEs read + checked)`,
     `${heap} cold start, system area not cached`,
   ]),
@@ -56,6 +57,7 @@ const ROWS: string[][] = [
   ]),
   [
     "delta: toFile (compares with the base)",
+    "delta: file size",
     "delta: on disk (du)",
     "delta: cold start, fromFileUnchecked",
     "delta: cold start, fromFile (hashes 256 MiB)",
