@@ -8,7 +8,7 @@
  * @module
  */
 
-// ---- Byte layout (shared/format/hls-v1.md) ------------------------------------------------------------------
+// ---- Byte layout (docs/FORMAT.md) ---------------------------------------------------------------------------
 
 /**
  * The magic `HLS\0` (bytes 48 4C 53 00) read as a little-endian u32.
