@@ -54,6 +54,7 @@ export { OCI_CONTENT_ERROR_KINDS } from "./format/oci/errors.ts";
 export type { OciContentErrorKind, RegistryErrorCode } from "./format/oci/errors.ts";
 export { OCI_MANIFEST_MEDIA_TYPE } from "./format/oci/constants.ts";
 export { SNAPSHOT_FORMAT_ERROR_KINDS, SnapshotFormatError } from "./format/errors.ts";
+export { MAX_SNAPSHOT_FILE_SIZE } from "./format/constants.ts";
 export type { SnapshotFormatErrorKind } from "./format/errors.ts";
 export type { Incompatibility, SnapshotInspection } from "./format/inspect.ts";
 export type { HeaderFieldName } from "./format/header.ts";

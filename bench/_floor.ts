@@ -19,6 +19,8 @@
  *   `out`, guest memory `mmap(MAP_PRIVATE)` of the file with `MADV_RANDOM`.
  * - `restore_<size>_n<N>` (sizes 8m, 64m, 256m; N 1 and 1000): `KVM_GET_DIRTY_LOG` + copying back the N
  *   pages the guest dirtied, from a pristine copy.
+ * - {@linkcode runFloorEvicted}: `evicted_<size>_p<N>`, the image file dropped from the page cache before each
+ *   run, then open to the first `out` with the guest reading N pages; `cached_<size>_p<N>`, the same warm.
  *
  * Run it by hand with `deno run -A bench/_floor.ts [runs] [group-or-metric ...]`.
  *
@@ -118,7 +120,7 @@ export async function runFloor(opts: FloorOptions = {}): Promise<Map<string, Flo
   const only = opts.only?.length ? opts.only : undefined;
   const groups = only ? GROUPS.filter((g) => only.some((o) => groupOf(o) === g)) : ["all"];
   if (!(await build())) {
-    console.log("floor: gcc not found, the physical floor is unavailable");
+    console.error("floor: gcc not found, the physical floor is unavailable");
     return new Map();
   }
   const tmpdir = await Deno.makeTempDir({ prefix: "snapvm-floor-" });
@@ -137,6 +139,35 @@ export async function runFloor(opts: FloorOptions = {}): Promise<Map<string, Flo
     await Deno.remove(tmpdir, { recursive: true });
   }
   return stats;
+}
+
+/**
+ * Measures floor.c's `evicted` mode: a `sizeMib` MiB image file evicted from the page cache before each run,
+ * then open to the first `out` with the guest reading `pages` data pages (`evicted_<size>m_p<pages>`), and
+ * the same with the file in the page cache (`cached_<size>m_p<pages>`). Empty without gcc, as
+ * {@linkcode runFloor}.
+ */
+export async function runFloorEvicted(
+  runs: number,
+  sizeMib: number,
+  pages: number,
+): Promise<Map<string, FloorStat>> {
+  if (!(await build())) {
+    console.error("floor: gcc not found, the physical floor is unavailable");
+    return new Map();
+  }
+  const tmpdir = await Deno.makeTempDir({ prefix: "snapvm-floor-" });
+  try {
+    const out = await new Deno.Command(BINARY, {
+      args: ["evicted", String(runs), tmpdir, String(sizeMib), String(pages)],
+    }).output();
+    if (!out.success) {
+      throw new Error(`floor evicted failed (exit ${out.code}):\n${new TextDecoder().decode(out.stderr)}`);
+    }
+    return parseFloorOutput(new TextDecoder().decode(out.stdout));
+  } finally {
+    await Deno.remove(tmpdir, { recursive: true });
+  }
 }
 
 if (import.meta.main) {

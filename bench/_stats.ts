@@ -64,3 +64,37 @@ export async function measureAsync(
 export function us(v: number): string {
   return v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : v < 10 ? `${v.toFixed(2)} µs` : `${v.toFixed(1)} µs`;
 }
+
+/**
+ * Runs each case `warmup + runs` times, interleaved (a, b, a, b, …) so that a noisy neighbour slows every
+ * case alike, and returns the stats of the last `runs` of each. A case returns its own time in ms (it times
+ * only its measured part).
+ */
+export async function interleaved(
+  runs: number,
+  warmup: number,
+  cases: readonly (() => number | Promise<number>)[],
+): Promise<Stat[]> {
+  const samples: number[][] = cases.map(() => []);
+  for (let i = -warmup; i < runs; i++) {
+    for (const [k, c] of cases.entries()) {
+      const ms = await c();
+      if (i >= 0) samples[k].push(ms);
+    }
+  }
+  return samples.map(stat);
+}
+
+/** Milliseconds `fn` takes, until its promise (if any) settles. */
+export async function timeMs(fn: () => unknown): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+/** Milliseconds `fn` takes (synchronous). */
+export function timeSync(fn: () => void): number {
+  const t0 = performance.now();
+  fn();
+  return performance.now() - t0;
+}

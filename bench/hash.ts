@@ -21,6 +21,7 @@ import { loadNativeKernel } from "../format/blake3/_native.ts";
 import { wasmBlake3 } from "../format/blake3/_wasm.ts";
 import { buildBlake3 } from "../format/blake3/build_library.ts";
 import { type Stat, stat, us } from "./_stats.ts";
+import { b3sum } from "./_b3sum.ts";
 
 const arg = (name: string) => Deno.args.indexOf(name);
 const RUNS = arg("--runs") >= 0 ? Number(Deno.args[arg("--runs") + 1]) : 15;
@@ -62,12 +63,6 @@ function hashFreshMapping(path: string, length: number, hash: (data: Uint8Array)
   } finally {
     c.close(fd);
   }
-}
-
-async function b3sum(args: string[]): Promise<string> {
-  const output = await new Deno.Command("b3sum", { args: ["--no-names", ...args], stdout: "piped" }).output();
-  if (!output.success) throw new Error(`b3sum ${args.join(" ")} failed`);
-  return new TextDecoder().decode(output.stdout).trim();
 }
 
 interface Row {

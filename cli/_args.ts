@@ -97,6 +97,11 @@ export function parseSize(text: string, what: string): number {
   return value;
 }
 
+/** A count with its noun: `1 page`, `2 pages`. */
+export function formatCount(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 /** Formats a byte count for people: `128 KiB`, `1.5 MiB`. */
 export function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;

@@ -3,18 +3,20 @@
  *
  * @module
  */
-import { Snapshot, type SnapshotInspection } from "../mod.ts";
-import { formatSize, parseArgs } from "./_args.ts";
+import { Snapshot, type SnapshotFileInspection, type SnapshotInspection } from "../mod.ts";
+import { formatCount, formatSize, parseArgs } from "./_args.ts";
 import type { Command } from "./_command.ts";
 import { EXIT, UsageError } from "./_errors.ts";
 import { requireFile } from "./_target.ts";
 
 const HELP = `Usage: snapvm inspect <file.hls> [--json]
 
-Reads only the header and the host-function section of a snapshot (maps nothing, checks header_hash but
-not the memory blob: use 'snapvm verify' for that) and prints every header field, whether it loads on this
-host and why not, the host functions and both hashes.
-  --json   print the description as JSON (u64 values beyond 2^53 as decimal strings)
+Reads only the header, the host functions and the sections of a snapshot (maps nothing, checks header_hash
+but not the memory blob: use 'snapvm verify' for that) and prints every header field, whether it loads on
+this host and why not, the host functions, both hashes, the guest binary it records (path and entry point),
+for a delta its base and the chain of bases as the loader finds them, and the working set's size.
+  --json   print the description as JSON (u64 values beyond 2^53 as decimal strings; binary, base, chain,
+           workingSet included)
 Exit code 0 when the file could be described, even if it does not load here.`;
 
 function size(info: SnapshotInspection, field: keyof SnapshotInspection["header"]): string {
@@ -22,7 +24,36 @@ function size(info: SnapshotInspection, field: keyof SnapshotInspection["header"
   return typeof v === "number" ? formatSize(v) : String(v);
 }
 
-function human(path: string, info: SnapshotInspection): string {
+/** The sections and the chain of bases, one line each (and a line per base). */
+function sections(info: SnapshotFileInspection): string[] {
+  const lines = [
+    info.binary === null
+      ? "binary: not recorded"
+      : `binary: ${JSON.stringify(info.binary.path)} (entry ${info.binary.entry})`,
+  ];
+  if (info.base === null) lines.push("delta: no (a complete snapshot)");
+  else {
+    lines.push(
+      `delta: over ${info.base.fileName} (blob hash ${info.base.blobHash}), chain depth ${info.base.chainDepth}, ` +
+        `stores ${formatCount(info.base.pages, "page")} in ${formatCount(info.base.runs, "run")}`,
+      "chain:",
+      ...info.chain.map((link) =>
+        `  ${link.path} (depth ${link.chainDepth}, blob hash ${link.blobHash})` +
+        (link.problem === undefined ? "" : `: ${link.problem}`)
+      ),
+    );
+  }
+  lines.push(
+    info.workingSet === null
+      ? "working set: none"
+      : `working set: ${formatCount(info.workingSet.pages, "page")} in ${
+        formatCount(info.workingSet.runs, "run")
+      } (${formatSize(info.workingSet.pages * 4096)})`,
+  );
+  return lines;
+}
+
+function human(path: string, info: SnapshotFileInspection): string {
   const lines = [
     `${path}: snapvm snapshot, format ${info.formatVersion}, ABI ${info.abiVersion}, ${info.arch}/${info.hypervisor}, ` +
     `entry point ${info.entrypoint}`,
@@ -36,6 +67,7 @@ function human(path: string, info: SnapshotInspection): string {
       size(info, "output_data_size")
     })`,
     `host functions: ${info.hostFunctions.length === 0 ? "none" : info.hostFunctions.join(", ")}`,
+    ...sections(info),
     `header hash: ${info.headerHash}`,
     `blob hash:   ${info.blobHash}`,
     "header:",

@@ -16,9 +16,12 @@ import { type ExampleGuest, exampleGuestUrl, loadGuest } from "../guest/sdk.ts";
 import { type OptionSpec, type ParsedArgs, parseSize } from "./_args.ts";
 import { OperationError, UsageError } from "./_errors.ts";
 
-/** A guest binary in memory, or a snapshot file on disk (snapshots are mapped, so they must be local). */
+/**
+ * A guest binary in memory (with its path when it is a local file: snapshots record it), or a snapshot file
+ * on disk (snapshots are mapped, so they must be local).
+ */
 export type Target =
-  | { kind: "elf"; name: string; bytes: Uint8Array }
+  | { kind: "elf"; name: string; bytes: Uint8Array; path?: string }
   | { kind: "snapshot"; name: string; path: string };
 
 const HLS_MAGIC = [0x48, 0x4c, 0x53, 0x00]; // "HLS\0"
@@ -72,7 +75,9 @@ export async function openTarget(spec: string, command: string): Promise<Target>
     throw e;
   }
   if (startsWith(head, HLS_MAGIC)) return { kind: "snapshot", name: spec, path: spec };
-  if (startsWith(head, ELF_MAGIC)) return { kind: "elf", name: spec, bytes: await loadGuest(spec) };
+  if (startsWith(head, ELF_MAGIC)) {
+    return { kind: "elf", name: spec, bytes: await loadGuest(spec), path: spec };
+  }
   throw new OperationError(`Cannot use ${spec}: it is neither a snapshot (.hls) nor a guest ELF binary`);
 }
 
@@ -174,13 +179,25 @@ export function sandboxConfig(
   return config;
 }
 
+/**
+ * The sandbox of a guest binary before init. A local file is named by its path, so that its snapshots
+ * record the binary (for debuggers and core dumps; `snapvm snapshot --no-binary` leaves it out).
+ */
+export function guestSandbox(
+  target: Target & { kind: "elf" },
+  config: SandboxConfiguration,
+): UninitializedSandbox {
+  // The path is read again (as the sandbox was made from it); the bytes read first decided it is an ELF.
+  return new UninitializedSandbox(target.path ?? target.bytes, config);
+}
+
 /** Starts a sandbox from `target`: evolve a guest binary, or load a snapshot (verified unless `unchecked`). */
 export function startSandbox(
   target: Target,
   config: SandboxConfiguration,
   unchecked = false,
 ): MultiUseSandbox {
-  if (target.kind === "elf") return new UninitializedSandbox(target.bytes, config).evolve();
+  if (target.kind === "elf") return guestSandbox(target, config).evolve();
   using snap = unchecked ? Snapshot.fromFileUnchecked(target.path) : Snapshot.fromFile(target.path);
   return MultiUseSandbox.fromSnapshot(snap, undefined, config);
 }

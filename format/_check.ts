@@ -96,17 +96,6 @@ export function toFileLength(fileLength: bigint | number): bigint {
 }
 
 /**
- * BLAKE3 of preamble ‖ header ‖ sregs ‖ blob_hash ‖ host functions: bytes [0, 1112) and [1144, 1176 + n), the
- * `header_hash` of a version-1 file.
- *
- * @param prefix At least `1176 + hostFuncsSize` bytes from the start of the file.
- * @param hostFuncsSize Length of the host-functions section.
- */
-export function computeHeaderHash(prefix: Uint8Array, hostFuncsSize: number): Uint8Array {
-  return headerHashTo(prefix, HOST_FUNCS_OFFSET + hostFuncsSize);
-}
-
-/**
  * BLAKE3 of bytes [0, 1112) and [1144, end): the `header_hash` of a file whose hashed part ends at `end`
  * (`1176 + host_funcs_size` in version 1, the end of the section table in version 2).
  *

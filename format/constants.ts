@@ -8,7 +8,7 @@
  * @module
  */
 
-// ---- Byte layout (shared/format/hls-v1.md) ------------------------------------------------------------------
+// ---- Byte layout (docs/FORMAT.md) ---------------------------------------------------------------------------
 
 /**
  * The magic `HLS\0` (bytes 48 4C 53 00) read as a little-endian u32.
@@ -258,6 +258,21 @@ export const MAX_HOST_FUNCTION_PARAMS = 64;
 export const MAX_MEMORY_OFFSET: number =
   Math.ceil((HOST_FUNCS_OFFSET + MAX_HOST_FUNCS_SIZE) / FILE_PAGE_SIZE) *
   FILE_PAGE_SIZE;
+
+/**
+ * Largest snapshot file a loader ever reads: the largest prefix (`MAX_MEMORY_OFFSET`), blob
+ * (`MAX_MEMORY_SIZE`) and trailing guard; bytes after the guard are never needed. A file that cannot be
+ * mapped (a FIFO, a device, a file inside a `deno compile` executable) and the bytes given to
+ * `Snapshot.fromBytes` are copied into memory up to this size, and refused beyond it.
+ *
+ * @example
+ * ```ts
+ * import { MAX_SNAPSHOT_FILE_SIZE } from "./constants.ts";
+ *
+ * console.log(MAX_SNAPSHOT_FILE_SIZE); // 1074798592
+ * ```
+ */
+export const MAX_SNAPSHOT_FILE_SIZE: number = MAX_MEMORY_OFFSET + MAX_MEMORY_SIZE + TRAILING_GUARD_SIZE;
 
 /**
  * Largest input or output buffer.

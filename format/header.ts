@@ -9,7 +9,7 @@ import type { Arch, EntrypointTag, Hypervisor } from "./tags.ts";
 /**
  * A validated header. Every field is a number: the loader has bounded all of them (sizes and addresses by
  * the 1 GiB guest memory limit, `abi_version` by equality with the host's), so none loses precision.
- * Field meanings are in shared/format/hls-v1.md; how snapvm's layout constrains them is documented on
+ * Field meanings are in docs/FORMAT.md; how snapvm's layout constrains them is documented on
  * `parseSnapshotHeader`.
  *
  * @example

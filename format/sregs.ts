@@ -205,7 +205,7 @@ export function emptySregs(): Sregs {
 }
 
 /**
- * Encodes registers in the file's form: 119 little-endian u64 (see hls-v1.md), or all zeros for `null`.
+ * Encodes registers in the file's form: 119 little-endian u64 (see docs/FORMAT.md), or all zeros for `null`.
  *
  * @param sregs The registers, or `null` when the snapshot has none.
  * @returns {@linkcode SREGS_SIZE} bytes.

@@ -277,10 +277,7 @@ export class MultiUseSandbox {
       newGeneration(persistent);
     });
     try {
-      // TODO: fall back to the binary path recorded in the snapshot (SnapshotData.binary).
-      const binary = resolved.guestBinaryPath === undefined
-        ? undefined
-        : binaryInfo(resolved.guestBinaryPath, data.entrypoint === "Initialise" ? data.entryAddr : 0n);
+      const binary = debugBinary(resolved.guestBinaryPath, data);
       vm.debugger = SandboxDebugger.create(vm, { ...resolved, binary });
       let dispatch = data.entryAddr;
       let functions = data.functions;
@@ -335,6 +332,7 @@ export class MultiUseSandbox {
       hostFunctions: recordHostFunctions(s.hostFunctions),
       family: s.family,
       functions: s.functions,
+      binary: s.binary,
     });
     vm.synced(); // memory now equals the snapshot: track changes from here
     this.#state = { ...s, base: snap };
@@ -481,6 +479,22 @@ export class MultiUseSandbox {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * The guest binary a sandbox made from a snapshot names to debuggers and core dumps: `guestBinaryPath` when
+ * configured (a path the user gave: its segments may be read for a core's mapped-file note), else the path
+ * recorded in the snapshot. That one is file content, as hostile as the rest of the file: it is only ever
+ * handed on as a string (to gdb, into a core's notes), never opened or run here, so its segments are
+ * given as none and a core names no mapped file for it (docs/SECURITY.md).
+ */
+function debugBinary(configured: string | undefined, data: SnapshotData): GuestBinaryInfo | undefined {
+  const recorded = data.binary;
+  if (configured !== undefined) {
+    const entry = recorded?.entry ?? (data.entrypoint === "Initialise" ? data.entryAddr : 0n);
+    return binaryInfo(configured, entry);
+  }
+  return recorded === undefined ? undefined : { path: recorded.path, entry: recorded.entry, segments: [] };
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   type HostFunction as RecordedHostFunction,
   type HostIdentity,
   inspectSnapshot,
+  MAX_BINARY_PATH_BYTES,
   MAX_WORKING_SET_RUNS,
   type PageRun,
   type ParsedSnapshot,
@@ -34,6 +35,7 @@ import { ABI_SREGS, checkAbiSregs } from "./machine/sregs.ts";
 import { imagePageEntries, withoutGeneration } from "./machine/system_area.ts";
 import {
   basename,
+  openSnapshotBytes,
   openSnapshotFile,
   pathString,
   readHeaderHash,
@@ -93,8 +95,9 @@ export interface SnapshotData {
   blobHash?: Uint8Array;
   /**
    * The guest binary the snapshot comes from (its path and ELF entry point), when known: set by
-   * `UninitializedSandbox` for a binary given as a path and carried into snapshots of its sandboxes; stored
-   * in the file's BINARY section.
+   * `UninitializedSandbox` for a binary given as a path (made absolute; `guestBinaryPath` when configured),
+   * carried into snapshots of its sandboxes and of sandboxes made from a snapshot that has one, and stored
+   * in the file's BINARY section. A path from a file is only ever handed on as a string.
    */
   readonly binary?: BinaryInfo;
   /** Pages a cold start touches (see `Snapshot.recordWorkingSet`), stored in the WORKING_SET section. */
@@ -220,6 +223,11 @@ export class Snapshot {
    * Loads a snapshot file and verifies both `header_hash` and `blob_hash`. Throws `SnapshotFormatError` for
    * any problem with the file, and Deno's own `NotFound` when it does not exist.
    *
+   * A regular file is mapped where it is. A path that can be read but not mapped (a FIFO, a device, a file
+   * inside a `deno compile` executable) is read whole into sealed memory first, at most
+   * `MAX_SNAPSHOT_FILE_SIZE` bytes (`SnapshotFormatError` `InvalidField` `file size` beyond), then checked
+   * the same way (see `fromBytes`).
+   *
    * A delta file (written by `toFile` with `base`) is loaded with its chain of bases: each is found (next to
    * the delta, or by `options.resolveBase`) and checked against the `blob_hash` the delta records, and the
    * whole resulting memory is verified against the delta's `blob_hash`. A missing base is
@@ -235,8 +243,44 @@ export class Snapshot {
   }
 
   /**
+   * Loads a snapshot from the bytes of a snapshot file (such as a file embedded in a `deno compile`
+   * executable: `Snapshot.fromBytes(await Deno.readFile(new URL("./guest.hls", import.meta.url)))`), with
+   * exactly the checks of `fromFile`: every header field, `header_hash`, the sections, and `blob_hash`
+   * over the whole memory. The bytes are copied into sealed memory (a memfd on Linux, a pagefile-backed
+   * section on Windows; chunks of zeros are not copied), which sandboxes map copy-on-write as they would the
+   * file; the array can be dropped afterwards. At most `MAX_SNAPSHOT_FILE_SIZE` bytes
+   * (`SnapshotFormatError` `InvalidField` `file size` beyond).
+   *
+   * A delta's base is not in the bytes and there is no directory to look for it in: it is loaded from the
+   * path `options.resolveBase` returns (checked against the recorded `blob_hash` as always), and without
+   * one the load is refused with `SnapshotFormatError` `BaseNotFound`.
+   *
+   * @example
+   * ```ts ignore
+   * const snap = Snapshot.fromBytes(await Deno.readFile(new URL("./guest.hls", import.meta.url)));
+   * using sbx = MultiUseSandbox.fromSnapshot(snap);
+   * ```
+   */
+  static fromBytes(bytes: Uint8Array, options?: SnapshotLoadOptions): Snapshot {
+    let file;
+    try {
+      file = openSnapshotBytes(bytes);
+    } catch (e) {
+      throw exhaustion(e);
+    }
+    try {
+      return Snapshot.#loadOpened(file, "(snapshot bytes)", true, options, false).snapshot;
+    } catch (e) {
+      throw exhaustion(e);
+    } finally {
+      file.close();
+    }
+  }
+
+  /**
    * Loads a snapshot file verifying only `header_hash` (which covers `blob_hash` but not the blob): constant
-   * time in the blob's size. Use for files you wrote yourself.
+   * time in the blob's size (for a file that is mapped; one that must be read, as `fromFile` says, costs
+   * the read). Use for files you wrote yourself.
    *
    * For a delta, every file of the chain has its header checked (including that each base's `blob_hash` is
    * the one recorded), but no memory is hashed.
@@ -381,18 +425,25 @@ export class Snapshot {
     path: string,
     verify: boolean,
     options?: SnapshotLoadOptions,
+    located = true,
   ): { snapshot: Snapshot; parsed: ParsedSnapshot } {
     const host = hostIdentity();
     const parsed = parseSnapshotHeader(readPrefix(file), file.size, host);
     const layout = checkLoadable(parsed);
     const source = { path, identity: file.identity, bases: new Map<string, string>() };
+    // Only files used in place are a source `push` may send again; bytes, or a file read into memory (a FIFO,
+    // a device), are written out afresh.
+    let inPlace = !file.inMemory;
     let blob: Blob;
     if (parsed.base === null) {
       blob = new Blob(file.toBacking(parsed.header.memoryOffset, parsed.header.memorySize));
     } else {
       // Top first; the complete file at the bottom supplies every page no delta stores.
-      const chain = openChain(file, parsed, path, host, options?.resolveBase);
-      for (const link of chain.slice(1)) source.bases.set(toHex(link.parsed.blobHash), link.path);
+      const chain = openChain(file, parsed, path, host, options?.resolveBase, undefined, located);
+      for (const link of chain.slice(1)) {
+        source.bases.set(toHex(link.parsed.blobHash), link.path);
+        inPlace &&= !link.file.inMemory;
+      }
       const bottom = chain[chain.length - 1];
       try {
         const base = bottom.file.toBacking(
@@ -415,8 +466,9 @@ export class Snapshot {
       if (verify) verifyBlobHash(blob.ref.bytes, parsed.blobHash);
       // From here on the view is read a page at a time (restores): no 8 MiB read-around.
       blob.adviseRandom();
-      // The only bytes of the system area taken from the file are the image's page-table entries, checked.
-      system = systemAreaFor(blob.ref, layout);
+      // The only bytes of the system area taken from the file are the image's page-table entries, checked;
+      // read from the files, so that a load that verifies nothing maps no view.
+      system = systemAreaFor(blob, layout);
       const call = parsed.header.entrypointTag === EntrypointTag.Call;
       const snapshot = construct(blob, {
         system,
@@ -431,7 +483,7 @@ export class Snapshot {
         binary: parsed.binary ?? undefined,
         workingSet: parsed.workingSet ?? undefined,
       });
-      sources.set(snapshot, source);
+      if (inPlace) sources.set(snapshot, source);
       return { snapshot, parsed };
     } catch (e) {
       system?.release();
@@ -661,7 +713,20 @@ export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">
   } catch (e) {
     throw exhaustion(e);
   }
-  return snapshotOf(blob, d);
+  return snapshotOf(blob, { ...d, binary: recordable(d.binary) });
+}
+
+/**
+ * The binary a snapshot records: its path and entry point only, and only when a file can store them (a path
+ * of 1..`MAX_BINARY_PATH_BYTES` UTF-8 bytes without NUL, a known entry point: 0 is none, a guest's is in
+ * its image), so that `toFile` never fails over a detail nothing needs to run the snapshot.
+ */
+function recordable(binary: BinaryInfo | undefined): BinaryInfo | undefined {
+  if (binary === undefined || binary.entry <= 0n || binary.entry >= 1n << 64n) return undefined;
+  const { path } = binary;
+  if (path === "" || !path.isWellFormed() || path.includes("\0")) return undefined;
+  if (new TextEncoder().encode(path).byteLength > MAX_BINARY_PATH_BYTES) return undefined;
+  return { path, entry: binary.entry };
 }
 
 /**
@@ -670,7 +735,7 @@ export function snapshotFromMemory(mem: Mapping, d: Omit<SnapshotData, "system">
  */
 export function snapshotOf(blob: Blob, d: Omit<SnapshotData, "system">): Snapshot {
   try {
-    return construct(blob, { ...d, system: systemAreaFor(blob.ref, d.layout) });
+    return construct(blob, { ...d, system: systemAreaFor(blob, d.layout) });
   } catch (e) {
     blob.close();
     throw exhaustion(e);

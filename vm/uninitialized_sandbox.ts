@@ -9,7 +9,8 @@ import { newFamily, recordHostFunctions, type Snapshot, snapshotFromMemory } fro
 import { GuestVm } from "./machine/guest_vm.ts";
 import { newGeneration, writeInfoPage, writeSystemArea } from "./machine/system_area.ts";
 import { resolveConfiguration, type ResolvedConfiguration, type SandboxConfiguration } from "./config.ts";
-import { type ElfImage, parseElf } from "./machine/elf.ts";
+import { type ElfImage, MAX_IMAGE_SIZE, parseElf } from "./machine/elf.ts";
+import { GuestBinaryError } from "./errors.ts";
 import { type HostFunction, HostFunctions } from "./host_functions.ts";
 import { computeLayout, type Layout } from "./machine/layout.ts";
 import { loadGuest } from "../guest/sdk.ts";
@@ -84,10 +85,12 @@ export class UninitializedSandbox {
   }
 
   /**
-   * Reads and validates the guest binary and the configuration. Throws `GuestBinaryError` for a bad ELF,
-   * TypeError/RangeError for a bad configuration, and Deno's own errors (such as `Deno.errors.NotFound`)
-   * when the file cannot be read. A path or `file:` URL is read here; for `http:`/`https:` URLs (a guest
-   * shipped in a package) use {@linkcode UninitializedSandbox.load}.
+   * Reads and validates the guest binary and the configuration. Throws `GuestBinaryError` for a bad ELF
+   * or a file larger than the largest image (`MAX_IMAGE_SIZE`, 64 MiB: reading stops there, so a device
+   * such as `/dev/zero` fails fast), TypeError/RangeError for a bad configuration, and Deno's own errors
+   * (such as `Deno.errors.NotFound`) when the file cannot be read. A path or `file:` URL is read here with
+   * Deno's file API, so files inside a `deno compile` executable work as they are; for `http:`/`https:`
+   * URLs (a guest shipped in a package) use {@linkcode UninitializedSandbox.load}.
    */
   constructor(guest: GuestBinary, config?: SandboxConfiguration, hostFunctions?: HostFunctions) {
     if (guest instanceof URL && guest.protocol !== "file:") {
@@ -95,7 +98,7 @@ export class UninitializedSandbox {
         `Cannot read a guest from ${guest.protocol} synchronously: use await UninitializedSandbox.load(url)`,
       );
     }
-    this.#image = guest instanceof Uint8Array ? guest.slice() : Deno.readFileSync(guest);
+    this.#image = guest instanceof Uint8Array ? guest.slice() : readGuestFile(guest);
     this.#path = typeof guest === "string"
       ? guest
       : guest instanceof URL
@@ -202,7 +205,9 @@ export class UninitializedSandbox {
 
   /**
    * A snapshot of the sandbox before guest init (entry point Initialise): the loaded image, page tables and
-   * layout, without running anything. Sandboxes made from it run guest init first.
+   * layout, without running anything. Sandboxes made from it run guest init first. For a guest read from a
+   * file, the snapshot records the binary's path and entry point (`Snapshot.binary`), for debuggers and
+   * core dumps of its sandboxes.
    *
    * @example
    * ```ts ignore
@@ -213,12 +218,14 @@ export class UninitializedSandbox {
   snapshot(): Snapshot {
     using mem = Mapping.reserve(this.#layout.persistentSize);
     this.#fill(mem);
+    const binary = this.#binaryInfo();
     return snapshotFromMemory(mem, {
       layout: this.#layout,
       entrypoint: "Initialise",
       entryAddr: BigInt(this.#elf.entry),
       hostFunctions: recordHostFunctions(this.#hostFunctions),
       family: newFamily(),
+      binary: binary && { path: binary.path, entry: binary.entry },
     });
   }
 
@@ -235,4 +242,34 @@ export class UninitializedSandbox {
     const hot = this.#layout.heapBase + Math.min(this.#layout.heapSize, 16 * 1024) - IMAGE_BASE;
     mem.prefault(IMAGE_BASE, hot);
   }
+}
+
+/**
+ * Reads a guest binary file whole, stopping past `MAX_IMAGE_SIZE` (the largest image the ELF loader
+ * accepts), so that a huge file or an endless device is refused instead of read into memory.
+ */
+function readGuestFile(path: string | URL): Uint8Array {
+  using file = Deno.openSync(path, { read: true });
+  const limit = MAX_IMAGE_SIZE;
+  const tooLarge = () =>
+    new GuestBinaryError(
+      `the file is larger than ${limit} bytes (MAX_IMAGE_SIZE, the largest image the loader accepts)`,
+    );
+  const size = file.statSync().size; // 0 for devices, FIFOs and files that report none
+  if (size > limit) throw tooLarge();
+  let buffer = new Uint8Array(Math.max(64 * 1024, size + 1));
+  let total = 0;
+  for (;;) {
+    if (total === buffer.length) {
+      if (total > limit) throw tooLarge();
+      const larger = new Uint8Array(Math.min(limit + 1, buffer.length * 2));
+      larger.set(buffer);
+      buffer = larger;
+    }
+    const n = file.readSync(buffer.subarray(total));
+    if (n === null) break;
+    total += n;
+  }
+  if (total > limit) throw tooLarge();
+  return buffer.subarray(0, total);
 }

@@ -25,6 +25,7 @@ const SYMBOLS = {
   pwrite_buf: { name: "pwrite", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pread_ptr: { name: "pread", parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
@@ -42,6 +43,7 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   syscall_ptr: { name: "syscall", parameters: ["i64", "i64", "buffer"], result: "i64" },
   syscall3: { name: "syscall", parameters: ["i64", "i64", "u64"], result: "i64" },
+  syscall_buf2: { name: "syscall", parameters: ["i64", "i64", "buffer", "buffer", "u64"], result: "i64" },
 } as const;
 
 /** The opened symbols; see {@linkcode libc}. */
@@ -80,6 +82,7 @@ export const MAP_SHARED = 0x01,
 export const MADV_RANDOM = 1,
   MADV_WILLNEED = 3,
   MADV_DONTNEED = 4,
+  MADV_HUGEPAGE = 14,
   MADV_POPULATE_READ = 22,
   MADV_POPULATE_WRITE = 23;
 /** lseek(2) whence values that find data and holes in sparse files. */
@@ -88,6 +91,13 @@ export const SEEK_DATA = 3, SEEK_HOLE = 4;
 export const POSIX_FADV_RANDOM = 1, POSIX_FADV_WILLNEED = 3, POSIX_FADV_DONTNEED = 4;
 /** open(2) flags. */
 export const O_RDONLY = 0, O_RDWR = 2, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000;
+/** fcntl(2) commands for the file status flags (O_NONBLOCK). */
+export const F_GETFL = 3, F_SETFL = 4;
+/**
+ * `cachestat(2)` (Linux 6.5): `cachestat(fd, struct cachestat_range { u64 off, len } *, struct cachestat
+ * { u64 nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted } *, 0)`; ENOSYS before 6.5.
+ */
+export const SYS_CACHESTAT = 451n;
 /** memfd_create(2) flags and fcntl(2) sealing. */
 export const MFD_CLOEXEC = 1,
   MFD_ALLOW_SEALING = 2,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { MAX_DELTA_CHAIN, MAX_MEMORY_OFFSET, MAX_MEMORY_SIZE, TRAILING_GUARD_SIZE } from "../constants.ts";
+import { MAX_DELTA_CHAIN, MAX_SNAPSHOT_FILE_SIZE } from "../constants.ts";
 
 /**
  * Media type of an OCI image manifest (the only manifest kind snapvm writes or reads).
@@ -135,8 +135,8 @@ export const MAX_CONFIG_SIZE = 4 * 1024 * 1024;
 export const MAX_INDEX_SIZE = 4 * 1024 * 1024;
 
 /**
- * Largest snapshot layer accepted: the largest `.hls` file the loader accepts (`MAX_MEMORY_OFFSET` +
- * `MAX_MEMORY_SIZE` + the 4096-byte guard). A descriptor announcing more is refused before any download.
+ * Largest snapshot layer accepted: the largest `.hls` file the loader accepts (`MAX_SNAPSHOT_FILE_SIZE`). A
+ * descriptor announcing more is refused before any download.
  *
  * @example
  * ```ts
@@ -145,7 +145,7 @@ export const MAX_INDEX_SIZE = 4 * 1024 * 1024;
  * console.log(MAX_SNAPSHOT_LAYER_SIZE > 1024 ** 3); // true
  * ```
  */
-export const MAX_SNAPSHOT_LAYER_SIZE: number = MAX_MEMORY_OFFSET + MAX_MEMORY_SIZE + TRAILING_GUARD_SIZE;
+export const MAX_SNAPSHOT_LAYER_SIZE: number = MAX_SNAPSHOT_FILE_SIZE;
 
 /**
  * Most layers a snapvm manifest may have: one complete snapshot plus a delta per level of the deepest chain

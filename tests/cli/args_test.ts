@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { formatSize, formatValue, parseArgs, parseCallArgs, parseSize, parseValue } from "../../cli/_args.ts";
+import {
+  formatCount,
+  formatSize,
+  formatValue,
+  parseArgs,
+  parseCallArgs,
+  parseSize,
+  parseValue,
+} from "../../cli/_args.ts";
 import { UsageError } from "../../cli/_errors.ts";
 
 Deno.test("parseSize: bytes and k/m/g suffixes", () => {
@@ -18,6 +26,12 @@ Deno.test("formatSize", () => {
   assert.equal(formatSize(512), "512 B");
   assert.equal(formatSize(128 * 1024), "128 KiB");
   assert.equal(formatSize(2265088), "2.2 MiB");
+});
+
+Deno.test("formatCount", () => {
+  assert.equal(formatCount(1, "page"), "1 page");
+  assert.equal(formatCount(0, "run"), "0 runs");
+  assert.equal(formatCount(2, "warm-up call"), "2 warm-up calls");
 });
 
 Deno.test("parseArgs: flags, values, --x=y, negative numbers, --, calls", () => {

@@ -73,6 +73,8 @@ Deno.test("loader limits", () => {
   assert.equal(format.MAX_HOST_FUNCTION_PARAMS, 64);
   assert.equal(format.MAX_MEMORY_OFFSET, 1024 * 1024 + 4096);
   assert.equal(format.MAX_MEMORY_SIZE, 1024 * 1024 * 1024);
+  // The largest file a loader reads into memory: prefix, blob and guard at their limits.
+  assert.equal(format.MAX_SNAPSHOT_FILE_SIZE, 1024 * 1024 + 4096 + 1024 * 1024 * 1024 + 4096);
   assert.equal(format.MAX_IO_BUFFER_SIZE, 256 * 1024 * 1024);
   assert.equal(format.MIN_INPUT_DATA_SIZE, 72);
   assert.equal(format.MIN_OUTPUT_DATA_SIZE, 12);

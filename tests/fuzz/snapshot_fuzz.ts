@@ -29,7 +29,8 @@ import {
   SREGS_OFFSET,
   TRAILING_GUARD_SIZE,
 } from "../../format/mod.ts";
-import { computeHeaderHash } from "../../format/_check.ts";
+import { headerHashTo } from "../../format/_check.ts";
+import { HLS_FORMAT_VERSION_1, SECTION_TABLE_HEADER_SIZE } from "../../format/constants.ts";
 import { hostIdentity } from "../../vm/snapshot.ts";
 import { caseRng, type Rng } from "./_rng.ts";
 import {
@@ -177,6 +178,22 @@ export async function makeSnapshotSeeds(dir: string): Promise<SnapshotSeed[]> {
 
 // ---- rehashing ---------------------------------------------------------------------------------------------
 
+/**
+ * Where `header_hash` coverage ends by the file's own fields: the host functions (format version 1), or the
+ * section table after them (version 2); -1 when that is past the end of the file.
+ */
+function hashedEnd(bytes: Uint8Array): number {
+  const hostFuncsEnd = BigInt(HOST_FUNCS_OFFSET) + readUint(bytes, headerOffset("host_funcs_size"), 8);
+  if (hostFuncsEnd > BigInt(bytes.length)) return -1;
+  const version = new DataView(bytes.buffer, bytes.byteOffset, 8).getUint32(4, true);
+  if (version === HLS_FORMAT_VERSION_1) return Number(hostFuncsEnd);
+  if (hostFuncsEnd + BigInt(SECTION_TABLE_HEADER_SIZE) > BigInt(bytes.length)) return -1;
+  const at = Number(hostFuncsEnd);
+  const end = at + SECTION_TABLE_HEADER_SIZE +
+    new DataView(bytes.buffer, bytes.byteOffset + at + 4, 4).getUint32(0, true);
+  return end <= bytes.length ? end : -1;
+}
+
 /** Recomputes `blob_hash` (if asked) and `header_hash` from the file's own fields, where they fit. */
 function rehash(bytes: Uint8Array, blob: boolean): Uint8Array {
   if (bytes.length < HOST_FUNCS_OFFSET) return bytes;
@@ -187,10 +204,8 @@ function rehash(bytes: Uint8Array, blob: boolean): Uint8Array {
       bytes.set(blake3(bytes.subarray(Number(off), Number(off + size))), BLOB_HASH_OFFSET);
     }
   }
-  const hf = readUint(bytes, headerOffset("host_funcs_size"), 8);
-  if (BigInt(HOST_FUNCS_OFFSET) + hf <= BigInt(bytes.length)) {
-    bytes.set(computeHeaderHash(bytes, Number(hf)), HEADER_HASH_OFFSET);
-  }
+  const end = hashedEnd(bytes);
+  if (end >= 0) bytes.set(headerHashTo(bytes, end), HEADER_HASH_OFFSET);
   return bytes;
 }
 
@@ -589,11 +604,11 @@ function equalRange(a: Uint8Array, b: Uint8Array, start: number, end: number): b
 /** What the file's own fields say, and whether its own hashes verify (the oracle for "success"). */
 function selfCheck(bytes: Uint8Array): { headerOk: boolean; blobOk: boolean; complete: boolean } {
   if (bytes.length < HOST_FUNCS_OFFSET) return { headerOk: false, blobOk: false, complete: false };
-  const hf = readUint(bytes, headerOffset("host_funcs_size"), 8);
   const off = readUint(bytes, headerOffset("memory_offset"), 8);
   const size = readUint(bytes, headerOffset("memory_size"), 8);
-  const headerOk = BigInt(HOST_FUNCS_OFFSET) + hf <= BigInt(bytes.length) &&
-    computeHeaderHash(bytes, Number(hf)).every((x, i) => x === bytes[HEADER_HASH_OFFSET + i]);
+  const end = hashedEnd(bytes);
+  const headerOk = end >= 0 &&
+    headerHashTo(bytes, end).every((x, i) => x === bytes[HEADER_HASH_OFFSET + i]);
   const complete = off + size + BigInt(TRAILING_GUARD_SIZE) <= BigInt(bytes.length);
   const blobOk = headerOk && complete &&
     blake3(bytes.subarray(Number(off), Number(off + size))).every((x, i) =>

@@ -126,6 +126,30 @@ function baseName(path: string): string {
   return trimmed.slice(trimmed.search(/[^\\/]*$/));
 }
 
+/** A path for a log line: control characters (a recorded path may hold any) shown as `\\u` escapes. */
+function printable(path: string): string {
+  let out = "";
+  for (const ch of path) {
+    const c = ch.codePointAt(0)!;
+    out += c < 0x20 || (c >= 0x7f && c <= 0x9f) ? `\\u${c.toString(16).padStart(4, "0")}` : ch;
+  }
+  return out;
+}
+
+/** Longest binary name a core file's name carries. */
+const CORE_NAME_MAX = 64;
+
+/**
+ * The binary's name as it appears in a core file's name (`core.<name>.<pid>.<n>`): the path's last part,
+ * with anything but letters, digits and `._+-` replaced and at most 64 characters. The path may come from
+ * a snapshot file (hostile): whatever it holds, the core stays a short plain name inside `coreDumpDir`.
+ */
+function coreName(binary: GuestBinaryInfo | undefined): string {
+  if (binary === undefined) return "guest";
+  const name = baseName(binary.path).replace(/[^A-Za-z0-9._+-]/g, "_").slice(0, CORE_NAME_MAX);
+  return name === "" || /^\.+$/.test(name) ? "guest" : name;
+}
+
 /**
  * {@linkcode DebugTarget} over a sandbox's vCPU and memory, only used while the vCPU is stopped. Registers
  * are read once per stop and cached; a write goes to the vCPU at once.
@@ -551,7 +575,7 @@ export class SandboxDebugger {
     this.#clearEntryStop();
     const why = signalOf(error);
     if (this.#coreDumpDir !== undefined && isCrash(error) && !killedByDebugger.has(error)) {
-      const name = this.#binary === undefined ? "guest" : baseName(this.#binary.path);
+      const name = coreName(this.#binary);
       const path = `${this.#coreDumpDir.replace(/[\\/]+$/, "")}/core.${name}.${Deno.pid}.${++coreCount}`;
       try {
         writeSandboxCore(this.#vm, path, this.#binary, why);
@@ -599,7 +623,7 @@ export class SandboxDebugger {
   /** Blocks until gdb connects; an interrupt handle's kill ends the wait. Then reports the attach stop. */
   #waitForDebugger(functionName: string): void {
     const port = this.#listener!.port;
-    const file = this.#binary?.path ?? "<guest binary>";
+    const file = this.#binary === undefined ? "<guest binary>" : printable(this.#binary.path);
     log({
       level: "info",
       source: "snapvm",

@@ -142,7 +142,7 @@ export function buildSystemArea(layout: Layout, imageEntries: Uint8Array): Uint8
  *
  * @example
  * ```ts ignore
- * const entries = imagePageEntries(blob.ref, layout);
+ * const entries = imagePageEntries(blob, layout);
  * ```
  */
 export function imagePageEntries(

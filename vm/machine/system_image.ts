@@ -10,14 +10,13 @@ import { blake3Hex } from "../../format/blake3.ts";
 import type { Layout } from "./layout.ts";
 import { buildSystemArea, imagePageEntries } from "./system_area.ts";
 import { Blob } from "../memory/blob.ts";
-import type { Mapping } from "../memory/mapping.ts";
 
 /**
  * A reference to a shared system area. `release()` once per reference (idempotent).
  *
  * @example
  * ```ts ignore
- * const system = systemAreaFor(snapshotMemory, layout);
+ * const system = systemAreaFor(snapshotBlob, layout);
  * sandboxMemory.mapCopyOnWrite(system.blob.backing);
  * system.release();
  * ```
@@ -39,16 +38,32 @@ const entries = new Map<string, Entry>();
 const IDLE_MAX = 8;
 
 /**
- * The system area for a snapshot whose memory (guest-physical 0 and up) is `memory`: its image page-table
- * entries are read and checked (`SnapshotFormatError` for anything the ABI does not allow), everything else
- * is rebuilt from the layout.
+ * Where {@linkcode systemAreaFor} reads a snapshot's memory: `read(offset, length)` at guest-physical
+ * offsets, returning fewer bytes only at the end. A `Blob` reads from its files (no view mapped); a
+ * `Mapping` reads through memory.
  *
  * @example
  * ```ts ignore
- * const system = systemAreaFor(blob.ref, layout);
+ * const reader: MemoryReader = blob; // or a Mapping
  * ```
  */
-export function systemAreaFor(memory: Mapping, layout: Layout): SystemArea {
+export interface MemoryReader {
+  /** Copies `length` bytes at `offset` out. */
+  read(offset: number, length: number): Uint8Array;
+}
+
+/**
+ * The system area for a snapshot whose memory (guest-physical 0 and up) `memory` reads: its image
+ * page-table entries (one read of `8 × image pages` bytes) are checked (`SnapshotFormatError` for anything
+ * the ABI does not allow), everything else is rebuilt from the layout. Loaders pass the blob, which reads
+ * those bytes with `pread`, so that loading maps no view of the file.
+ *
+ * @example
+ * ```ts ignore
+ * const system = systemAreaFor(blob, layout);
+ * ```
+ */
+export function systemAreaFor(memory: MemoryReader, layout: Layout): SystemArea {
   const image = imagePageEntries(memory, layout);
   const key =
     `${layout.persistentSize}:${layout.heapBase}:${layout.scratchBase}:${layout.scratchSize}:${layout.ptPages}:${

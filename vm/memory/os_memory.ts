@@ -6,6 +6,8 @@
  *
  * @module
  */
+import type { PageRun } from "../../format/sections.ts";
+import type { OpenRules } from "./_read.ts";
 
 /**
  * An immutable source of snapshot bytes that guest memory can be mapped from copy-on-write: a snapshot file
@@ -24,6 +26,12 @@ export interface Backing {
   readonly offset: number;
   /** Blob length in bytes. */
   readonly size: number;
+  /**
+   * True for bytes held in memory (a memfd, a pagefile-backed section) rather than a file on disk. Such a
+   * copy may have holes (zeros never written); a page fault on a hole through a mapping of it allocates the
+   * page for good (tmpfs does, unlike `pread`), so views of it map only its data (`Blob.ref`).
+   */
+  readonly inMemory: boolean;
   /** True once closed. */
   readonly closed: boolean;
   /** Releases the OS handle. */
@@ -37,7 +45,7 @@ export interface Backing {
  * @example
  * ```ts ignore
  * import { osMemory } from "./mapping.ts";
- * const f = osMemory.openFile("guest.hls");
+ * const f = osMemory.openFile("guest.hls", rules);
  * console.log(f.size);
  * f.close();
  * ```
@@ -47,6 +55,8 @@ export interface OpenedFile {
   readonly size: number;
   /** Identity of the file for caches: device, inode (or volume serial, file index) and mtime. */
   readonly identity: string;
+  /** True when the file's bytes were read into memory (it could not be mapped, or was given as bytes). */
+  readonly inMemory: boolean;
   /** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
   read(offset: number, length: number): Uint8Array;
   /** Turns the open file into the backing of a blob at `offset` of `size` bytes (ownership moves). */
@@ -98,13 +108,26 @@ export interface OsMemory {
   discard(pointer: Deno.PointerObject, size: number): void;
   /** Copies `size` bytes (non-overlapping). */
   copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void;
-  /** Copies `size` bytes at `pointer` into a new sealed, immutable backing. */
-  sealedCopy(pointer: Deno.PointerObject, size: number): Backing;
+  /**
+   * Copies `size` bytes at `pointer` into a new sealed, immutable backing. With `runs`, copies only those
+   * pages (4096 bytes each, ascending, inside `size`) and leaves the others zero without writing them: holes
+   * in the memfd (Linux), untouched demand-zero pages of the section (Windows), which take no memory until
+   * read and leave the source's other pages unread.
+   */
+  sealedCopy(pointer: Deno.PointerObject, size: number, runs?: readonly PageRun[]): Backing;
   /** A backing holding `bytes` (for snapshots that arrive as bytes, e.g. from `deno compile` assets). */
   sealedBytes(bytes: Uint8Array): Backing;
   /**
    * Opens a snapshot file read-only. A missing path or a directory throws Deno's own `NotFound` /
-   * `IsADirectory`; anything else that is not a regular file throws the `notRegular` error.
+   * `IsADirectory`. A regular file is used in place (mapped). A file that cannot be mapped but can be read
+   * (a FIFO or pipe, a device, a file that reports no size, a file only Deno can open, as inside a `deno
+   * compile` executable) is read into sealed memory, at most `rules.maxReadSize` bytes (`rules.tooLarge`
+   * otherwise). What can be neither throws `rules.notRegular()`.
    */
-  openFile(path: string, notRegular: () => Error): OpenedFile;
+  openFile(path: string, rules: OpenRules): OpenedFile;
+  /**
+   * A copy of `bytes` in sealed memory (a memfd; a pagefile-backed section on Windows), opened like a file
+   * (for `Snapshot.fromBytes`). Zero chunks are not written: they take no memory.
+   */
+  openBytes(bytes: Uint8Array, identity: string): OpenedFile;
 }

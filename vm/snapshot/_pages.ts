@@ -11,13 +11,17 @@
 import type { PageRun } from "../../format/sections.ts";
 import {
   libc,
+  MAP_FAILED,
+  MAP_SHARED,
   O_CLOEXEC,
   O_RDONLY,
   POSIX_FADV_DONTNEED,
   POSIX_FADV_WILLNEED,
+  PROT_READ,
   SEEK_DATA,
   SEEK_HOLE,
   STAT,
+  SYS_CACHESTAT,
 } from "../../ffi/linux/libc.ts";
 import { ErrnoError, lastErrno } from "../../ffi/linux/errno.ts";
 import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
@@ -365,6 +369,41 @@ export function readAhead(ranges: readonly FileRange[]): void {
   const c = libc();
   for (const r of ranges) c.posix_fadvise(r.fd, BigInt(r.offset), BigInt(r.length), POSIX_FADV_WILLNEED);
 }
+
+/**
+ * Whether the file page at `offset` of `fd` is in the page cache, without mapping or reading it:
+ * `cachestat(2)` (Linux 6.5, ~1 µs here), else `mincore` of a one-page mapping (~7 µs). Undefined when
+ * neither can tell (then the caller assumes it is not).
+ */
+export function pageCached(fd: number, offset: number): boolean | undefined {
+  if (!LINUX) return undefined;
+  const c = libc();
+  if (cachestatWorks) {
+    const range = new BigUint64Array([BigInt(offset), BigInt(PAGE)]);
+    const stat = new BigUint64Array(5);
+    const r = c.syscall_buf2(
+      SYS_CACHESTAT,
+      BigInt(fd),
+      new Uint8Array(range.buffer),
+      new Uint8Array(stat.buffer),
+      0n,
+    );
+    if (r === 0n) return stat[0] > 0n;
+    if (lastErrno() !== ENOSYS) return undefined;
+    cachestatWorks = false;
+  }
+  const p = c.mmap(null, BigInt(PAGE), PROT_READ, MAP_SHARED, fd, BigInt(offset));
+  if (p === null || BigInt(Deno.UnsafePointer.value(p)) === MAP_FAILED) return undefined;
+  try {
+    const cached = new Uint8Array(1);
+    return c.mincore(p, BigInt(PAGE), cached) === 0 ? (cached[0] & 1) === 1 : undefined;
+  } finally {
+    c.munmap(p, BigInt(PAGE));
+  }
+}
+/** False once `cachestat` said ENOSYS (a kernel before 6.5). */
+let cachestatWorks = true;
+const ENOSYS = 38;
 
 /** The descriptor of a backing, for {@linkcode readAhead}; undefined off Linux. */
 export function fdOfBacking(backing: Backing): number | undefined {

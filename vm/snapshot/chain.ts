@@ -70,7 +70,8 @@ function join(dir: string, name: string): string {
 /**
  * Opens the chain of bases under `top` (whose header `parsed` is already checked). Returns every link, top
  * first, ending with the complete file. The caller owns `top`; on failure every base opened here is closed
- * again. `report` (for inspection) receives one entry per base looked for.
+ * again. `report` (for inspection) receives one entry per base looked for. `located` false says `top` has
+ * no directory to look for its base in (it was given as bytes): its base must come from `resolveBase`.
  */
 export function openChain(
   top: OpenedFile,
@@ -79,6 +80,7 @@ export function openChain(
   host: HostIdentity,
   resolveBase?: (base: SnapshotBaseReference) => string | URL | undefined,
   report?: ChainReport[],
+  located = true,
 ): ChainLink[] {
   const chain: ChainLink[] = [{ file: top, parsed, path }];
   const seen = new Set([top.identity]);
@@ -91,6 +93,14 @@ export function openChain(
         chainDepth: ref.chainDepth,
         delta: link.path,
       });
+      if (resolved === undefined && !located && link === chain[0]) {
+        throw new SnapshotFormatError("BaseNotFound", {
+          field: "base",
+          found: `${ref.fileName}, named by a delta given as bytes (no directory to look in)`,
+          expected: `the snapshot file with blob_hash ${toHex(ref.blobHash)}, from options.resolveBase`,
+          hint: "pass resolveBase to say where the base is (or load a complete snapshot)",
+        });
+      }
       const basePath = resolved === undefined ? join(dirname(link.path), ref.fileName) : pathString(resolved);
       const entry: ChainReport | undefined = report === undefined
         ? undefined

@@ -1,6 +1,6 @@
 /**
- * Snapshot files on disk. Reading: open with Deno's own errors for bad paths, refuse non-regular files, read
- * exactly the prefix the parser needs. Writing, atomically: temporary file in the target directory, fsync,
+ * Snapshot files on disk. Reading: open with Deno's own errors for bad paths, map regular files and read
+ * anything else that can be read into sealed memory (bounded), read exactly the prefix the parser needs. Writing, atomically: temporary file in the target directory, fsync,
  * rename, fsync of the directory; stale temporary files of writers that died are removed after the next
  * successful write. Files are written sparse: pages of zeros are left as holes (they read back as zeros, so
  * the bytes, the hashes and the format are the same as a dense write).
@@ -13,7 +13,13 @@ import {
   type SnapshotPrefixInput,
   TRAILING_GUARD_SIZE,
 } from "../../format/mod.ts";
-import { FILE_PAGE_SIZE, HEADER_HASH_OFFSET, HOST_FUNCS_OFFSET } from "../../format/constants.ts";
+import {
+  FILE_PAGE_SIZE,
+  HEADER_HASH_OFFSET,
+  HLS_MAGIC,
+  HOST_FUNCS_OFFSET,
+  MAX_SNAPSHOT_FILE_SIZE,
+} from "../../format/constants.ts";
 import { SnapshotFormatError } from "../../format/errors.ts";
 import { snapshotPrefixLength } from "../../format/hls.ts";
 import { type Mapping, osMemory } from "../memory/mapping.ts";
@@ -177,14 +183,55 @@ export function pathString(path: string | URL): string {
   return path;
 }
 
+/** Whether bytes can start a snapshot file: its magic, or too few bytes to tell. */
+function plausible(head: Uint8Array): boolean {
+  return head.byteLength < 4 ||
+    new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === HLS_MAGIC;
+}
+
+function tooLarge(name: string) {
+  return (found: string) =>
+    new SnapshotFormatError("InvalidField", {
+      field: "file size",
+      found: `${found} (${name})`,
+      expected: `at most ${MAX_SNAPSHOT_FILE_SIZE} bytes (MAX_SNAPSHOT_FILE_SIZE), the largest snapshot file`,
+      hint: "a file that cannot be mapped is read into memory, and nothing larger is ever needed",
+    });
+}
+
 /**
  * Opens a snapshot file read-only: Deno's own `NotFound` / `IsADirectory` / `PermissionDenied` for such
- * paths, a `SnapshotFormatError` for anything that is not a regular file (FIFOs, devices, sockets), which
- * is never read or blocked on.
+ * paths. A regular file is mapped where it is. Anything else that can be read (a FIFO or pipe, a device, a
+ * file that reports no size, a file only Deno can open, as inside a `deno compile` executable) is read
+ * whole into sealed memory first, at most `MAX_SNAPSHOT_FILE_SIZE` bytes (a `SnapshotFormatError`
+ * `InvalidField` `file size` beyond), and then checked like any file: the same bytes, the same checks.
+ * Opening never waits (a FIFO is opened non-blocking; one without a writer reads as empty). A socket is a
+ * `SnapshotFormatError` `InvalidField` `file type`.
  */
 export function openSnapshotFile(path: string | URL): OpenedFile {
   const name = pathString(path);
-  return osMemory.openFile(name, notRegular(name, "load"));
+  return osMemory.openFile(name, {
+    notRegular: notRegular(name, "load"),
+    maxReadSize: MAX_SNAPSHOT_FILE_SIZE,
+    tooLarge: tooLarge(name),
+    plausible,
+  });
+}
+
+let bytesSerial = 0;
+
+/**
+ * A snapshot file given as bytes (`Snapshot.fromBytes`), copied into sealed memory and opened like a file.
+ * At most `MAX_SNAPSHOT_FILE_SIZE` bytes (`SnapshotFormatError` `InvalidField` `file size` beyond).
+ */
+export function openSnapshotBytes(bytes: Uint8Array): OpenedFile {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(
+      `Snapshot.fromBytes takes a Uint8Array, got ${Object.prototype.toString.call(bytes)}`,
+    );
+  }
+  if (bytes.byteLength > MAX_SNAPSHOT_FILE_SIZE) throw tooLarge("bytes")(`${bytes.byteLength} bytes`);
+  return osMemory.openBytes(bytes, `bytes:${Deno.pid}:${++bytesSerial}`);
 }
 
 /**

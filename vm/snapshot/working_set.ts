@@ -8,13 +8,13 @@
 import type { PageRun } from "../../format/sections.ts";
 import { Blob } from "../memory/blob.ts";
 import type { Mapping } from "../memory/mapping.ts";
-import { libc } from "../../ffi/linux/libc.ts";
 import { SYSTEM_AREA_END } from "../machine/abi.ts";
 import {
   blobDataRuns,
   fdOfBacking,
   type FileRange,
   inodeOf,
+  pageCached,
   partsOfRange,
   presentRuns,
   readAhead,
@@ -78,7 +78,7 @@ export function recordPresentPages(memory: Mapping): PageRun[] | undefined {
  */
 export function readAheadWorkingSet(blob: Blob, workingSet: readonly PageRun[]): void {
   const baseFd = fdOfBacking(blob.backing);
-  if (baseFd === undefined || workingSet.length === 0 || lastPageCached(blob, workingSet)) return;
+  if (baseFd === undefined || workingSet.length === 0 || lastPageCached(blob, baseFd, workingSet)) return;
   // Every overlay segment with its file, in page order.
   const pieces = blob.overlays.flatMap((o) => {
     const fd = fdOfBacking(o.backing)!;
@@ -114,15 +114,21 @@ export function readAheadWorkingSet(blob: Blob, workingSet: readonly PageRun[]):
 /**
  * Whether the working set's last page is in the page cache: then the file is warm (a cold start read it
  * before), and asking for the batch would cost a `posix_fadvise` per run (~1.5 µs each) for nothing. One
- * `mincore` of one page through the reference view (which the loader maps anyway) answers it. The last page
- * rather than the first: the kernel reads a few pages ahead of the prefix, so the first may be cached in a
- * file that is otherwise cold. A file evicted only in part may be judged warm; it then loads as without a
- * working set.
+ * `cachestat` of that page, in the file that holds it, answers it without mapping anything (the loader
+ * maps no view of the blob). The last page rather than the first: the kernel reads a few pages ahead of
+ * the prefix, so the first may be cached in a file that is otherwise cold. A file evicted only in part may
+ * be judged warm; it then loads as without a working set.
  */
-function lastPageCached(blob: Blob, workingSet: readonly PageRun[]): boolean {
+function lastPageCached(blob: Blob, baseFd: number, workingSet: readonly PageRun[]): boolean {
   const last = workingSet[workingSet.length - 1];
   const page = last.first + last.count - 1;
-  const cached = new Uint8Array(1);
-  const at = Deno.UnsafePointer.offset(blob.ref.pointer, page * PAGE);
-  return libc().mincore(at, BigInt(PAGE), cached) === 0 && (cached[0] & 1) === 1;
+  for (const overlay of blob.overlays) {
+    for (const s of overlay.segments) {
+      if (page >= s.first && page < s.first + s.count) {
+        const fd = fdOfBacking(overlay.backing)!;
+        return pageCached(fd, overlay.backing.offset + (s.from + page - s.first) * PAGE) === true;
+      }
+    }
+  }
+  return pageCached(baseFd, blob.backing.offset + page * PAGE) === true;
 }

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { Blob, MAX_OVERLAY_SEGMENTS } from "../../../vm/memory/blob.ts";
 import { Mapping, osMemory } from "../../../vm/memory/mapping.ts";
 import type { PageRun } from "../../../format/sections.ts";
+import { backingFd } from "../../../vm/memory/posix/os_memory.ts";
+import { dataRunsOfFd } from "../../../vm/snapshot/_pages.ts";
 
 const PAGE = 4096;
 const PAGES = 300;
@@ -116,6 +118,33 @@ Deno.test("copyOf with a hint copies exactly the hinted pages; the rest reads as
   using plain = Blob.copyOf(memory);
   assert.equal(plain.hint, undefined);
   assert.ok(plain.ref.bytes.every((b) => b === 9));
+});
+
+Deno.test("copyOf with a hint writes only the hinted pages: the rest of the in-memory copy is holes", () => {
+  using memory = Mapping.reserve(1024 * PAGE);
+  memory.bytes.fill(7, 3 * PAGE, 5 * PAGE);
+  memory.bytes.fill(8, 700 * PAGE, 701 * PAGE);
+  using hinted = Blob.copyOf(memory, [{ first: 3, count: 2 }, { first: 700, count: 1 }]);
+  if (Deno.build.os === "linux") {
+    // The memfd stores 3 pages: the rest are holes (tmpfs allocates nothing for them).
+    const fd = backingFd(hinted.backing);
+    assert.equal(Deno.statSync(`/proc/self/fd/${fd}`).blocks! * 512, 3 * PAGE);
+    assert.deepEqual(dataRunsOfFd(fd, 0, hinted.size), [{ first: 3, count: 2 }, { first: 700, count: 1 }]);
+  }
+  assert.deepEqual(hinted.read(3 * PAGE, 2), new Uint8Array([7, 7]));
+  assert.deepEqual(hinted.read(700 * PAGE + PAGE - 1, 1), new Uint8Array([8]));
+  assert.ok(hinted.ref.bytes.subarray(5 * PAGE, 700 * PAGE).every((b) => b === 0));
+  assert.ok(hinted.ref.bytes.subarray(701 * PAGE).every((b) => b === 0));
+  if (Deno.build.os === "linux") {
+    // Reading the whole view (as hashing does) maps zero pages for the holes: the memfd stays 3 pages.
+    const fd = backingFd(hinted.backing);
+    assert.equal(Deno.statSync(`/proc/self/fd/${fd}`).blocks! * 512, 3 * PAGE);
+  }
+  // A run outside the memory is refused, before anything is sealed.
+  assert.throws(
+    () => osMemory.sealedCopy(memory.pointer, memory.size, [{ first: 1023, count: 2 }]),
+    RangeError,
+  );
 });
 
 Deno.test("onMapInto sees every memory the blob is mapped into until stopped", () => {

@@ -172,9 +172,15 @@ export function crOffset(reg: "cr0" | "cr2" | "cr3" | "cr4" | "cr8" | "efer" | "
   return OFF.sregs + 8 * (13 * 8 + 4 + regs.indexOf(reg));
 }
 
-/** Recomputes header_hash (in place) so that a forged change gets past the header_hash check. */
+/**
+ * Recomputes header_hash (in place) so that a forged change gets past the header_hash check. In a version-2
+ * file the hash also covers the section table (`u32 count`, `u32 sections_size`, then that many bytes).
+ */
 export function rehashHeader(bytes: Uint8Array): void {
-  const end = OFF.hostFuncs + Number(getField(bytes, "host_funcs_size"));
+  let end = OFF.hostFuncs + Number(getField(bytes, "host_funcs_size"));
+  if (bytes[OFF.formatVersion] === 2) {
+    end += 8 + new DataView(bytes.buffer, bytes.byteOffset).getUint32(end + 4, true);
+  }
   const message = new Uint8Array(end - 32);
   message.set(bytes.subarray(0, OFF.headerHash), 0);
   message.set(bytes.subarray(OFF.blobHash, end), OFF.headerHash);

@@ -2,8 +2,8 @@
  * Damaged snapshot files, made from real snapshots of the test guest: every header field, the preamble, the
  * special registers, the host-function bytes, both hashes, the blob, and truncation at every section
  * boundary. Each must give its `SnapshotFormatError` kind through `fromFile`, `fromFileUnchecked` (which
- * does not hash the blob), `fromFileCached` (like `fromFile`) and `inspectFile` (which reports host
- * incompatibility instead of throwing, and reads only the header).
+ * does not hash the blob), `fromFileCached` and `fromBytes` (like `fromFile`) and `inspectFile` (which
+ * reports host incompatibility instead of throwing, and reads only the header).
  */
 import assert from "node:assert/strict";
 import {
@@ -695,9 +695,10 @@ async function originals(dir: string): Promise<{ call: Uint8Array; pre: Uint8Arr
     using sbx = u.evolve();
     sbx.call("AddToStatic", 41);
     using snap = sbx.snapshot();
-    await snap.toFile(`${dir}/call.hls`);
+    // Version-1 files (no BINARY section): the offsets below are those of version 1.
+    await snap.toFile(`${dir}/call.hls`, { binary: false });
     using pre = u.snapshot();
-    await pre.toFile(`${dir}/pre.hls`);
+    await pre.toFile(`${dir}/pre.hls`, { binary: false });
   }
   const call = Deno.readFileSync(`${dir}/call.hls`), pre = Deno.readFileSync(`${dir}/pre.hls`);
   // The section offsets this file relies on.
@@ -744,6 +745,8 @@ function checkAllLoaders(what: string, path: string, c: Omit<Case, "what" | "dam
   );
   expectOutcome(`${what} / fromFileCached`, c.kind, () => Snapshot.fromFileCached(path), c.field);
   expectOutcome(`${what} / fromFileCached again`, c.kind, () => Snapshot.fromFileCached(path), c.field);
+  // The same bytes given in memory (a snapshot embedded in a `deno compile` executable): the same checks.
+  expectOutcome(`${what} / fromBytes`, c.kind, () => Snapshot.fromBytes(Deno.readFileSync(path)), c.field);
   const inspect = c.inspect ?? c.kind;
   if (inspect === "incompatible") {
     const info = Snapshot.inspectFile(path);

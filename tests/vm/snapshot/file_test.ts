@@ -16,9 +16,13 @@ import {
   rehashAll,
   rehashHeader,
   setField,
+  TESTGUEST,
   testguest,
   withTempDir,
 } from "./_util.ts";
+import { parseElf } from "../../../vm/machine/elf.ts";
+
+const ELF_ENTRY = parseElf(Deno.readFileSync(TESTGUEST)).entry;
 
 const CHILD = new URL("./_snapshot_child.ts", import.meta.url).pathname;
 
@@ -65,7 +69,10 @@ vmTest(
         // Every header field, by its spec name, in file order, with the value in the file.
         assert.deepEqual(Object.keys(info.header), [...HEADER_FIELDS]);
         for (const f of HEADER_FIELDS) assert.equal(BigInt(info.header[f]), getField(bytes, f), f);
-        assert.equal(info.formatVersion, 1);
+        // Made from a guest file, so it names the binary (BINARY section): version 2.
+        assert.equal(info.formatVersion, 2);
+        assert.deepEqual(info.binary, { path: TESTGUEST, entry: `0x${ELF_ENTRY.toString(16)}` });
+        assert.equal(info.base, null);
         assert.equal(info.abiVersion, ABI_VERSION);
         assert.equal(info.arch, "x86_64");
         assert.equal(info.hypervisor, "KVM");

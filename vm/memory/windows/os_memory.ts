@@ -14,6 +14,8 @@
  * @module
  */
 import type { Backing, OpenedFile, OsMemory } from "../os_memory.ts";
+import type { PageRun } from "../../../format/sections.ts";
+import { isZero, type OpenRules, READ_CHUNK, readStream, readThroughDeno, type Sink } from "../_read.ts";
 import { WIN32_ERROR, Win32Error } from "../../../ffi/windows/hresult.ts";
 import {
   checkBool,
@@ -74,12 +76,14 @@ function reservationOf(pointer: Deno.PointerObject, size: number): { r: Reservat
 class SectionBacking implements Backing {
   readonly offset: number;
   readonly size: number;
+  readonly inMemory: boolean;
   #section: Deno.PointerObject | null;
 
-  constructor(section: Deno.PointerObject, offset: number, size: number) {
+  constructor(section: Deno.PointerObject, offset: number, size: number, inMemory: boolean) {
     this.#section = section;
     this.offset = offset;
     this.size = size;
+    this.inMemory = inMemory;
   }
 
   get closed(): boolean {
@@ -238,7 +242,7 @@ function sealedSection(size: number, fill: (view: Deno.PointerObject) => void): 
         DUPLICATE.CLOSE_SOURCE,
       ),
     );
-    return new SectionBacking(ptr(out[0]), 0, size);
+    return new SectionBacking(ptr(out[0]), 0, size, true);
   } finally {
     if (owned !== null) k.CloseHandle(owned);
   }
@@ -247,6 +251,7 @@ function sealedSection(size: number, fill: (view: Deno.PointerObject) => void): 
 class WindowsFile implements OpenedFile {
   readonly size: number;
   readonly identity: string;
+  readonly inMemory = false;
   #handle: Deno.PointerObject | null;
 
   constructor(handle: Deno.PointerObject, size: number, identity: string) {
@@ -287,7 +292,7 @@ class WindowsFile implements OpenedFile {
     );
     // The section keeps the file open; the handle is no longer needed.
     this.close();
-    return new SectionBacking(section, offset, size);
+    return new SectionBacking(section, offset, size, false);
   }
 
   close(): void {
@@ -300,6 +305,95 @@ class WindowsFile implements OpenedFile {
     if (this.#handle === null) throw new Error("snapshot file is closed");
     return this.#handle;
   }
+}
+
+/**
+ * A snapshot file's bytes in a pagefile-backed section, opened like a file: for files that cannot be mapped
+ * (read into memory) and snapshots given as bytes. Reads map a view and copy.
+ */
+class SectionFile implements OpenedFile {
+  readonly size: number;
+  readonly identity: string;
+  readonly inMemory = true;
+  #section: SectionBacking | null;
+
+  constructor(section: SectionBacking, identity: string) {
+    this.#section = section;
+    this.size = section.size;
+    this.identity = identity;
+  }
+
+  read(offset: number, length: number): Uint8Array {
+    const section = this.#s();
+    const n = Math.max(0, Math.min(length, this.size - offset));
+    if (n === 0) return new Uint8Array(0);
+    const view = osMemory.mapReadOnly(new SectionBacking(section.section, offset, n, true));
+    try {
+      const bytes = Deno.UnsafePointerView.getArrayBuffer(view, n);
+      const out = new Uint8Array(bytes).slice();
+      bytes.transfer(0);
+      return out;
+    } finally {
+      osMemory.unmapView(view, n);
+    }
+  }
+
+  toBacking(offset: number, size: number): Backing {
+    const section = this.#s();
+    this.#section = null;
+    return new SectionBacking(section.section, offset, size, true);
+  }
+
+  close(): void {
+    this.#section?.close();
+    this.#section = null;
+  }
+
+  #s(): SectionBacking {
+    if (this.#section === null) throw new Error("snapshot file is closed");
+    return this.#section;
+  }
+}
+
+/** Non-zero chunks of a file being read, kept until its size is known (a section's size is fixed). */
+class ChunkSink implements Sink {
+  readonly chunks: { offset: number; bytes: Uint8Array }[] = [];
+
+  write(offset: number, bytes: Uint8Array): void {
+    this.chunks.push({ offset, bytes: bytes.slice() });
+  }
+
+  /** A sealed section of `size` bytes holding the chunks (the rest stays untouched zero pages). */
+  finish(size: number, identity: string): OpenedFile {
+    const section = sealedSection(size, (view) => {
+      for (const c of this.chunks) {
+        const buf = Deno.UnsafePointerView.getArrayBuffer(view, c.bytes.byteLength, c.offset);
+        new Uint8Array(buf).set(c.bytes);
+        buf.transfer(0);
+      }
+    });
+    this.chunks.length = 0;
+    return new SectionFile(section, identity);
+  }
+}
+
+/** Reads a handle that is not a disk file (a pipe, a character device) to its end, sequentially. */
+function readHandle(h: Deno.PointerObject, identity: string, rules: OpenRules): OpenedFile {
+  const sink = new ChunkSink();
+  const got = new Uint32Array(1);
+  const size = readStream(
+    (into) => {
+      if (kernel32().ReadFile(h, into, into.byteLength, new Uint8Array(got.buffer), null) !== 0) {
+        return got[0];
+      }
+      const err = lastError();
+      if (err === WIN32_ERROR.ERROR_BROKEN_PIPE || err === WIN32_ERROR.ERROR_HANDLE_EOF) return 0;
+      throw new Win32Error("ReadFile", err);
+    },
+    sink,
+    rules,
+  );
+  return sink.finish(size, identity);
 }
 
 /**
@@ -443,8 +537,23 @@ export const osMemory: OsMemory = {
     kernel32().RtlMoveMemory(to, from, BigInt(size));
   },
 
-  sealedCopy(pointer: Deno.PointerObject, size: number): Backing {
-    return sealedSection(size, (view) => kernel32().RtlMoveMemory(view, pointer, BigInt(size)));
+  sealedCopy(pointer: Deno.PointerObject, size: number, runs?: readonly PageRun[]): Backing {
+    return sealedSection(size, (view) => {
+      if (runs === undefined) return kernel32().RtlMoveMemory(view, pointer, BigInt(size));
+      // Only these pages: a pagefile-backed section reads as zeros and materialises a page only when it is
+      // written (its commit charge is the whole size either way).
+      for (const run of runs) {
+        const offset = run.first * PAGE_SIZE, length = run.count * PAGE_SIZE;
+        if (offset + length > size) {
+          throw new RangeError(`run ${run.first}+${run.count} is outside ${size} bytes`);
+        }
+        kernel32().RtlMoveMemory(
+          Deno.UnsafePointer.offset(view, offset)!,
+          Deno.UnsafePointer.offset(pointer, offset)!,
+          BigInt(length),
+        );
+      }
+    });
   },
 
   sealedBytes(bytes: Uint8Array): Backing {
@@ -455,29 +564,35 @@ export const osMemory: OsMemory = {
     });
   },
 
-  openFile(path: string, notRegular: () => Error): OpenedFile {
+  openFile(path: string, rules: OpenRules): OpenedFile {
     // Deno's own errors for a missing path or a directory, as the POSIX implementation gives.
     const info = Deno.statSync(path);
     if (info.isDirectory) throw new Deno.errors.IsADirectory(`Is a directory: open '${path}'`);
-    if (!info.isFile) throw notRegular();
+    if (!info.isFile) throw rules.notRegular();
     const k = kernel32();
     // FILE_SHARE_DELETE: the file may be renamed over or deleted while loaded; no FILE_SHARE_WRITE: nobody
     // may modify it in place meanwhile.
-    const h = checkPointer(
-      `CreateFileW(${path})`,
-      k.CreateFileW(
-        wide(path),
-        FILE.GENERIC_READ,
-        FILE.SHARE_READ | FILE.SHARE_DELETE,
-        null,
-        FILE.OPEN_EXISTING,
-        FILE.ATTRIBUTE_NORMAL,
-        null,
-      ),
-      true,
+    const h = k.CreateFileW(
+      wide(path),
+      FILE.GENERIC_READ,
+      FILE.SHARE_READ | FILE.SHARE_DELETE,
+      null,
+      FILE.OPEN_EXISTING,
+      FILE.ATTRIBUTE_NORMAL,
+      null,
     );
+    if (h === null || BigInt(Deno.UnsafePointer.value(h)) === INVALID_HANDLE_VALUE) {
+      const err = lastError();
+      // Deno found it, Windows does not: the virtual file system of a `deno compile` executable.
+      if (err === WIN32_ERROR.ERROR_FILE_NOT_FOUND || err === WIN32_ERROR.ERROR_PATH_NOT_FOUND) {
+        const sink = new ChunkSink();
+        const read = readThroughDeno(path, sink, rules);
+        return sink.finish(read.size, read.identity);
+      }
+      throw new Win32Error(`CreateFileW(${path})`, err);
+    }
     try {
-      if (k.GetFileType(h) !== FILE.TYPE_DISK) throw notRegular();
+      if (k.GetFileType(h) !== FILE.TYPE_DISK) return readHandle(h, `read:${path}`, rules);
       const fi = new Uint8Array(FILE_INFO.SIZE);
       checkBool("GetFileInformationByHandle", k.GetFileInformationByHandle(h, fi));
       const v = new DataView(fi.buffer);
@@ -491,11 +606,26 @@ export const osMemory: OsMemory = {
         v.getUint32(FILE_INFO.INDEX_LOW, true),
         v.getBigUint64(FILE_INFO.LAST_WRITE_TIME, true),
       ].join(":");
-      return new WindowsFile(h, size, identity);
+      const file = new WindowsFile(h, size, identity);
+      return file;
     } catch (e) {
       k.CloseHandle(h);
       throw e;
     }
+  },
+
+  openBytes(bytes: Uint8Array, identity: string): OpenedFile {
+    const section = sealedSection(bytes.byteLength, (view) => {
+      // Zero chunks stay untouched: demand-zero pages that take no memory.
+      for (let at = 0; at < bytes.byteLength; at += READ_CHUNK) {
+        const chunk = bytes.subarray(at, Math.min(bytes.byteLength, at + READ_CHUNK));
+        if (isZero(chunk)) continue;
+        const buf = Deno.UnsafePointerView.getArrayBuffer(view, chunk.byteLength, at);
+        new Uint8Array(buf).set(chunk);
+        buf.transfer(0);
+      }
+    });
+    return new SectionFile(section, identity);
   },
 };
 
