@@ -79,8 +79,7 @@ export function lastErrno(): number {
  * @example
  * ```ts
  * import { check } from "./errno.ts";
- * import { OsCallError } from "../../errors.ts";
-import { libc } from "./libc.ts";
+ * import { libc } from "./libc.ts";
  * const pid = check("getpid", libc().getpid());
  * ```
  */
@@ -88,3 +87,26 @@ export function check(call: string, result: number): number {
   if (result < 0) throw new ErrnoError(call, lastErrno());
   return result;
 }
+
+/**
+ * Calls `fn` again while it fails with `EINTR`, then {@linkcode check}s its result. For system calls a
+ * signal can interrupt before they have done anything (`KVM_CREATE_VM` returns EINTR when a signal, a
+ * profiler's SIGPROF for example, arrives while it sets up the VM's memory management).
+ *
+ * @example
+ * ```ts
+ * import { checkRetrying } from "./errno.ts";
+ * import { libc } from "./libc.ts";
+ * const pid = checkRetrying("getpid", () => libc().getpid());
+ * ```
+ */
+export function checkRetrying(call: string, fn: () => number): number {
+  for (;;) {
+    const result = fn();
+    if (result >= 0) return result;
+    const errno = lastErrno();
+    if (errno !== EINTR) throw new ErrnoError(call, errno);
+  }
+}
+
+const EINTR = 4;

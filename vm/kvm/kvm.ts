@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { check, ErrnoError, errnoName, lastErrno } from "../../ffi/linux/errno.ts";
+import { check, checkRetrying, ErrnoError, errnoName, lastErrno } from "../../ffi/linux/errno.ts";
 import { exhaustion } from "../resources.ts";
 import { libc, O_CLOEXEC, O_RDWR } from "../../ffi/linux/libc.ts";
 import { trackFd, untrackFd } from "../../ffi/linux/reaper.ts";
@@ -130,7 +130,8 @@ export class Kvm {
   }
 
   #rawCreateVm(): VmFd {
-    return new VmFd(trackFd(check("ioctl(KVM_CREATE_VM)", libc().ioctl(this.fd, KVM.CREATE_VM, 0n))), this);
+    const fd = checkRetrying("ioctl(KVM_CREATE_VM)", () => libc().ioctl(this.fd, KVM.CREATE_VM, 0n));
+    return new VmFd(trackFd(fd), this);
   }
 }
 
