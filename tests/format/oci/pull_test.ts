@@ -15,7 +15,7 @@ import {
   SNAPSHOT_LAYER_MEDIA_TYPE,
 } from "../../../format/oci/mod.ts";
 import { registryTest, startRegistry } from "./_registry.ts";
-import { hasHypervisor } from "../../_hypervisor.ts";
+import { hasHypervisor, hypervisorProblem } from "../../_hypervisor.ts";
 import { listFiles, rawPushBlob, rawPushManifest } from "./_raw.ts";
 
 const GOLDEN = new URL("../../golden/testguest-call.hls", import.meta.url).pathname;
@@ -73,7 +73,7 @@ registryTest("a pushed snapshot pulls into an empty cache byte for byte and load
     } else if (Deno.env.get("CI") === "true") {
       assert.fail("no usable hypervisor in CI");
     } else {
-      console.error("!!! /dev/kvm not found: SKIPPING running a sandbox from the pulled snapshot !!!");
+      console.error(`!!! ${hypervisorProblem}: SKIPPING running a sandbox from the pulled snapshot !!!`);
     }
     cached.close();
   });
