@@ -287,29 +287,43 @@ export function entryOffsets<K extends string>(
 }
 
 /**
- * The image's bytes as the lines of a generated module: base64 in quoted chunks of 100 characters, indented
- * for an array inside an object literal (as `deno fmt` formats it).
+ * The `entries` and `base64` fields of a generated image module, as `deno fmt` formats them inside an object
+ * literal: entry offsets in hex, and the bytes as base64 in quoted chunks of 100 characters.
  *
+ * @param entries The entry point offsets, by field.
  * @param image The bytes.
- * @returns One `    "…",` line per chunk.
+ * @returns The lines, indented by two spaces.
  *
  * @example
  * ```ts
- * import { base64Lines } from "./flat_image.ts";
+ * import { imageFieldLines } from "./flat_image.ts";
  *
- * console.log(base64Lines(new Uint8Array([1, 2, 3]))); // [ '    "AQID",' ]
+ * const lines = imageFieldLines({ run: 16 }, new Uint8Array([1, 2, 3]));
+ * console.log(lines[1], lines[4]); // "    run: 0x10," and the chunk "    \"AQID\","
  * ```
  */
-export function base64Lines(image: Uint8Array): string[] {
+export function imageFieldLines<K extends string>(
+  entries: Readonly<Record<K, number>>,
+  image: Uint8Array,
+): string[] {
   let text = "";
   // In slices: spreading a whole large image as arguments would overflow the call stack.
   for (let i = 0; i < image.length; i += 0x8000) {
     text += String.fromCharCode(...image.subarray(i, i + 0x8000));
   }
   const base64 = btoa(text);
-  const lines: string[] = [];
-  for (let i = 0; i < base64.length; i += 100) lines.push(`    "${base64.slice(i, i + 100)}",`);
-  return lines;
+  const chunks: string[] = [];
+  for (let i = 0; i < base64.length; i += 100) chunks.push(`    "${base64.slice(i, i + 100)}",`);
+  return [
+    "  entries: {",
+    ...(Object.entries(entries) as [K, number][]).map(([field, offset]) =>
+      `    ${field}: 0x${offset.toString(16)},`
+    ),
+    "  },",
+    "  base64: [",
+    ...chunks,
+    '  ].join(""),',
+  ];
 }
 
 /**

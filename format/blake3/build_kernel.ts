@@ -25,10 +25,10 @@
 import type { KernelEntries, KernelImage, KernelTarget } from "./_kernel_image.ts";
 import { blake3SourceVersion, findBlake3Sources, joinPath } from "./_sources.ts";
 import {
-  base64Lines,
   buildFlatImage,
   entryOffsets,
   FLAT_IMAGE_C_FLAGS,
+  imageFieldLines,
   updateGeneratedFile,
 } from "../../_tools/flat_image.ts";
 import { runTool } from "../../_tools/run_tool.ts";
@@ -241,12 +241,7 @@ export function renderKernelModule(build: KernelBuild): string {
     `  toolchain: "${kernel.toolchain}",`,
     `  codeBytes: ${hex(kernel.codeBytes)},`,
     `  mappedBytes: ${hex(kernel.mappedBytes)},`,
-    "  entries: {",
-    ...Object.entries(kernel.entries).map(([name, offset]) => `    ${name}: ${hex(offset)},`),
-    "  },",
-    "  base64: [",
-    ...base64Lines(build.image),
-    '  ].join(""),',
+    ...imageFieldLines(kernel.entries, build.image),
     "};",
     "",
   ].join("\n");

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import {
-  base64Lines,
   buildFlatImage,
   entryOffsets,
   FLAT_IMAGE_C_FLAGS,
   ImageBuildError,
+  imageFieldLines,
   updateGeneratedFile,
 } from "../../_tools/flat_image.ts";
 import { runTool } from "../../_tools/run_tool.ts";
@@ -86,12 +86,21 @@ gccTest("code with an absolute address is rejected: the blob changes with its li
   );
 });
 
-Deno.test("base64Lines splits into quoted chunks of 100 characters", () => {
+Deno.test("imageFieldLines gives hex entries and the bytes in base64 chunks of 100 characters", () => {
   const image = Uint8Array.from({ length: 100_000 }, (_, i) => i * 7);
-  const lines = base64Lines(image);
-  assert.equal(lines.length, Math.ceil(Math.ceil(image.length / 3) * 4 / 100));
-  assert.ok(lines.every((line) => /^ {4}"[A-Za-z0-9+/=]{1,100}",$/.test(line)));
-  const decoded = atob(lines.map((line) => line.slice(5, -2)).join(""));
+  const lines = imageFieldLines({ run: 0x1234, stop: 0 }, image);
+  assert.deepEqual(lines.slice(0, 5), [
+    "  entries: {",
+    "    run: 0x1234,",
+    "    stop: 0x0,",
+    "  },",
+    "  base64: [",
+  ]);
+  assert.equal(lines.at(-1), '  ].join(""),');
+  const chunks = lines.slice(5, -1);
+  assert.equal(chunks.length, Math.ceil(Math.ceil(image.length / 3) * 4 / 100));
+  assert.ok(chunks.every((line) => /^ {4}"[A-Za-z0-9+/=]{1,100}",$/.test(line)));
+  const decoded = atob(chunks.map((line) => line.slice(5, -2)).join(""));
   assert.deepEqual(Uint8Array.from(decoded, (c) => c.charCodeAt(0)), image);
 });
 
