@@ -1,7 +1,7 @@
 /**
  * What the BLAKE3 build scripts share: finding the official C sources that Debian's `librust-blake3-dev`
- * installs (`/usr/share/cargo/registry/blake3-<version>/c/`) and running the compiler. Build time only; not
- * part of the published package.
+ * installs (`/usr/share/cargo/registry/blake3-<version>/c/`). Build time only; not part of the published
+ * package.
  *
  * @module
  */
@@ -142,57 +142,4 @@ export function blake3SourceVersion(sourceDir: string): string {
   const match = header.match(/#define\s+BLAKE3_VERSION_STRING\s+"([^"]+)"/);
   if (match === null) throw new Error(`No BLAKE3_VERSION_STRING in ${joinPath(sourceDir, "blake3.h")}`);
   return match[1];
-}
-
-/** A build tool could not be started because it is not installed. */
-export class ToolNotFoundError extends Error {
-  /** The tool's name. */
-  readonly tool: string;
-
-  /**
-   * @param tool The program that was not found.
-   *
-   * @example
-   * ```ts
-   * import { ToolNotFoundError } from "./_sources.ts";
-   *
-   * console.log(new ToolNotFoundError("gcc").message); // "Cannot run gcc: not installed"
-   * ```
-   */
-  constructor(tool: string) {
-    super(`Cannot run ${tool}: not installed`);
-    this.name = "ToolNotFoundError";
-    this.tool = tool;
-  }
-}
-
-/**
- * Runs a build tool and returns its standard output.
- *
- * @param tool The program, such as `gcc`.
- * @param args Its arguments.
- * @returns Its standard output, decoded.
- * @throws {ToolNotFoundError} If the program is not installed.
- * @throws {Error} If it exits unsuccessfully; the message holds the command and its standard error.
- *
- * @example
- * ```ts ignore
- * import { runTool } from "./_sources.ts";
- *
- * console.log(await runTool("gcc", ["--version"]));
- * ```
- */
-export async function runTool(tool: string, args: string[]): Promise<string> {
-  let result: Deno.CommandOutput;
-  try {
-    result = await new Deno.Command(tool, { args, stdout: "piped", stderr: "piped" }).output();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) throw new ToolNotFoundError(tool);
-    throw error;
-  }
-  if (!result.success) {
-    const stderr = new TextDecoder().decode(result.stderr).trim();
-    throw new Error(`${tool} ${args.join(" ")} failed:\n${stderr}`);
-  }
-  return new TextDecoder().decode(result.stdout);
 }

@@ -9,13 +9,10 @@
  * deno run -A format/blake3/build_kernel.ts --check  # exit 1 if a rebuild differs from them
  * ```
  *
- * Each image is linked with a linker script into one flat blob: `.text` and `.rodata` first, then, from the
- * next page, `.data` and `.bss` (the only writable state is the CPU-feature cache of `blake3_dispatch.c`).
- * The objects are compiled position-independent and without libc, and the script rejects any section it does
- * not place (`--orphan-handling=error`), so the blob needs no loader: the build links it twice, at two
- * different addresses, and fails unless the two blobs are identical, which proves that it contains no
- * absolute address. The bytes depend only on the sources, the flags below and the toolchain versions, which
- * the module records.
+ * Each image is a flat blob built by `_tools/flat_image.ts`, which links it twice at two addresses to prove
+ * it needs no loader: `.text` and `.rodata` first, then, from the next page, `.data` and `.bss` (the only
+ * writable state is the CPU-feature cache of `blake3_dispatch.c`). The bytes depend only on the sources, the
+ * flags below and the toolchain versions, which the module records.
  *
  * Both images are built here, on Linux: the Windows one compiles the C files with `-mabi=ms` (the Microsoft
  * x64 calling convention, which GCC supports on any x86-64 target) and uses the `*_windows_gnu.S` assembly
@@ -26,7 +23,15 @@
  */
 
 import type { KernelEntries, KernelImage, KernelTarget } from "./_kernel_image.ts";
-import { blake3SourceVersion, findBlake3Sources, joinPath, runTool } from "./_sources.ts";
+import { blake3SourceVersion, findBlake3Sources, joinPath } from "./_sources.ts";
+import {
+  buildFlatImage,
+  entryOffsets,
+  FLAT_IMAGE_C_FLAGS,
+  imageFieldLines,
+  updateGeneratedFile,
+} from "../../_tools/flat_image.ts";
+import { runTool } from "../../_tools/run_tool.ts";
 
 /** The four x86-64 SIMD kernels; `blake3_dispatch.c` picks one at run time with CPUID. */
 const SIMD_KERNELS = ["sse2", "sse41", "avx2", "avx512"] as const;
@@ -40,25 +45,12 @@ const ENTRY_SYMBOLS: Record<keyof KernelEntries, string> = {
 };
 
 /**
- * Flags for every C file. -fPIE with hidden visibility makes every reference RIP-relative;
- * -fno-tree-loop-distribute-patterns keeps GCC from turning `_kernel.c`'s memcpy/memset loops into calls to
- * themselves; no unwind tables, stack protector (it would need libc's canary) or CET notes, none of which a
- * flat image can use; -fstack-clash-protection probes any stack frame larger than a page, which Windows
- * requires (its thread stacks grow one guard page at a time); -ffile-prefix-map keeps build paths out.
+ * Flags for every C file, around the ones every flat image needs. -fno-tree-loop-distribute-patterns (among
+ * those) matters here because `_kernel.c`'s own memcpy/memset loops would otherwise become calls to
+ * themselves; -fstack-clash-protection probes any stack frame larger than a page, which Windows requires (its
+ * thread stacks grow one guard page at a time); -ffile-prefix-map keeps build paths out.
  */
-const C_FLAGS = [
-  "-O3",
-  "-std=gnu11",
-  "-fPIE",
-  "-fvisibility=hidden",
-  "-fno-tree-loop-distribute-patterns",
-  "-fno-asynchronous-unwind-tables",
-  "-fno-unwind-tables",
-  "-fno-stack-protector",
-  "-fcf-protection=none",
-  "-fstack-clash-protection",
-  "-DNDEBUG",
-];
+const C_FLAGS = ["-O3", "-std=gnu11", ...FLAT_IMAGE_C_FLAGS, "-fstack-clash-protection", "-DNDEBUG"];
 
 /** How each target differs. */
 const TARGETS: Record<KernelTarget, { module: string; exportName: string; cFlags: string[]; asm: string }> = {
@@ -76,33 +68,6 @@ const TARGETS: Record<KernelTarget, { module: string; exportName: string; cFlags
     asm: "windows_gnu",
   },
 };
-
-/** The two link addresses whose blobs must match. */
-const LINK_BASES = [0, 0x4000_0000];
-
-const PAGE = 4096;
-
-function linkerScript(base: number): string {
-  return [
-    "SECTIONS {",
-    `  . = ${base};`,
-    "  .text : { *(.text .text.*) }",
-    "  .rodata : { *(.rodata .rodata.*) }",
-    // The linker always creates these; they must stay empty, or the image would need a loader.
-    "  .got : { *(.got) *(.got.plt) *(.igot.plt) *(.iplt) }",
-    "  .rela : { *(.rela.*) }",
-    '  ASSERT(SIZEOF(.got) == 0, "the image would need a GOT")',
-    '  ASSERT(SIZEOF(.rela) == 0, "the image would need relocations")',
-    `  . = ALIGN(${PAGE});`,
-    "  snapvm_code_end = .;",
-    "  .data : { *(.data .data.*) *(.bss .bss.* COMMON) }",
-    `  . = ALIGN(${PAGE});`,
-    "  snapvm_image_end = .;",
-    "  /DISCARD/ : { *(.comment) *(.note .note.*) *(.eh_frame) *(.symtab_shndx) }",
-    "}",
-    "",
-  ].join("\n");
-}
 
 /**
  * A built image, before it is written as a module.
@@ -150,24 +115,6 @@ export interface BuildKernelOptions {
   compiler?: string;
 }
 
-function firstLine(text: string): string {
-  return text.split("\n")[0].trim();
-}
-
-function parseSymbols(nmOutput: string): Map<string, number> {
-  const symbols = new Map<string, number>();
-  for (const line of nmOutput.split("\n")) {
-    // `nm -P`: name, type, value (hex), size.
-    const [name, _type, value] = line.trim().split(/\s+/);
-    if (name && value) symbols.set(name, Number.parseInt(value, 16));
-  }
-  return symbols;
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
 /**
  * Compiles and links one kernel image.
  *
@@ -193,99 +140,51 @@ export async function buildKernelImage(
   const compiler = options.compiler ?? "gcc";
   const spec = TARGETS[target];
   const shim = decodeURIComponent(new URL("./_kernel.c", import.meta.url).pathname);
-  const work = await Deno.makeTempDir({ prefix: "snapvm-blake3-kernel-" });
-  try {
-    const objects: string[] = [];
-    const cFiles = [shim, joinPath(sourceDir, "blake3_dispatch.c"), joinPath(sourceDir, "blake3_portable.c")];
-    for (const [i, file] of cFiles.entries()) {
-      const object = joinPath(work, `c${i}.o`);
-      await runTool(compiler, [
-        "-c",
-        ...C_FLAGS,
-        ...spec.cFlags,
-        `-ffile-prefix-map=${sourceDir}=blake3`,
-        `-ffile-prefix-map=${joinPath(shim, "..")}=snapvm`,
-        "-I",
-        sourceDir,
-        "-o",
-        object,
-        file,
-      ]);
-      objects.push(object);
-    }
-    for (const kernel of SIMD_KERNELS) {
-      const object = joinPath(work, `${kernel}.o`);
-      const source = joinPath(sourceDir, `blake3_${kernel}_x86-64_${spec.asm}.S`);
-      await runTool(compiler, ["-c", "-Wa,--noexecstack", "-o", object, source]);
-      objects.push(object);
-    }
-
-    const blobs: Uint8Array[] = [];
-    let symbols = new Map<string, number>();
-    for (const base of LINK_BASES) {
-      const script = joinPath(work, `image-${base}.ld`);
-      const elf = joinPath(work, `image-${base}.elf`);
-      const blob = joinPath(work, `image-${base}.bin`);
-      await Deno.writeTextFile(script, linkerScript(base));
-      await runTool(compiler, [
-        "-nostdlib",
-        "-static",
-        "-no-pie",
-        "-Wl,--orphan-handling=error",
-        "-Wl,--build-id=none",
-        "-Wl,-z,noexecstack",
-        "-Wl,-e,0",
-        "-T",
-        script,
-        "-o",
-        elf,
-        ...objects,
-      ]);
-      await runTool("objcopy", ["-O", "binary", elf, blob]);
-      blobs.push(await Deno.readFile(blob));
-      if (base === 0) symbols = parseSymbols(await runTool("nm", ["-P", elf]));
-    }
-    if (!equalBytes(blobs[0], blobs[1])) {
-      throw new Error(
-        `BLAKE3 kernel ${target}: the image changes with its link address (not position independent)`,
-      );
-    }
-
-    const symbol = (name: string): number => {
-      const value = symbols.get(name);
-      if (value === undefined) throw new Error(`BLAKE3 kernel ${target}: no symbol ${name}`);
-      return value;
-    };
-    const entries = Object.fromEntries(
-      Object.entries(ENTRY_SYMBOLS).map(([field, name]) => [field, symbol(name)]),
-    ) as unknown as KernelEntries;
-    const codeBytes = symbol("snapvm_code_end");
-    const mappedBytes = symbol("snapvm_image_end");
-    if (blobs[0].length > mappedBytes || Object.values(entries).some((offset) => offset >= codeBytes)) {
-      throw new Error(`BLAKE3 kernel ${target}: unexpected layout`);
-    }
-    const gcc = firstLine(await runTool(compiler, ["--version"]));
-    const ld = firstLine(await runTool(compiler, ["-Wl,--version", "-nostdlib", "-o", "/dev/null"]));
-    return {
-      target,
-      image: blobs[0],
-      codeBytes,
-      mappedBytes,
-      entries,
-      blake3Version: blake3SourceVersion(sourceDir),
-      toolchain: `${gcc}; ${ld}`,
-    };
-  } finally {
-    await Deno.remove(work, { recursive: true }).catch(() => {});
-  }
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
+  const built = await buildFlatImage({
+    label: `BLAKE3 kernel ${target}`,
+    writableData: true,
+    compiler,
+    compile: async (work) => {
+      const objects: string[] = [];
+      const cFiles = [
+        shim,
+        joinPath(sourceDir, "blake3_dispatch.c"),
+        joinPath(sourceDir, "blake3_portable.c"),
+      ];
+      for (const [i, file] of cFiles.entries()) {
+        const object = joinPath(work, `c${i}.o`);
+        await runTool(compiler, [
+          "-c",
+          ...C_FLAGS,
+          ...spec.cFlags,
+          `-ffile-prefix-map=${sourceDir}=blake3`,
+          `-ffile-prefix-map=${joinPath(shim, "..")}=snapvm`,
+          "-I",
+          sourceDir,
+          "-o",
+          object,
+          file,
+        ]);
+        objects.push(object);
+      }
+      for (const kernel of SIMD_KERNELS) {
+        const object = joinPath(work, `${kernel}.o`);
+        const source = joinPath(sourceDir, `blake3_${kernel}_x86-64_${spec.asm}.S`);
+        await runTool(compiler, ["-c", "-Wa,--noexecstack", "-o", object, source]);
+        objects.push(object);
+      }
+      return objects;
+    },
+  });
+  return {
+    target,
+    image: built.image,
+    codeBytes: built.codeBytes,
+    mappedBytes: built.mappedBytes,
+    entries: entryOffsets(built, ENTRY_SYMBOLS),
+    blake3Version: blake3SourceVersion(sourceDir),
+    toolchain: built.toolchain,
+  };
 }
 
 function hex(value: number): string {
@@ -312,9 +211,6 @@ const ABI_NAMES: Record<KernelTarget, string> = {
  */
 export function renderKernelModule(build: KernelBuild): string {
   const spec = TARGETS[build.target];
-  const base64 = toBase64(build.image);
-  const lines: string[] = [];
-  for (let i = 0; i < base64.length; i += 100) lines.push(`    "${base64.slice(i, i + 100)}",`);
   const kernel: Omit<KernelImage, "base64"> = build;
   return [
     "// Generated by `deno run -A format/blake3/build_kernel.ts` from format/blake3/_kernel.c and the BLAKE3",
@@ -345,12 +241,7 @@ export function renderKernelModule(build: KernelBuild): string {
     `  toolchain: "${kernel.toolchain}",`,
     `  codeBytes: ${hex(kernel.codeBytes)},`,
     `  mappedBytes: ${hex(kernel.mappedBytes)},`,
-    "  entries: {",
-    ...Object.entries(kernel.entries).map(([name, offset]) => `    ${name}: ${hex(offset)},`),
-    "  },",
-    "  base64: [",
-    ...lines,
-    '  ].join(""),',
+    ...imageFieldLines(kernel.entries, build.image),
     "};",
     "",
   ].join("\n");
@@ -429,14 +320,7 @@ export async function generateKernelModules(
   for (const target of KERNEL_TARGETS) {
     const text = renderKernelModule(await buildKernelImage(target, options));
     const path = kernelModulePath(target);
-    let current: string | null = null;
-    try {
-      current = await Deno.readTextFile(path);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
-    const upToDate = current === text;
-    if (write && !upToDate) await Deno.writeTextFile(path, text);
+    const upToDate = await updateGeneratedFile(path, text, write);
     results.push({ target, path, text, upToDate });
   }
   return results;

@@ -6,8 +6,6 @@ import {
   findBlake3Sources,
   joinPath,
   pathExists,
-  runTool,
-  ToolNotFoundError,
 } from "../../../format/blake3/_sources.ts";
 import { toolTest } from "./_helpers.ts";
 
@@ -26,10 +24,4 @@ toolTest("the Debian sources are found and their version read from blake3.h", ["
   const dir = findBlake3Sources()!;
   assert.match(dir, /^\/usr\/share\/cargo\/registry\/blake3-[\d.]+\/c$/);
   assert.equal(blake3SourceVersion(dir), dir.match(/blake3-([\d.]+)\//)![1]);
-});
-
-Deno.test("runTool reports a missing tool and a failing one", async () => {
-  await assert.rejects(runTool("snapvm-no-such-tool", []), ToolNotFoundError);
-  await assert.rejects(runTool(Deno.execPath(), ["no-such-subcommand"]), /no-such-subcommand/);
-  assert.match(await runTool(Deno.execPath(), ["--version"]), /^deno /);
 });
