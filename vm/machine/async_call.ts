@@ -23,10 +23,10 @@ import { type CallFrame, DONE, type GuestVm, RESUME, type RunContext } from "./g
 import { GUEST_SEQ_INDEX, type Mailbox } from "./mailbox.ts";
 
 /**
- * Loads of the guest's sequence number a hot call spins for before it reads the clock: a few hundred
- * nanoseconds here (a load of a line the guest has not written hits the cache), enough for most answers.
+ * Loads of the guest's sequence number a hot call spins for before it reads the clock: ~1.4 µs here (V8
+ * calls a builtin for each `Atomics.load`, ~11 ns), while a polling guest answers an Echo in ~0.3 µs.
  */
-const FIRST_SPINS = 256;
+const FIRST_SPINS = 128;
 /** A synchronous wait for a hot guest spins this long before it sleeps in short steps (µs). */
 const SYNC_SPIN_US = 100;
 /** Waits are cut into slices this long (ms), after which the loop looks again. */
@@ -56,8 +56,13 @@ const WATCH_MS = 100;
  * await runAsync(vm, { functionName: "Echo", hostFunctions, maxExecutionTimeMs: 1000 });
  * ```
  */
-export async function runAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
-  if (vm.hotIdleTicks !== undefined) return await runHotAsync(vm, ctx);
+export function runAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
+  // Not itself async: one Promise (and one microtask) less per call.
+  return vm.hotIdleTicks !== undefined ? runHotAsync(vm, ctx) : runExitAsync(vm, ctx);
+}
+
+/** {@linkcode runAsync} on an ordinary sandbox: one `KVM_RUN` on the run thread per exit. */
+async function runExitAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
   const t = vm.vcpuThread();
   const call = vm.beginCall(ctx, "async");
   try {

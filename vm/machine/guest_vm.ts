@@ -401,7 +401,7 @@ export class GuestVm {
   /**
    * Puts the call's own limit into its deadline, counted from now, if {@linkcode beginCall} left it out
    * (`lazyClock`). Called before anything reads the deadline: the limit then counts from a moment at most
-   * a short spin (below a microsecond or two) after the call began.
+   * a short spin (~1.5 µs) after the call began.
    */
   startClock(call: CallFrame): void {
     if (!call.unclocked) return;
