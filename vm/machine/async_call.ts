@@ -100,11 +100,10 @@ export function runHot(vm: GuestVm, ctx: RunContext): void {
     if (answeredAtOnce(t, mb)) {
       const kind = mb.take();
       if (kind === MAILBOX_DONE) return watchIdle(vm);
-      vm.startClock(call);
       vm.onMessage(kind, call);
       mb.post(idle);
     }
-    vm.startClock(call);
+    vm.startClock(call); // before the waits, which watch the deadline
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
@@ -143,12 +142,11 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
     if (answeredAtOnce(t, mb)) {
       const kind = mb.take();
       if (kind === MAILBOX_DONE) return watchIdle(vm);
-      vm.startClock(call);
       const step = vm.onMessage(kind, call);
       if (step !== RESUME && step !== DONE) await hostPromise(vm, step, call);
       mb.post(idle);
     }
-    vm.startClock(call);
+    vm.startClock(call); // before the waits, which watch the deadline
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();

@@ -375,8 +375,9 @@ export class GuestVm {
       const outer = enclosing.length === 0 ? Infinity : enclosing[enclosing.length - 1];
       deadline = this.#vm.armTimeout(outer === Infinity ? limit : nestedLimitMs(limit, outer));
     } else {
-      // A clock read costs ~130 ns, as much as a tenth of a hot call: with lazyClock, the caller reads it
-      // through startClock() before it looks at the deadline.
+      // A clock read costs ~130 ns, a sixth of a hot call: with lazyClock, the clock is read by
+      // startClock(), which the caller calls before it waits, and onExit/onMessage before they handle
+      // anything (a host function may call another sandbox, which reads `enclosing`).
       unclocked = lazyClock && limit > 0;
       deadline = limit > 0 && !unclocked ? performance.now() + limit : Infinity;
       if (mode === "hot" && enclosing.length > 0) {
@@ -472,6 +473,7 @@ export class GuestVm {
    * resuming. Throws the typed error of a failure.
    */
   onExit(exit: VmExit, call: CallFrame): Step {
+    this.startClock(call); // host functions, nested calls and the checks below read the deadline
     if (exit.kind === "io") {
       const port = exit.port;
       if (!exit.write || exit.size !== 4 || exit.string) {
@@ -528,6 +530,7 @@ export class GuestVm {
 
   /** Handles a hot guest's mailbox message other than a result: a host call or a log record. */
   onMessage(kind: MailboxKind, call: CallFrame): Step {
+    this.startClock(call); // host functions and nested calls read the deadline
     if (kind === MAILBOX_HOST_CALL) return this.hostCall(call);
     this.#log();
     return RESUME;
