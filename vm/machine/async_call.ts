@@ -20,8 +20,13 @@ import { MAILBOX_DONE } from "./abi.ts";
 import type { VcpuThread } from "../backend/backend.ts";
 import { ExecutionCanceledError } from "../errors.ts";
 import { type CallFrame, DONE, type GuestVm, RESUME, type RunContext } from "./guest_vm.ts";
-import { GUEST_SEQ_INDEX } from "./mailbox.ts";
+import { GUEST_SEQ_INDEX, type Mailbox } from "./mailbox.ts";
 
+/**
+ * Loads of the guest's sequence number a hot call spins for before it reads the clock: ~1.4 µs here (V8
+ * calls a builtin for each `Atomics.load`, ~11 ns), while a polling guest answers an Echo in ~0.3 µs.
+ */
+const FIRST_SPINS = 128;
 /** A synchronous wait for a hot guest spins this long before it sleeps in short steps (µs). */
 const SYNC_SPIN_US = 100;
 /** Waits are cut into slices this long (ms), after which the loop looks again. */
@@ -51,8 +56,13 @@ const WATCH_MS = 100;
  * await runAsync(vm, { functionName: "Echo", hostFunctions, maxExecutionTimeMs: 1000 });
  * ```
  */
-export async function runAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
-  if (vm.hotIdleTicks !== undefined) return await runHotAsync(vm, ctx);
+export function runAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
+  // Not itself async: one Promise (and one microtask) less per call.
+  return vm.hotIdleTicks !== undefined ? runHotAsync(vm, ctx) : runExitAsync(vm, ctx);
+}
+
+/** {@linkcode runAsync} on an ordinary sandbox: one `KVM_RUN` on the run thread per exit. */
+async function runExitAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
   const t = vm.vcpuThread();
   const call = vm.beginCall(ctx, "async");
   try {
@@ -83,10 +93,17 @@ export async function runAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
  */
 export function runHot(vm: GuestVm, ctx: RunContext): void {
   const t = vm.vcpuThread(), mb = vm.mailbox, idle = vm.hotIdleTicks!;
-  const call = vm.beginCall(ctx, "hot");
+  const call = vm.beginCall(ctx, "hot", true);
   try {
     mb.checkIdle();
     mb.post(idle);
+    if (answeredAtOnce(t, mb)) {
+      const kind = mb.take();
+      if (kind === MAILBOX_DONE) return watchIdle(vm);
+      vm.onMessage(kind, call);
+      mb.post(idle);
+    }
+    vm.startClock(call); // before the waits, which watch the deadline
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
@@ -118,10 +135,18 @@ export function runHot(vm: GuestVm, ctx: RunContext): void {
  */
 export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
   const t = vm.vcpuThread(), mb = vm.mailbox, idle = vm.hotIdleTicks!;
-  const call = vm.beginCall(ctx, "async");
+  const call = vm.beginCall(ctx, "async", true);
   try {
     mb.checkIdle();
     mb.post(idle);
+    if (answeredAtOnce(t, mb)) {
+      const kind = mb.take();
+      if (kind === MAILBOX_DONE) return watchIdle(vm);
+      const step = vm.onMessage(kind, call);
+      if (step !== RESUME && step !== DONE) await hostPromise(vm, step, call);
+      mb.post(idle);
+    }
+    vm.startClock(call); // before the waits, which watch the deadline
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
@@ -159,6 +184,20 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
   } finally {
     vm.endCall(call);
   }
+}
+
+/**
+ * The first wait of a hot call, before any clock read (a clock read costs ~130 ns, and a polling guest
+ * answers within a microsecond): spins on the guest's sequence number for at most {@linkcode FIRST_SPINS}
+ * loads while the run thread runs. True when a message came.
+ */
+function answeredAtOnce(t: VcpuThread, mb: Mailbox): boolean {
+  if (!t.busy) return false;
+  const words = mb.words, seen = mb.seen;
+  for (let n = 0; n < FIRST_SPINS; n++) {
+    if (Atomics.load(words, GUEST_SEQ_INDEX) !== seen) return true;
+  }
+  return false;
 }
 
 /**

@@ -288,6 +288,30 @@ vmTest("an async call's limit bounds a sandbox its host function calls synchrono
   assert.equal(inner.poisoned, true);
 });
 
+for (const mode of MODES.filter((m) => m.config.hot)) {
+  // A hot call reads the clock only once its first spin is over: its limit must be in force before any host
+  // function runs, for the sandboxes that function calls too.
+  vmTest(`${mode.name}: its limit bounds a sandbox its host function calls synchronously`, async () => {
+    using inner = new UninitializedSandbox(guestPath("attackguest"), { maxExecutionTimeMs: 0 }).evolve();
+    const fns = new HostFunctions().register("SpinInner", { params: [], returns: "i32" }, () => {
+      inner.call("Spin");
+      return 0;
+    });
+    using outer = new UninitializedSandbox(
+      guestPath("attackguest"),
+      { ...mode.config, maxExecutionTimeMs: 200 },
+      fns,
+    ).evolve();
+    // Warm: the guest polls, and the host call comes within the first spin, before the clock is read.
+    for (let i = 0; i < 200; i++) await mode.call(outer, "Counter");
+    await assert.rejects(() => mode.call(outer, "CallHost", "SpinInner"), (e: unknown) => {
+      assert.ok(e instanceof HostFunctionError || e instanceof ExecutionCanceledError, String(e));
+      return true;
+    });
+    assert.equal(inner.poisoned, true);
+  });
+}
+
 vmTest("an idle hot sandbox parks itself and then uses no CPU", async () => {
   using sbx = testguest({ hot: { idleSpinMs: 1 } });
   assert.equal(sbx.call("Echo", "x"), "x");
