@@ -113,7 +113,8 @@ export function headerHashTo(prefix: Uint8Array, end: number): Uint8Array {
 /** Index of the first non-zero byte in `bytes[from, to)`, or -1 (a plain loop: `findIndex` costs ~10x). */
 function firstNonZero(bytes: Uint8Array, from: number, to: number): number {
   // Four bytes at a time while aligned (the padding runs to a page boundary), then byte by byte. 32-bit
-  // words, not 64-bit: each BigUint64Array element read is a bigint, which made this ~5 µs of a load.
+  // words, not 64-bit: each BigUint64Array element read is a bigint, which made scanning a page of padding
+  // take several µs.
   let i = from;
   while (i < to && (bytes.byteOffset + i) % 4 !== 0) if (bytes[i++] !== 0) return i - 1;
   if (to - i >= 4) {

@@ -394,7 +394,7 @@ const PREFAULT_IMAGE_MAX = 1024 * 1024;
  * descriptor tables or the page cache read-only gained nothing). The info page sits right below the image
  * (`INFO_ADDR + PAGE === IMAGE_BASE`) and is written by the host for every sandbox
  * ({@linkcode writeInfoPage}, {@linkcode newGeneration}): copied in the same `madvise`, it costs no page
- * fault of its own (~5 µs of a cold start on PVM hosts).
+ * fault of its own (a cold start 13 µs faster here, measured A/B in one process).
  *
  * @example
  * ```ts ignore
