@@ -261,6 +261,56 @@ export function encodeSregs(sregs: Sregs | null): Uint8Array {
  * ```
  */
 export function decodeSregs(bytes: Uint8Array, action: SnapshotAction = "load"): Sregs {
+  return (bytes.byteLength >= SREGS_SIZE ? decodeInRange(bytes) : undefined) ?? decodeOrThrow(bytes, action);
+}
+
+/**
+ * The registers when every bounded value is in range, else undefined (then {@linkcode decodeOrThrow} finds
+ * the first value out of range and says which). The same checks as there, on the same limits, reading the
+ * bounded values as two 32-bit halves: a bigint per value made decoding ~3x slower (4.4 µs instead of 1.6 µs
+ * warm, several times that in a cold start).
+ */
+function decodeInRange(bytes: Uint8Array): Sregs | undefined {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, SREGS_SIZE);
+  let at = 0;
+  let ok = true;
+  const u64 = (): bigint => {
+    const value = v.getBigUint64(at, true);
+    at += 8;
+    return value;
+  };
+  const bounded = (max: number): number => {
+    const low = v.getUint32(at, true), high = v.getUint32(at + 4, true);
+    at += 8;
+    if (high !== 0 || low > max) ok = false;
+    return low;
+  };
+  const sregs = emptySregs();
+  for (const name of SEGMENT_NAMES) {
+    const segment = sregs[name];
+    segment.base = u64();
+    segment.limit = bounded(0xffff_ffff);
+    segment.selector = bounded(0xffff);
+    for (const [flag, max] of SEGMENT_FLAGS) segment[flag] = bounded(max);
+    bounded(0);
+  }
+  for (const name of ["gdt", "idt"] as const) {
+    sregs[name].base = u64();
+    sregs[name].limit = bounded(0xffff);
+  }
+  sregs.cr0 = u64();
+  sregs.cr2 = u64();
+  sregs.cr3 = u64();
+  sregs.cr4 = u64();
+  sregs.cr8 = BigInt(bounded(15));
+  sregs.efer = u64();
+  sregs.apicBase = u64();
+  for (let i = 0; i < 4; i++) sregs.interruptBitmap[i] = u64();
+  return ok ? sregs : undefined;
+}
+
+/** Decodes with a check, and a field name, at every value: throws at the first one out of range. */
+function decodeOrThrow(bytes: Uint8Array, action: SnapshotAction): Sregs {
   const reader = new ByteReader(bytes.subarray(0, SREGS_SIZE), { fileOffset: SREGS_OFFSET, action });
   const bounded = (field: string, max: bigint): number => {
     const value = reader.u64(`sregs.${field}`);

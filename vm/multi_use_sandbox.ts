@@ -17,7 +17,7 @@ import { GuestVm, type RunContext } from "./machine/guest_vm.ts";
 import { runAsync, runHot } from "./machine/async_call.ts";
 import { formatHostFunctionSignature } from "../format/host_functions.ts";
 import { initialise } from "./machine/init.ts";
-import { newGeneration, prefaultImage, writeInfoPage } from "./machine/system_area.ts";
+import { newGeneration, prefaultInfoAndImage, writeInfoPage } from "./machine/system_area.ts";
 import { log } from "./logger.ts";
 import type { Layout } from "./machine/layout.ts";
 import type { Blob } from "./memory/blob.ts";
@@ -510,11 +510,11 @@ function loadPersistent(persistent: Mapping, blob: Blob, data: SnapshotData): vo
 /**
  * Maps a snapshot's blob copy-on-write over a sandbox's persistent region (for a delta: the base, then the
  * delta's pages over it), without read-around (a fault would otherwise read 8 MiB of the file for one
- * page), and prefaults the image.
+ * page), and prefaults the info page and the image.
  */
 function mapSnapshot(persistent: Mapping, blob: Blob, layout: Layout): void {
   blob.mapInto(persistent);
-  prefaultImage(persistent, layout);
+  prefaultInfoAndImage(persistent, layout);
 }
 
 /** A sandbox around a running VM (for `UninitializedSandbox.evolve()`; not part of the public API). */

@@ -386,18 +386,24 @@ export function withoutGeneration<T>(persistent: Mapping, fn: () => T): T {
 const PREFAULT_IMAGE_MAX = 1024 * 1024;
 
 /**
- * Gives the sandbox private copies of its image pages (up to 1 MiB) before the guest runs. In a
+ * Gives the sandbox private copies of its info page and image pages (up to 1 MiB) before the guest runs. In a
  * copy-on-write mapping of a snapshot, a guest access to a page still backed by the page cache takes KVM's
  * slow path (the memslot is writable, so KVM first asks for a writable host page and falls back), and a
  * write adds a host copy-on-write fault on top; both happen inside an already costly shadow page fault.
  * Measured on the first call after `fromSnapshot`: 297 µs without, 215 µs with (prefaulting page tables,
- * descriptor tables or the page cache read-only gained nothing).
+ * descriptor tables or the page cache read-only gained nothing). The info page sits right below the image
+ * (`INFO_ADDR + PAGE === IMAGE_BASE`) and is written by the host for every sandbox
+ * ({@linkcode writeInfoPage}, {@linkcode newGeneration}): copied in the same `madvise`, it costs no page
+ * fault of its own (a cold start 13 µs faster here, measured A/B in one process).
  *
  * @example
  * ```ts ignore
- * prefaultImage(persistent, layout);
+ * prefaultInfoAndImage(persistent, layout);
  * ```
  */
-export function prefaultImage(mem: Mapping, layout: Layout): void {
-  mem.prefault(IMAGE_BASE, Math.min(layout.imageEnd - IMAGE_BASE, PREFAULT_IMAGE_MAX));
+export function prefaultInfoAndImage(mem: Mapping, layout: Layout): void {
+  mem.prefault(
+    INFO_ADDR,
+    IMAGE_BASE - INFO_ADDR + Math.min(layout.imageEnd - IMAGE_BASE, PREFAULT_IMAGE_MAX),
+  );
 }

@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { blake3Hex } from "../../format/blake3.ts";
 import type { Layout } from "./layout.ts";
 import { buildSystemArea, imagePageEntries } from "./system_area.ts";
 import { Blob } from "../memory/blob.ts";
@@ -29,13 +28,26 @@ export interface SystemArea {
 }
 
 interface Entry {
+  /** The image's page-table entries the area was built with (the layout is part of the key). */
+  image: Uint8Array;
   blob: Blob;
   refs: number;
 }
 
-const entries = new Map<string, Entry>();
+/**
+ * Entries by layout, each list searched for equal image page-table entries. Comparing the bytes (a few
+ * hundred at most for a small image) costs well under a microsecond; hashing them through the BLAKE3 binding
+ * for a string key cost ~6 µs of every load.
+ */
+const entries = new Map<string, Entry[]>();
 /** Unreferenced entries kept for reuse (a process that reloads the same file keeps its system area). */
 const IDLE_MAX = 8;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /**
  * Where {@linkcode systemAreaFor} reads a snapshot's memory: `read(offset, length)` at guest-physical
@@ -66,13 +78,15 @@ export interface MemoryReader {
 export function systemAreaFor(memory: MemoryReader, layout: Layout): SystemArea {
   const image = imagePageEntries(memory, layout);
   const key =
-    `${layout.persistentSize}:${layout.heapBase}:${layout.scratchBase}:${layout.scratchSize}:${layout.ptPages}:${
-      blake3Hex(image)
-    }`;
-  let entry = entries.get(key);
-  if (entry === undefined || entry.blob.closed) {
-    entry = { blob: Blob.fromBytes(buildSystemArea(layout, image)), refs: 0 };
-    entries.set(key, entry);
+    `${layout.persistentSize}:${layout.heapBase}:${layout.scratchBase}:${layout.scratchSize}:${layout.ptPages}`;
+  let list = entries.get(key);
+  if (list === undefined) entries.set(key, list = []);
+  // An area closed behind the cache's back (by a leak check) is forgotten, and built again when needed.
+  for (let i = list.length - 1; i >= 0; i--) if (list[i].blob.closed) list.splice(i, 1);
+  let entry = list.find((e) => sameBytes(e.image, image));
+  if (entry === undefined) {
+    entry = { image, blob: Blob.fromBytes(buildSystemArea(layout, image)), refs: 0 };
+    list.push(entry);
   }
   entry.refs++;
   const held = entry;
@@ -88,15 +102,28 @@ export function systemAreaFor(memory: MemoryReader, layout: Layout): SystemArea 
   };
 }
 
+/** Every entry with the list it is in, oldest first within a layout. */
+function* allEntries(): Generator<[Entry[], Entry]> {
+  for (const list of entries.values()) for (const e of [...list]) yield [list, e];
+}
+
+/** Removes `e` from `list` (and an emptied list from the map) and closes its blob. */
+function drop(list: Entry[], e: Entry): void {
+  e.blob.close();
+  list.splice(list.indexOf(e), 1);
+  if (list.length === 0) {
+    for (const [key, l] of entries) if (l === list) entries.delete(key);
+  }
+}
+
 /** Closes unreferenced entries beyond the idle limit, oldest first. */
 function trim(): void {
   let idle = 0;
-  for (const e of entries.values()) if (e.refs === 0) idle++;
-  for (const [key, e] of entries) {
+  for (const [, e] of allEntries()) if (e.refs === 0) idle++;
+  for (const [list, e] of allEntries()) {
     if (idle <= IDLE_MAX) break;
     if (e.refs !== 0) continue;
-    e.blob.close();
-    entries.delete(key);
+    drop(list, e);
     idle--;
   }
 }
@@ -112,9 +139,5 @@ function trim(): void {
  * ```
  */
 export function dropIdleSystemAreas(): void {
-  for (const [key, e] of entries) {
-    if (e.refs !== 0) continue;
-    e.blob.close();
-    entries.delete(key);
-  }
+  for (const [list, e] of allEntries()) if (e.refs === 0) drop(list, e);
 }
