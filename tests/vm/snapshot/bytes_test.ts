@@ -116,9 +116,11 @@ vmTest(
 /**
  * Writes `file` into the FIFO `fifo` from a child process that holds the FIFO open (read-write, so its
  * open never waits) before it says "ready", and closes it after the last byte: the reader sees the whole
- * file, then the end.
+ * file, then the end. The file must be larger than a pipe (64 KiB): the writer can then only finish, and
+ * close the FIFO (which discards whatever nobody has read), once the reader has opened it.
  */
 async function feedFifo(fifo: string, file: string): Promise<Deno.ChildProcess> {
+  assert.ok(Deno.statSync(file).size > 64 * 1024, "a FIFO feed must not fit in the pipe");
   const child = new Deno.Command("sh", {
     args: ["-c", 'exec 3<>"$1"; echo ready; cat "$2" >&3; exec 3>&-', "sh", fifo, file],
     stdout: "piped",
@@ -208,7 +210,12 @@ vmTest(
       // A guest written into a FIFO, named by a file: URL, runs (and its path is recorded as given).
       const fifo = `${dir}/guest`;
       assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
-      const child = await feedFifo(fifo, TESTGUEST);
+      // Padded past the pipe's 64 KiB: the feeder's write then cannot finish (and close the FIFO, which
+      // discards what nobody has read) before this side has opened it.
+      const padded = new Uint8Array(256 * 1024);
+      padded.set(Deno.readFileSync(TESTGUEST));
+      Deno.writeFileSync(`${dir}/padded`, padded);
+      const child = await feedFifo(fifo, `${dir}/padded`);
       const u = new UninitializedSandbox(new URL(`file://${fifo}`), {}, hostFns());
       await child.status;
       using sbx = u.evolve();
