@@ -302,15 +302,24 @@ for (const run of ["keep", "close", "spin", "debug"] as const) {
 vmTest("25 Workers, each of every kind, leave the process as they found it", async () => {
   const before = await warmUp();
   const maps = Deno.readTextFileSync("/proc/self/maps").split("\n").length;
+  const tracked: Tracked[] = [];
   for (let i = 0; i < 25; i++) {
-    await scenario((["keep", "close", "spin", "debug"] as const)[i % 4], snapshotPath!);
+    tracked.push(await scenario((["keep", "close", "spin", "debug"] as const)[i % 4], snapshotPath!));
   }
   const after = await settle(before);
   assert.deepEqual({ ...after, bigAnonymous: 0 }, { ...before, bigAnonymous: 0 });
-  assert.ok(after.bigAnonymous <= before.bigAnonymous, "guest memory");
+  // Every mapping a Worker made (guest memory included) is gone, by address. Big anonymous mappings as a
+  // whole may differ by a few after 25 Workers: the C library caches some threads' stacks and V8 reserves
+  // heap; a guest memory leak would add one or more per Worker that kept a sandbox open (19 here).
+  for (const t of tracked) assertUnmapped(t);
+  assert.ok(
+    after.bigAnonymous <= before.bigAnonymous + 3,
+    `big anonymous mappings grew from ${before.bigAnonymous} to ${after.bigAnonymous}`,
+  );
   // All mappings, V8's included: a leak of one per Worker would add 25 or more.
   const now = Deno.readTextFileSync("/proc/self/maps").split("\n").length;
-  assert.ok(now <= maps + 5, `the process's mappings grew from ${maps} to ${now}`);
+  // (V8 and the C library move a few of their own between runs: up to 7 seen, so allow 12.)
+  assert.ok(now <= maps + 12, `the process's mappings grew from ${maps} to ${now}`);
   await Deno.remove(snapshotPath!.slice(0, snapshotPath!.lastIndexOf("/")), { recursive: true });
   snapshotPath = undefined;
 });
