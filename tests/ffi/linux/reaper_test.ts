@@ -118,18 +118,23 @@ Deno.test({
   ignore: !LINUX,
   async fn() {
     const { w, ask } = worker();
-    const { fd, address, timer } = await ask("track") as { fd: number; address: string; timer: number };
-    assert.match(link(fd) ?? "", /snapvm-reaper-test/);
-    assert.ok(timerIds().includes(timer));
-    assert.equal(reapers(), 1);
-    w.terminate();
-    await until("the memfd is closed", () => !/snapvm-reaper-test/.test(link(fd) ?? ""));
-    await until("the timer is deleted", () => !timerIds().includes(timer));
-    await until(
-      "the mapping is gone",
-      () => !Deno.readTextFileSync("/proc/self/maps").includes(`\n${address}-`),
-    );
-    await until("the reaper has ended", () => reapers() === 0);
+    try {
+      const { fd, address, timer } = await ask("track") as { fd: number; address: string; timer: number };
+      assert.match(link(fd) ?? "", /snapvm-reaper-test/);
+      assert.ok(timerIds().includes(timer));
+      // The reaper names itself once it runs, which may be a moment after the Worker's answer.
+      await until("the reaper has started", () => reapers() === 1);
+      w.terminate();
+      await until("the memfd is closed", () => !/snapvm-reaper-test/.test(link(fd) ?? ""));
+      await until("the timer is deleted", () => !timerIds().includes(timer));
+      await until(
+        "the mapping is gone",
+        () => !Deno.readTextFileSync("/proc/self/maps").includes(`\n${address}-`),
+      );
+      await until("the reaper has ended", () => reapers() === 0);
+    } finally {
+      w.terminate(); // a failed check above must not leave the Worker, and its reaper, for the next tests
+    }
   },
 });
 
