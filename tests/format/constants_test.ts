@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import * as format from "../../format/mod.ts";
 
-Deno.test("byte layout constants (hls-v1.md)", () => {
+Deno.test("byte layout constants (docs/FORMAT.md)", () => {
   assert.equal(format.HLS_MAGIC, 0x00534c48);
   assert.equal(format.HLS_FORMAT_VERSION, 2);
   assert.equal(format.HLS_FORMAT_VERSION_1, 1);

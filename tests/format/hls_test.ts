@@ -8,7 +8,6 @@ import {
   HEADER_FIELDS,
   type HeaderFieldName,
   type HostFunction,
-  type HostIdentity,
   Hypervisor,
   MAX_HOST_FUNCS_SIZE,
   parseSnapshotHeader,
@@ -21,40 +20,9 @@ import {
   ValueTag,
   verifyBlobHash,
 } from "../../format/mod.ts";
+import { fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
 
-// ---- Fixture: a layout that follows docs/ABI.md -------------------------------------------------------------
-// Image 0x200000..0x205432 (code_size 0x5432), heap 0x206000..0x216000: blob = guest memory 0..0x216000.
-// Stack guard 0x216000..0x217000; scratch 0x217000..0x221000 = stack 0x8000, input 0x1000, output 0x1000.
-
-const HOST: HostIdentity = {
-  arch: Arch.X86_64,
-  hypervisor: Hypervisor.KVM,
-  abiVersion: 1,
-  memoryMap: MEMORY_MAP,
-};
-const MEMORY_SIZE = 0x216000;
-
-function fields(overrides: Partial<SnapshotHeaderFields> = {}): SnapshotHeaderFields {
-  return {
-    arch: Arch.X86_64,
-    abiVersion: 1,
-    stackTopGva: 0x21f000,
-    entrypointTag: EntrypointTag.Initialise,
-    entrypointAddr: 0x200123,
-    inputDataSize: 0x1000,
-    outputDataSize: 0x1000,
-    heapSize: 0x10000,
-    codeSize: 0x5432,
-    initDataSize: 0,
-    initDataPermissions: 0,
-    scratchSize: 0xa000,
-    snapshotSize: MEMORY_SIZE,
-    ptSize: 0x5000,
-    memorySize: MEMORY_SIZE,
-    hypervisor: Hypervisor.KVM,
-    ...overrides,
-  };
-}
+// ---- Fixture: a layout that follows docs/ABI.md (./_header_fixture.ts) --------------------------------------
 
 function segment(selector: number, type: number, extra: Partial<Sregs["cs"]> = {}): Sregs["cs"] {
   return {
@@ -228,7 +196,7 @@ Deno.test("a large host-functions section moves memory_offset to the next page",
   assert.deepEqual(parseSnapshotHeader(prefix, fileLength, HOST).hostFunctions, many);
 });
 
-Deno.test("the byte layout follows hls-v1.md", () => {
+Deno.test("the byte layout follows docs/FORMAT.md", () => {
   const { prefix, blob } = fixture({ call: true });
   const view = new DataView(prefix.buffer);
   assert.deepEqual([...prefix.subarray(0, 4)], [0x48, 0x4c, 0x53, 0x00]);

@@ -3,14 +3,10 @@
 import assert from "node:assert/strict";
 import { MEMORY_MAP } from "../../vm/machine/abi.ts";
 import {
-  Arch,
   blake3,
   decodeSections,
   encodeSections,
   encodeSnapshotPrefix,
-  EntrypointTag,
-  type HostIdentity,
-  Hypervisor,
   inspectSnapshot,
   MAX_DELTA_CHAIN,
   MAX_DELTA_RUNS,
@@ -20,41 +16,13 @@ import {
   type SectionsInput,
   SnapshotFormatError,
   type SnapshotFormatErrorKind,
-  type SnapshotHeaderFields,
   snapshotPrefixLength,
 } from "../../format/mod.ts";
+import { fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
 
-const HOST: HostIdentity = {
-  arch: Arch.X86_64,
-  hypervisor: Hypervisor.KVM,
-  abiVersion: 1,
-  memoryMap: MEMORY_MAP,
-};
-const MEMORY_SIZE = 0x216000; // image 0x200000..0x205432, heap 64 KiB (as in hls_test.ts)
 const PAGES = MEMORY_SIZE / 4096;
 const BLOB_HASH = blake3(new Uint8Array([1, 2, 3]));
 const BASE_HASH = blake3(new Uint8Array([4, 5, 6]));
-
-function fields(): SnapshotHeaderFields {
-  return {
-    arch: Arch.X86_64,
-    abiVersion: 1,
-    stackTopGva: 0x21f000,
-    entrypointTag: EntrypointTag.Initialise,
-    entrypointAddr: 0x200123,
-    inputDataSize: 0x1000,
-    outputDataSize: 0x1000,
-    heapSize: 0x10000,
-    codeSize: 0x5432,
-    initDataSize: 0,
-    initDataPermissions: 0,
-    scratchSize: 0xa000,
-    snapshotSize: MEMORY_SIZE,
-    ptSize: 0x5000,
-    memorySize: MEMORY_SIZE,
-    hypervisor: Hypervisor.KVM,
-  };
-}
 
 function prefixWith(sections: SectionsInput): Uint8Array {
   return encodeSnapshotPrefix({

@@ -1,6 +1,6 @@
 /**
  * Shared helpers of the snapshot tests (tests/snapshot_*_test.ts): the test guest with its host functions,
- * temporary directories, the byte layout of `.hls` files (pinned here from shared/format/hls-v1.md, not
+ * temporary directories, the byte layout of `.hls` files (pinned here from docs/FORMAT.md, not
  * imported from the codec, so that a change to the codec cannot silently move the tests along with it), and
  * process resource counts.
  *
@@ -67,7 +67,7 @@ export function mappingsOf(text: string): string[] {
   return Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.includes(text));
 }
 
-// ---- The .hls byte layout (shared/format/hls-v1.md), pinned -------------------------------------------------
+// ---- The .hls byte layout (docs/FORMAT.md), pinned ----------------------------------------------------------
 
 /** File offsets of the sections. */
 export const OFF = {
