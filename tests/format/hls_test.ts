@@ -20,7 +20,7 @@ import {
   ValueTag,
   verifyBlobHash,
 } from "../../format/mod.ts";
-import { fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
+import { expectError, fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
 
 // ---- Fixture: a layout that follows docs/ABI.md (./_header_fixture.ts) --------------------------------------
 
@@ -129,27 +129,6 @@ function rehash(bytes: Uint8Array): Uint8Array {
   message.set(bytes.subarray(1144, 1176 + hostFuncsSize), 1112);
   bytes.set(blake3(message), 1112);
   return bytes;
-}
-
-function expectError(
-  run: () => unknown,
-  kind: SnapshotFormatErrorKind,
-  field?: string,
-  messagePart?: string | RegExp,
-): SnapshotFormatError {
-  let caught: unknown;
-  try {
-    run();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof SnapshotFormatError, `expected a SnapshotFormatError, got ${caught}`);
-  assert.equal(caught.name, "SnapshotFormatError");
-  assert.equal(caught.kind, kind, caught.message);
-  if (field !== undefined) assert.equal(caught.field, field, caught.message);
-  if (typeof messagePart === "string") assert.ok(caught.message.includes(messagePart), caught.message);
-  if (messagePart instanceof RegExp) assert.match(caught.message, messagePart);
-  return caught;
 }
 
 const BIG_FILE = 1n << 40n; // for tests that grow sizes: the file-length check is not what they test

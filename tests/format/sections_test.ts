@@ -18,7 +18,7 @@ import {
   type SnapshotFormatErrorKind,
   snapshotPrefixLength,
 } from "../../format/mod.ts";
-import { fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
+import { expectError as refused, fields, HOST, MEMORY_SIZE } from "./_header_fixture.ts";
 
 const PAGES = MEMORY_SIZE / 4096;
 const BLOB_HASH = blake3(new Uint8Array([1, 2, 3]));
@@ -120,23 +120,14 @@ function binaryPayload(path: Uint8Array | string, entry = 0x200123n): Uint8Array
   return out;
 }
 
+/** {@linkcode refused}, and the message names the value found and the one expected. */
 function expectError(
   run: () => unknown,
   kind: SnapshotFormatErrorKind,
   field?: string,
   messagePart?: string | RegExp,
 ): SnapshotFormatError {
-  let caught: unknown;
-  try {
-    run();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof SnapshotFormatError, `expected a SnapshotFormatError, got ${caught}`);
-  assert.equal(caught.kind, kind, caught.message);
-  if (field !== undefined) assert.equal(caught.field, field, caught.message);
-  if (typeof messagePart === "string") assert.ok(caught.message.includes(messagePart), caught.message);
-  if (messagePart instanceof RegExp) assert.match(caught.message, messagePart);
+  const caught = refused(run, kind, field, messagePart);
   assert.ok(caught.message.includes(`is ${caught.found}`) && caught.message.includes(caught.expected));
   return caught;
 }
