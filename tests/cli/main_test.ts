@@ -28,25 +28,28 @@ Deno.test("describeError maps error kinds to exit codes", () => {
   assert.equal(describeError(new Error("boom")).unexpected, true);
 });
 
+/** Every command, in the order `--help` lists them. */
+const COMMANDS = [
+  "new",
+  "build",
+  "snapshot",
+  "inspect",
+  "verify",
+  "run",
+  "bench",
+  "push",
+  "pull",
+  "export",
+  "import",
+];
+
 Deno.test("help, version and usage errors", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const help = await runCli(["--help"], dir);
     assert.equal(help.code, 0);
     const names = [...help.stdout.matchAll(/^ {2}(\w+) {2,}/gm)].map((m) => m[1]);
-    assert.deepEqual(names, [
-      "new",
-      "build",
-      "snapshot",
-      "inspect",
-      "verify",
-      "run",
-      "bench",
-      "push",
-      "pull",
-      "export",
-      "import",
-    ]);
+    assert.deepEqual(names, COMMANDS);
     assert.match(help.stdout, /Exit codes: 0 ok, 1 .*\n.*2 usage error.*3 missing KVM, gcc/);
 
     const none = await runCli([], dir);
@@ -76,21 +79,7 @@ Deno.test("help, version and usage errors", async () => {
 Deno.test("every command has --help", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    for (
-      const c of [
-        "new",
-        "build",
-        "snapshot",
-        "inspect",
-        "verify",
-        "run",
-        "bench",
-        "push",
-        "pull",
-        "export",
-        "import",
-      ]
-    ) {
+    for (const c of COMMANDS) {
       const r = await runCli([c, "--help"], dir);
       assert.equal(r.code, 0, c);
       assert.match(r.stdout, new RegExp(`^Usage: snapvm ${c} `), c);
