@@ -97,13 +97,7 @@ export function runHot(vm: GuestVm, ctx: RunContext): void {
   try {
     mb.checkIdle();
     mb.post(idle);
-    if (answeredAtOnce(t, mb)) {
-      const kind = mb.take();
-      if (kind === MAILBOX_DONE) return watchIdle(vm);
-      vm.onMessage(kind, call);
-      mb.post(idle);
-    }
-    vm.startClock(call); // before the waits, which watch the deadline
+    spinBriefly(t, mb);
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
@@ -112,6 +106,7 @@ export function runHot(vm: GuestVm, ctx: RunContext): void {
         mb.post(idle);
         continue;
       }
+      vm.startClock(call); // before the waits, which watch the deadline
       if (!t.busy) resume(vm, t, call);
       const w = t.waitWord(mb.words, GUEST_SEQ_INDEX, mb.seen, call.deadline, SYNC_SPIN_US, SLICE_MS);
       if (w === "deadline") throw stopForTimeout(vm, call);
@@ -139,14 +134,7 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
   try {
     mb.checkIdle();
     mb.post(idle);
-    if (answeredAtOnce(t, mb)) {
-      const kind = mb.take();
-      if (kind === MAILBOX_DONE) return watchIdle(vm);
-      const step = vm.onMessage(kind, call);
-      if (step !== RESUME && step !== DONE) await hostPromise(vm, step, call);
-      mb.post(idle);
-    }
-    vm.startClock(call); // before the waits, which watch the deadline
+    spinBriefly(t, mb);
     for (;;) {
       if (mb.pending) {
         const kind = mb.take();
@@ -156,6 +144,7 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
         mb.post(idle);
         continue;
       }
+      vm.startClock(call); // before the waits, which watch the deadline
       if (!t.busy) {
         const step = resume(vm, t, call, true);
         if (step !== undefined) {
@@ -189,15 +178,14 @@ export async function runHotAsync(vm: GuestVm, ctx: RunContext): Promise<void> {
 /**
  * The first wait of a hot call, before any clock read (a clock read costs ~130 ns, and a polling guest
  * answers within a microsecond): spins on the guest's sequence number for at most {@linkcode FIRST_SPINS}
- * loads while the run thread runs. True when a message came.
+ * loads while the run thread runs. The call loop then finds the message, or reads the clock and waits.
  */
-function answeredAtOnce(t: VcpuThread, mb: Mailbox): boolean {
-  if (!t.busy) return false;
+function spinBriefly(t: VcpuThread, mb: Mailbox): void {
+  if (!t.busy) return;
   const words = mb.words, seen = mb.seen;
   for (let n = 0; n < FIRST_SPINS; n++) {
-    if (Atomics.load(words, GUEST_SEQ_INDEX) !== seen) return true;
+    if (Atomics.load(words, GUEST_SEQ_INDEX) !== seen) return;
   }
-  return false;
 }
 
 /**
