@@ -23,7 +23,8 @@ export type BackendName = "kvm" | "whp";
 /**
  * Registers set at every entry into the guest (init, and the dispatch loop after a restore or a load): the
  * instruction pointer, a fresh stack, RFLAGS, and the first argument. Every other general-purpose register
- * is zeroed by the backend.
+ * is zeroed by the backend. A caller never changes an object after passing it, so a backend may keep its
+ * encoding by identity (the same entry is staged on every restore).
  *
  * @example
  * ```ts

@@ -14,6 +14,7 @@ import {
   RUN,
 } from "../../ffi/linux/kvm.ts";
 import { Mapping, osMemory } from "../memory/mapping.ts";
+import { restoreLibrary } from "../memory/restore_library.ts";
 import { mapShared } from "../memory/posix/os_memory.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import { Hypervisor, type Sregs } from "../../format/mod.ts";
@@ -41,6 +42,16 @@ import type { VmFd } from "./vm_fd.ts";
 
 /** snapvm uses one memslot per VM: persistent region, guard page and scratch region in one host range. */
 const SLOT = 0;
+
+/**
+ * The dirty ring's state (u64 indexes), as `R_*` in `vm/memory/_restore_pages.c` declares it: the ring's
+ * host address, its entry count, the entries consumed so far (the ring index is this modulo the count), the
+ * memslot recorded, the pages the bitmap has bits for.
+ */
+const RING = { RING: 0, ENTRIES: 1, FETCH: 2, SLOT: 3, PAGES: 4, WORDS: 5 } as const;
+
+/** The bitmap given when no pages are recorded (with a page count of 0): collecting only marks entries. */
+const NO_PAGES = new BigUint64Array(1);
 
 /**
  * Idle VMs with their vCPU, kept for reuse by this thread (module instances are per Worker, so per thread).
@@ -111,13 +122,18 @@ export class KvmVm implements VirtualMachine {
     this.#run = vcpu.run.view;
     this.#ring = ring;
     this.#ringView = ring?.view;
+    if (ring !== undefined) {
+      this.#ringState[RING.RING] = ring.address;
+      this.#ringState[RING.ENTRIES] = BigInt(ring.size / DIRTY_RING.ENTRY);
+      this.#ringState[RING.SLOT] = BigInt(SLOT);
+    }
   }
 
   /** The vCPU's dirty ring (KVM_CAP_DIRTY_LOG_RING), when the host has one; else the dirty bitmap is used. */
   readonly #ring: Mapping | undefined;
   readonly #ringView: DataView | undefined;
-  /** Entries consumed so far (the ring index is this modulo the entry count). */
-  #ringFetch = 0;
+  /** The ring's address and entry count, the memslot, the entries consumed so far (see {@linkcode RING}). */
+  readonly #ringState = new BigUint64Array(RING.WORDS);
   /** Entries collected and not yet reset. */
   #ringCollected = 0;
   /** The pages recorded since tracking started or the last clear, one bit per page (ring mode). */
@@ -192,19 +208,29 @@ export class KvmVm implements VirtualMachine {
    * whose flags say DIRTY has its slot and offset in place.
    */
   #collectRing(): void {
-    const v = this.#ringView!, sticky = this.#sticky;
-    const entries = v.byteLength / DIRTY_RING.ENTRY;
+    const sticky = this.#sticky ?? NO_PAGES, state = this.#ringState;
+    const pages = this.#sticky === undefined ? 0 : sticky.length * 64;
+    state[RING.PAGES] = BigInt(pages);
+    const native = restoreLibrary();
+    if (native !== undefined) {
+      // The same loop in C (vm/memory/_restore_pages.c): no BigInt per entry, no DataView.
+      this.#ringCollected += Number(native.collectDirtyRing(state, sticky));
+      return;
+    }
+    const v = this.#ringView!, entries = v.byteLength / DIRTY_RING.ENTRY;
+    let fetch = Number(state[RING.FETCH]);
     for (;;) {
-      const at = (this.#ringFetch % entries) * DIRTY_RING.ENTRY;
-      if ((v.getUint32(at + DIRTY_RING.FLAGS, true) & DIRTY_RING.F_DIRTY) === 0) return;
-      if (sticky !== undefined && v.getUint32(at + DIRTY_RING.SLOT, true) === SLOT) {
+      const at = (fetch % entries) * DIRTY_RING.ENTRY;
+      if ((v.getUint32(at + DIRTY_RING.FLAGS, true) & DIRTY_RING.F_DIRTY) === 0) break;
+      if (v.getUint32(at + DIRTY_RING.SLOT, true) === SLOT) {
         const page = Number(v.getBigUint64(at + DIRTY_RING.OFFSET, true));
-        if (page < sticky.length * 64) sticky[page >>> 6] |= 1n << BigInt(page & 63);
+        if (page < pages) sticky[page >>> 6] |= 1n << BigInt(page & 63);
       }
       v.setUint32(at + DIRTY_RING.FLAGS, DIRTY_RING.F_RESET, true);
-      this.#ringFetch++;
+      fetch++;
       this.#ringCollected++;
     }
+    state[RING.FETCH] = BigInt(fetch);
   }
 
   /** `KVM_RESET_DIRTY_RINGS` for the collected entries: their pages are tracked again, the slots reused. */
