@@ -14,6 +14,8 @@ import {
   FRAME,
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
+  INFO_ADDR,
+  INFO_SIZE,
   LOG_LEVELS,
   MAILBOX_HOST_CALL,
   PAGE,
@@ -34,6 +36,7 @@ import type { ReturnType, Value } from "../types.ts";
 import { backend } from "../backend/select.ts";
 import { CallState } from "../interrupt_handle.ts";
 import { ABI_SREGS } from "./sregs.ts";
+import { freshInfo } from "./system_area.ts";
 import {
   ExecutionCanceledError,
   GuestAbortedError,
@@ -194,7 +197,13 @@ export class GuestVm {
     this.persistent = persistent;
     this.scratch = scratch;
     this.#vm = vm;
-    this.#pages = new PageRestorer(persistent, scratch, layout.scratchBase / PAGE);
+    this.#pages = new PageRestorer(persistent, scratch, layout.scratchBase / PAGE, {
+      hostBuffers: [
+        { offset: layout.inputBase - layout.scratchBase, length: layout.inputSize },
+        { offset: layout.outputBase - layout.scratchBase, length: layout.outputSize },
+      ],
+      fresh: { offset: INFO_ADDR, length: INFO_SIZE },
+    });
   }
 
   /** Restore's page work over this guest's memory. */
@@ -732,8 +741,9 @@ export class GuestVm {
   /**
    * Puts memory back to the snapshot it was last synchronised with, touching only what changed: the
    * persistent pages the guest wrote are copied back (from `system` below `SYSTEM_AREA_END`, from `blob`
-   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed. Returns
-   * false when dirty tracking has not started (the caller maps the snapshot afresh instead).
+   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed, and the
+   * info page gets a new generation (docs/ABI.md), all in one call of the page restorer. Returns false,
+   * having done nothing, when dirty tracking has not started (the caller maps the snapshot afresh instead).
    *
    * Dirty bits are sticky (see `VirtualMachine.takeDirtyPages`): the persistent pages a guest writes on
    * every call are copied back on every restore without being write-protected again, for
@@ -748,12 +758,20 @@ export class GuestVm {
     this.#addHostWritten(dirty);
     const persistentPages = this.layout.persistentSize / PAGE;
     const zeroScratch = vm.tracksScratch && this.#scratchTracked;
-    const copied = this.#pages.restore(dirty, system, blob, SYSTEM_AREA_END / PAGE, zeroScratch);
+    this.#noteHostWrites();
+    const copied = this.#pages.restore(
+      dirty,
+      system,
+      blob,
+      SYSTEM_AREA_END / PAGE,
+      zeroScratch,
+      this.#inputWritten,
+      this.#outputWritten,
+      freshInfo(),
+    );
+    this.#inputWritten = this.#outputWritten = 0;
     if (!zeroScratch) this.resetScratch();
-    else {
-      this.#clearHostWrites();
-      this.#mailbox?.clear();
-    }
+    else this.#mailbox?.clear();
     // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
     // and the scratch pages above were found through those bits.
     if (++this.#restoresSinceClear >= stickyRounds(copied)) {
@@ -833,13 +851,6 @@ export class GuestVm {
   #inputWritten = 0;
   #outputWritten = 0;
 
-  #clearHostWrites(): void {
-    this.#noteHostWrites();
-    const b = this.#buffers();
-    b.input.bytes.fill(0, 0, this.#inputWritten);
-    b.output.bytes.fill(0, 0, this.#outputWritten);
-    this.#inputWritten = this.#outputWritten = 0;
-  }
 
   /** Writes the function table (docs/ABI.md) into persistent memory. */
   writeFunctionTable(list: Uint8Array): void {

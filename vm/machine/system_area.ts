@@ -344,6 +344,20 @@ export function writeInfoPage(persistent: Mapping): void {
  * ```
  */
 export function newGeneration(persistent: Mapping): void {
+  persistent.writeFrom(INFO_ADDR, freshInfo(), INFO_SIZE);
+}
+
+/**
+ * The host address of `INFO_SIZE` fresh bytes for the info page (a new generation and seed), valid until
+ * the next call: restore copies them in with its page work, without a call of its own.
+ *
+ * @example
+ * ```ts
+ * import { freshInfo } from "./system_area.ts";
+ * console.log(freshInfo() !== freshInfo()); // true
+ * ```
+ */
+export function freshInfo(): bigint {
   if (poolUsed + INFO_SIZE > pool.length) {
     crypto.getRandomValues(pool);
     poolUsed = 0;
@@ -354,7 +368,7 @@ export function newGeneration(persistent: Mapping): void {
   const word = (at + INFO_GENERATION) >>> 2; // INFO_SIZE and INFO_GENERATION are multiples of 4
   if (poolWords[word] === 0 && poolWords[word + 1] === 0) pool[at + INFO_GENERATION] = 1;
   // From the pool's address, taken once: this runs on every restore.
-  persistent.writeFrom(INFO_ADDR, (poolAddress ??= addressOf(pool)) + BigInt(at), INFO_SIZE);
+  return (poolAddress ??= addressOf(pool)) + BigInt(at);
 }
 
 /** Entropy fetched ahead, 4 KiB at a time: one `getRandomValues` per hundred generations, not per restore. */

@@ -21,6 +21,13 @@ enum {
   P_SCRATCH,        // host address of the scratch region's first page
   P_SCRATCH_FIRST,  // its page number (guest-physical / 4 KiB)
   P_SCRATCH_END,    // one past its last page; equal to P_SCRATCH_FIRST to leave scratch alone
+  P_CLEAR_A,        // then zero [P_CLEAR_A, +P_CLEAR_A_LEN) bytes and the same for B (the I/O buffers' parts
+  P_CLEAR_A_LEN,    // the host wrote, which the dirty log does not see)
+  P_CLEAR_B,
+  P_CLEAR_B_LEN,
+  P_WRITE_TO,       // and last copy P_WRITE_LEN bytes from P_WRITE_FROM to P_WRITE_TO (a new generation
+  P_WRITE_FROM,     // into the info page); lengths may be 0
+  P_WRITE_LEN,
   P_WORDS,
 };
 
@@ -32,6 +39,14 @@ static inline void copy_pages(uint64_t to, uint64_t from, uint64_t pages) {
 static inline void zero_pages(uint64_t to, uint64_t pages) {
   uint64_t n = pages * (PAGE / 8);
   __asm__ volatile("rep stosq" : "+D"(to), "+c"(n) : "a"(0ull) : "memory");
+}
+
+static inline void copy_bytes(uint64_t to, uint64_t from, uint64_t n) {
+  __asm__ volatile("rep movsb" : "+D"(to), "+S"(from), "+c"(n) : : "memory");
+}
+
+static inline void zero_bytes(uint64_t to, uint64_t n) {
+  __asm__ volatile("rep stosb" : "+D"(to), "+c"(n) : "a"(0) : "memory");
 }
 
 // What a run of pages is handed to: copy back (persistent) or zero (scratch).
@@ -78,7 +93,8 @@ static inline __attribute__((always_inline)) void for_each_run(
 }
 
 // Copies back every persistent page set in `bitmap` (from the system area's source below P_SYSTEM_END,
-// from the blob above) and zeroes every scratch page set there. Returns the number of pages copied.
+// from the blob above), zeroes every scratch page set there, then the two byte ranges to clear, and makes
+// the one small copy of the plan. Returns the number of pages copied.
 EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, const uint64_t *bitmap) {
   struct pages p = {
       .persistent = plan[P_PERSISTENT],
@@ -92,6 +108,9 @@ EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, const uint64_t *bitma
   const uint64_t words = plan[P_BITMAP_WORDS];
   for_each_run(bitmap, words, 0, plan[P_PERSISTENT_END], p.system_end, copy_run, &p);
   for_each_run(bitmap, words, p.scratch_first, plan[P_SCRATCH_END], UINT64_MAX, zero_run, &p);
+  zero_bytes(plan[P_CLEAR_A], plan[P_CLEAR_A_LEN]);
+  zero_bytes(plan[P_CLEAR_B], plan[P_CLEAR_B_LEN]);
+  copy_bytes(plan[P_WRITE_TO], plan[P_WRITE_FROM], plan[P_WRITE_LEN]);
   return p.copied;
 }
 

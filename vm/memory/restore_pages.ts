@@ -21,12 +21,38 @@ const PLAN = {
   SCRATCH: 6,
   SCRATCH_FIRST: 7,
   SCRATCH_END: 8,
-  WORDS: 9,
+  CLEAR_A: 9,
+  CLEAR_A_LEN: 10,
+  CLEAR_B: 11,
+  CLEAR_B_LEN: 12,
+  WRITE_TO: 13,
+  WRITE_FROM: 14,
+  WRITE_LEN: 15,
+  WORDS: 16,
 } as const;
 
+/** A byte range within a region. */
+export interface ByteRange {
+  /** Offset from the region's start. */
+  offset: number;
+  /** Length in bytes. */
+  length: number;
+}
+
+/** Where a {@linkcode PageRestorer} works besides the dirty pages. */
+export interface RestoreTargets {
+  /**
+   * Two ranges of the scratch region that the host writes (the input and output buffers): the hypervisor's
+   * dirty log does not see host writes, so each restore zeroes the prefix of each that the host wrote.
+   */
+  hostBuffers: readonly [ByteRange, ByteRange];
+  /** A range of the persistent region that each restore fills with fresh bytes (the info page's generation). */
+  fresh: ByteRange;
+}
+
 /**
- * Restores pages of one guest's memory: the persistent region (guest-physical page 0 on) and the scratch
- * region (from page `scratchFirst`), both parts of the guest's mapping.
+ * Restores one guest's memory: the persistent region (guest-physical page 0 on) and the scratch region
+ * (from page `scratchFirst`), both parts of the guest's mapping.
  *
  * @example
  * ```ts
@@ -36,17 +62,23 @@ const PLAN = {
  * using guest = Mapping.reserve(4 * 4096), source = Mapping.reserve(2 * 4096);
  * source.bytes.fill(7);
  * const persistent = guest.part(0, 2 * 4096), scratch = guest.part(3 * 4096, 4096);
- * const restorer = new PageRestorer(persistent, scratch, 3);
+ * const restorer = new PageRestorer(persistent, scratch, 3, {
+ *   hostBuffers: [{ offset: 0, length: 2048 }, { offset: 2048, length: 2048 }],
+ *   fresh: { offset: 0, length: 8 },
+ * });
  * guest.bytes.fill(1);
  * const dirty = new BigUint64Array([0b1010n]); // page 1 (persistent) and page 3 (scratch)
- * console.log(restorer.restore(dirty, source, source, 1, true)); // 1 page copied
- * console.log(guest.bytes[4096], guest.bytes[3 * 4096], guest.bytes[0]); // 7 0 1
+ * const fresh = new Uint8Array(8).fill(9);
+ * const from = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fresh)));
+ * console.log(restorer.restore(dirty, source, source, 1, true, 0, 0, from)); // 1 page copied
+ * console.log(guest.bytes[4096], guest.bytes[3 * 4096], guest.bytes[0], guest.bytes[8]); // 7 0 9 1
  * ```
  */
 export class PageRestorer {
   readonly #persistent: Mapping;
   readonly #scratch: Mapping;
   readonly #scratchFirst: number;
+  readonly #targets: RestoreTargets;
   readonly #plan = new BigUint64Array(PLAN.WORDS);
   #system: Mapping | undefined;
   #blob: Mapping | undefined;
@@ -56,23 +88,35 @@ export class PageRestorer {
    * @param persistent The persistent region: guest-physical page 0 on.
    * @param scratch The scratch region.
    * @param scratchFirst The scratch region's first guest-physical page.
+   * @param targets The host-written buffers and the fresh range.
+   * @throws {RangeError} If a target lies outside its region.
    */
-  constructor(persistent: Mapping, scratch: Mapping, scratchFirst: number) {
+  constructor(persistent: Mapping, scratch: Mapping, scratchFirst: number, targets: RestoreTargets) {
+    for (const r of targets.hostBuffers) inside(r, scratch, "host buffer");
+    inside(targets.fresh, persistent, "fresh range");
     this.#persistent = persistent;
     this.#scratch = scratch;
     this.#scratchFirst = scratchFirst;
+    this.#targets = targets;
     const plan = this.#plan;
     plan[PLAN.PERSISTENT] = persistent.address;
     plan[PLAN.PERSISTENT_END] = BigInt(persistent.size / PAGE);
     plan[PLAN.SCRATCH] = scratch.address;
     plan[PLAN.SCRATCH_FIRST] = BigInt(scratchFirst);
+    plan[PLAN.CLEAR_A] = scratch.address + BigInt(targets.hostBuffers[0].offset);
+    plan[PLAN.CLEAR_B] = scratch.address + BigInt(targets.hostBuffers[1].offset);
+    plan[PLAN.WRITE_TO] = persistent.address + BigInt(targets.fresh.offset);
+    plan[PLAN.WRITE_LEN] = BigInt(targets.fresh.length);
   }
 
   /**
    * Copies every persistent page set in `dirty` back from `system` (pages below `systemEnd`) or `blob` (the
-   * rest), and, with `zeroScratch`, zeroes every scratch page set there. Returns the number of pages copied.
+   * rest); with `zeroScratch`, zeroes every scratch page set there; zeroes the first `inputWritten` and
+   * `outputWritten` bytes of the two host buffers; last, copies the fresh range's length of bytes from host
+   * address `fresh` (memory the caller owns) into the fresh range. Returns the number of pages copied.
    *
-   * @throws {RangeError} If a source is smaller than the persistent region it restores, or is closed.
+   * @throws {RangeError} If a mapping is closed, a source is smaller than what it restores, or a written
+   * length exceeds its buffer.
    */
   restore(
     dirty: BigUint64Array,
@@ -80,9 +124,19 @@ export class PageRestorer {
     blob: Mapping,
     systemEnd: number,
     zeroScratch: boolean,
+    inputWritten: number,
+    outputWritten: number,
+    fresh: bigint,
   ): number {
     if (this.#persistent.closed || this.#scratch.closed || system.closed || blob.closed) {
       throw new RangeError("Cannot restore pages: a mapping is closed");
+    }
+    const [input, output] = this.#targets.hostBuffers;
+    if (
+      !(inputWritten >= 0 && inputWritten <= input.length && outputWritten >= 0 &&
+        outputWritten <= output.length)
+    ) {
+      throw new RangeError(`Cannot restore pages: host wrote ${inputWritten} and ${outputWritten} bytes`);
     }
     const plan = this.#plan;
     if (system !== this.#system || blob !== this.#blob || systemEnd !== this.#systemEnd) {
@@ -104,6 +158,9 @@ export class PageRestorer {
     if (native !== undefined) {
       plan[PLAN.BITMAP_WORDS] = BigInt(dirty.length);
       plan[PLAN.SCRATCH_END] = BigInt(scratchEnd);
+      plan[PLAN.CLEAR_A_LEN] = BigInt(inputWritten);
+      plan[PLAN.CLEAR_B_LEN] = BigInt(outputWritten);
+      plan[PLAN.WRITE_FROM] = fresh;
       return Number(native.restorePages(plan, dirty));
     }
     let copied = 0;
@@ -111,13 +168,20 @@ export class PageRestorer {
       this.#persistent.copyFrom(first < systemEnd ? system : blob, first * PAGE, (end - first) * PAGE);
       copied += end - first;
     });
-    if (zeroScratch) {
-      const base = this.#scratchFirst, bytes = this.#scratch.bytes;
-      forEachRun(dirty, base, scratchEnd, Infinity, (first, end) => {
-        bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
-      });
-    }
+    const bytes = this.#scratch.bytes, base = this.#scratchFirst;
+    forEachRun(dirty, base, scratchEnd, Infinity, (first, end) => {
+      bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
+    });
+    bytes.fill(0, input.offset, input.offset + inputWritten);
+    bytes.fill(0, output.offset, output.offset + outputWritten);
+    this.#persistent.writeFrom(this.#targets.fresh.offset, fresh, this.#targets.fresh.length);
     return copied;
+  }
+}
+
+function inside(r: ByteRange, region: Mapping, what: string): void {
+  if (!(r.offset >= 0 && r.length >= 0 && r.offset + r.length <= region.size)) {
+    throw new RangeError(`Cannot restore pages: ${what} ${r.offset}+${r.length} is outside its region`);
   }
 }
 
