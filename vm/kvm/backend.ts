@@ -14,7 +14,7 @@ import {
   RUN,
 } from "../../ffi/linux/kvm.ts";
 import { Mapping, osMemory } from "../memory/mapping.ts";
-import { restoreLibrary } from "../memory/restore_library.ts";
+import { restoreLibrary, setU64 } from "../memory/restore_library.ts";
 import { mapShared } from "../memory/posix/os_memory.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import { Hypervisor, type Sregs } from "../../format/mod.ts";
@@ -134,6 +134,7 @@ export class KvmVm implements VirtualMachine {
   readonly #ringView: DataView | undefined;
   /** The ring's address and entry count, the memslot, the entries consumed so far (see {@linkcode RING}). */
   readonly #ringState = new BigUint64Array(RING.WORDS);
+  readonly #ringWords = new Uint32Array(this.#ringState.buffer);
   /** Entries collected and not yet reset. */
   #ringCollected = 0;
   /** The pages recorded since tracking started or the last clear, one bit per page (ring mode). */
@@ -210,11 +211,11 @@ export class KvmVm implements VirtualMachine {
   #collectRing(): void {
     const sticky = this.#sticky ?? NO_PAGES, state = this.#ringState;
     const pages = this.#sticky === undefined ? 0 : sticky.length * 64;
-    state[RING.PAGES] = BigInt(pages);
+    setU64(this.#ringWords, RING.PAGES, pages);
     const native = restoreLibrary();
     if (native !== undefined) {
       // The same loop in C (vm/memory/_restore_pages.c): no BigInt per entry, no DataView.
-      this.#ringCollected += Number(native.collectDirtyRing(state, sticky));
+      this.#ringCollected += native.collectDirtyRing(state, sticky);
       return;
     }
     const v = this.#ringView!, entries = v.byteLength / DIRTY_RING.ENTRY;

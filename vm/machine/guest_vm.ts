@@ -851,7 +851,6 @@ export class GuestVm {
   #inputWritten = 0;
   #outputWritten = 0;
 
-
   /** Writes the function table (docs/ABI.md) into persistent memory. */
   writeFunctionTable(list: Uint8Array): void {
     if (list.length > FUNC_TABLE_SIZE - 4) {

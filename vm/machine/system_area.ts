@@ -344,12 +344,13 @@ export function writeInfoPage(persistent: Mapping): void {
  * ```
  */
 export function newGeneration(persistent: Mapping): void {
-  persistent.writeFrom(INFO_ADDR, freshInfo(), INFO_SIZE);
+  persistent.writeFrom(INFO_ADDR, BigInt(freshInfo()), INFO_SIZE);
 }
 
 /**
- * The host address of `INFO_SIZE` fresh bytes for the info page (a new generation and seed), valid until
- * the next call: restore copies them in with its page work, without a call of its own.
+ * The host address (a number, as user-space addresses are below 2^53) of `INFO_SIZE` fresh bytes for the
+ * info page (a new generation and seed), valid until the next call: restore copies them in with its page
+ * work, without a call of its own.
  *
  * @example
  * ```ts
@@ -357,7 +358,7 @@ export function newGeneration(persistent: Mapping): void {
  * console.log(freshInfo() !== freshInfo()); // true
  * ```
  */
-export function freshInfo(): bigint {
+export function freshInfo(): number {
   if (poolUsed + INFO_SIZE > pool.length) {
     crypto.getRandomValues(pool);
     poolUsed = 0;
@@ -368,7 +369,7 @@ export function freshInfo(): bigint {
   const word = (at + INFO_GENERATION) >>> 2; // INFO_SIZE and INFO_GENERATION are multiples of 4
   if (poolWords[word] === 0 && poolWords[word + 1] === 0) pool[at + INFO_GENERATION] = 1;
   // From the pool's address, taken once: this runs on every restore.
-  return (poolAddress ??= addressOf(pool)) + BigInt(at);
+  return (poolAddress ??= addressOf(pool)) + at;
 }
 
 /** Entropy fetched ahead, 4 KiB at a time: one `getRandomValues` per hundred generations, not per restore. */
@@ -376,10 +377,10 @@ const pool = new Uint8Array(4096);
 const poolWords = new Uint32Array(pool.buffer);
 let poolUsed = pool.length;
 /** The pool's host address (its memory never moves: an ArrayBuffer's store stays where it was made). */
-let poolAddress: bigint | undefined;
+let poolAddress: number | undefined;
 
-function addressOf(bytes: Uint8Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes)));
+function addressOf(bytes: Uint8Array): number {
+  return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes)));
 }
 
 /**

@@ -14,12 +14,34 @@
 import { openLibraryFromBytes } from "../../ffi/linux/library_from_bytes.ts";
 import { RESTORE_PAGES_LIBRARY } from "./_restore_pages_library.ts";
 
+/**
+ * The functions. Results are declared `u32` (the C functions return u64 counts that never exceed a 32-bit
+ * value: pages of one guest, entries of one ring) so that a call returns a number, not a bigint to allocate.
+ */
 const SYMBOLS = {
   /** `snapvm_restore_pages(plan, bitmap)`: pages copied. */
-  restorePages: { name: "snapvm_restore_pages", parameters: ["buffer", "buffer"], result: "u64" },
+  restorePages: { name: "snapvm_restore_pages", parameters: ["buffer", "buffer"], result: "u32" },
   /** `snapvm_collect_dirty_ring(ring, bitmap)`: entries collected. */
-  collectDirtyRing: { name: "snapvm_collect_dirty_ring", parameters: ["buffer", "buffer"], result: "u64" },
+  collectDirtyRing: { name: "snapvm_collect_dirty_ring", parameters: ["buffer", "buffer"], result: "u32" },
 } as const;
+
+/**
+ * Writes `value` (a non-negative integer below 2^53) into u64 field `index` of a plan or ring state through
+ * its 32-bit view: the fields set on every call are numbers, and a bigint per field would be an allocation
+ * per field per restore.
+ *
+ * @example
+ * ```ts
+ * import { setU64 } from "./restore_library.ts";
+ * const plan = new BigUint64Array(2);
+ * setU64(new Uint32Array(plan.buffer), 1, 2 ** 40 + 7);
+ * console.log(plan[1]); // 1099511627783n
+ * ```
+ */
+export function setU64(words: Uint32Array, index: number, value: number): void {
+  words[2 * index] = value % 0x1_0000_0000;
+  words[2 * index + 1] = Math.floor(value / 0x1_0000_0000);
+}
 
 /** The library's functions. */
 export type RestoreLibrary = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

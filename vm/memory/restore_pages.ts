@@ -6,7 +6,7 @@
  * @module
  */
 import type { Mapping } from "./mapping.ts";
-import { restoreLibrary } from "./restore_library.ts";
+import { restoreLibrary, setU64 } from "./restore_library.ts";
 
 const PAGE = 4096;
 
@@ -69,7 +69,7 @@ export interface RestoreTargets {
  * guest.bytes.fill(1);
  * const dirty = new BigUint64Array([0b1010n]); // page 1 (persistent) and page 3 (scratch)
  * const fresh = new Uint8Array(8).fill(9);
- * const from = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fresh)));
+ * const from = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fresh)));
  * console.log(restorer.restore(dirty, source, source, 1, true, 0, 0, from)); // 1 page copied
  * console.log(guest.bytes[4096], guest.bytes[3 * 4096], guest.bytes[0], guest.bytes[8]); // 7 0 9 1
  * ```
@@ -80,6 +80,7 @@ export class PageRestorer {
   readonly #scratchFirst: number;
   readonly #targets: RestoreTargets;
   readonly #plan = new BigUint64Array(PLAN.WORDS);
+  readonly #planWords = new Uint32Array(this.#plan.buffer);
   #system: Mapping | undefined;
   #blob: Mapping | undefined;
   #systemEnd = 0;
@@ -113,7 +114,8 @@ export class PageRestorer {
    * Copies every persistent page set in `dirty` back from `system` (pages below `systemEnd`) or `blob` (the
    * rest); with `zeroScratch`, zeroes every scratch page set there; zeroes the first `inputWritten` and
    * `outputWritten` bytes of the two host buffers; last, copies the fresh range's length of bytes from host
-   * address `fresh` (memory the caller owns) into the fresh range. Returns the number of pages copied.
+   * address `fresh` (a number: memory the caller owns) into the fresh range. Returns the number of pages
+   * copied. Allocates nothing on the native path.
    *
    * @throws {RangeError} If a mapping is closed, a source is smaller than what it restores, or a written
    * length exceeds its buffer.
@@ -126,7 +128,7 @@ export class PageRestorer {
     zeroScratch: boolean,
     inputWritten: number,
     outputWritten: number,
-    fresh: bigint,
+    fresh: number,
   ): number {
     if (this.#persistent.closed || this.#scratch.closed || system.closed || blob.closed) {
       throw new RangeError("Cannot restore pages: a mapping is closed");
@@ -156,12 +158,13 @@ export class PageRestorer {
     const scratchEnd = zeroScratch ? this.#scratchFirst + this.#scratch.size / PAGE : this.#scratchFirst;
     const native = restoreLibrary();
     if (native !== undefined) {
-      plan[PLAN.BITMAP_WORDS] = BigInt(dirty.length);
-      plan[PLAN.SCRATCH_END] = BigInt(scratchEnd);
-      plan[PLAN.CLEAR_A_LEN] = BigInt(inputWritten);
-      plan[PLAN.CLEAR_B_LEN] = BigInt(outputWritten);
-      plan[PLAN.WRITE_FROM] = fresh;
-      return Number(native.restorePages(plan, dirty));
+      const words = this.#planWords;
+      setU64(words, PLAN.BITMAP_WORDS, dirty.length);
+      setU64(words, PLAN.SCRATCH_END, scratchEnd);
+      setU64(words, PLAN.CLEAR_A_LEN, inputWritten);
+      setU64(words, PLAN.CLEAR_B_LEN, outputWritten);
+      setU64(words, PLAN.WRITE_FROM, fresh);
+      return native.restorePages(plan, dirty);
     }
     let copied = 0;
     forEachRun(dirty, 0, this.#persistent.size / PAGE, systemEnd, (first, end) => {
@@ -174,7 +177,7 @@ export class PageRestorer {
     });
     bytes.fill(0, input.offset, input.offset + inputWritten);
     bytes.fill(0, output.offset, output.offset + outputWritten);
-    this.#persistent.writeFrom(this.#targets.fresh.offset, fresh, this.#targets.fresh.length);
+    this.#persistent.writeFrom(this.#targets.fresh.offset, BigInt(fresh), this.#targets.fresh.length);
     return copied;
   }
 }

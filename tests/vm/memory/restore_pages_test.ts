@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Mapping } from "../../../vm/memory/mapping.ts";
-import { forEachRun, PageRestorer } from "../../../vm/memory/restore_pages.ts";
+import { forEachRun, PageRestorer, type RestoreTargets } from "../../../vm/memory/restore_pages.ts";
 import { restoreLibrary, useNativeRestore } from "../../../vm/memory/restore_library.ts";
 import { RESTORE_PAGES_LIBRARY } from "../../../vm/memory/_restore_pages_library.ts";
 import { buildRestorePages, renderRestorePagesModule } from "../../../vm/memory/build_restore_pages.ts";
@@ -102,15 +102,29 @@ function random(seed: number): () => number {
   };
 }
 
-/** Runs one case with the native library on or off; returns the guest memory afterwards and the count. */
-function runCase(native: boolean, c: {
+/** One random case: memory sizes, a dirty bitmap, the host-written lengths. */
+interface Case {
   dirty: BigUint64Array;
   persistentPages: number;
   scratchFirst: number;
   scratchPages: number;
   systemEnd: number;
   zeroScratch: boolean;
-}): { memory: Uint8Array; copied: number } {
+  inputWritten: number;
+  outputWritten: number;
+}
+
+/** The host buffers of a case: the first and the last page of its scratch region (one page if it has one). */
+function buffers(c: Case): RestoreTargets["hostBuffers"] {
+  return [{ offset: 0, length: PAGE }, { offset: (c.scratchPages - 1) * PAGE, length: PAGE }];
+}
+
+/** Fresh bytes for the info range, the same in both versions. */
+const FRESH = new Uint8Array(40).map((_, i) => 0xc0 + i);
+const FRESH_ADDRESS = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(FRESH)));
+
+/** Runs one case with the native library on or off; returns the guest memory afterwards and the count. */
+function runCase(native: boolean, c: Case): { memory: Uint8Array; copied: number } {
   const before = useNativeRestore(native);
   try {
     const total = c.scratchFirst + c.scratchPages;
@@ -124,8 +138,18 @@ function runCase(native: boolean, c: {
       guest.part(0, c.persistentPages * PAGE),
       guest.part(c.scratchFirst * PAGE, c.scratchPages * PAGE),
       c.scratchFirst,
+      { hostBuffers: buffers(c), fresh: { offset: 100, length: FRESH.length } },
     );
-    const copied = restorer.restore(c.dirty, system, blob, c.systemEnd, c.zeroScratch);
+    const copied = restorer.restore(
+      c.dirty,
+      system,
+      blob,
+      c.systemEnd,
+      c.zeroScratch,
+      c.inputWritten,
+      c.outputWritten,
+      FRESH_ADDRESS,
+    );
     return { memory: guest.bytes.slice(), copied };
   } finally {
     useNativeRestore(before);
@@ -133,7 +157,7 @@ function runCase(native: boolean, c: {
 }
 
 Deno.test({
-  name: "the native page restore does exactly what the JavaScript version does (300 random bitmaps)",
+  name: "the native page restore does exactly what the JavaScript version does (300 random cases)",
   ignore: !LINUX_X64 || memfdNoexec() >= 2,
   fn() {
     const rand = random(0x5eed);
@@ -148,38 +172,56 @@ Deno.test({
       for (let p = 0; p < dirty.length * 64; p++) {
         if (rand() < density) dirty[p >>> 6] |= 1n << BigInt(p & 63);
       }
-      const c = {
+      const c: Case = {
         dirty,
         persistentPages,
         scratchFirst,
         scratchPages,
         systemEnd: Math.floor(rand() * (persistentPages + 2)),
         zeroScratch: rand() < 0.8,
+        inputWritten: Math.floor(rand() * (PAGE + 1)),
+        outputWritten: Math.floor(rand() * (PAGE + 1)),
       };
       const js = runCase(false, c), native = runCase(true, c);
       assert.equal(native.copied, js.copied, `case ${i}: pages copied`);
       assert.ok(native.memory.every((b, k) => b === js.memory[k]), `case ${i}: memory differs`);
+      assert.deepEqual(native.memory.subarray(100, 100 + FRESH.length), FRESH, `case ${i}: fresh bytes`);
     }
   },
 });
 
-Deno.test("restoring from a closed or too small source is refused in both versions", () => {
+Deno.test("a closed or too small source, or a host write past its buffer, is refused in both versions", () => {
   for (const native of [true, false]) {
     const before = useNativeRestore(native);
     try {
       using guest = Mapping.reserve(4 * PAGE),
         small = Mapping.reserve(PAGE),
         blob = Mapping.reserve(2 * PAGE);
-      const restorer = new PageRestorer(guest.part(0, 2 * PAGE), guest.part(3 * PAGE, PAGE), 3);
+      const restorer = new PageRestorer(guest.part(0, 2 * PAGE), guest.part(3 * PAGE, PAGE), 3, {
+        hostBuffers: [{ offset: 0, length: 1024 }, { offset: 1024, length: 1024 }],
+        fresh: { offset: 0, length: FRESH.length },
+      });
       const dirty = new BigUint64Array([0b11n]);
-      assert.throws(() => restorer.restore(dirty, blob, small, 1, true), /sources of/);
-      assert.throws(() => restorer.restore(dirty, small, blob, 2, true), /sources of/);
+      const restore = (system: Mapping, source: Mapping, systemEnd: number, written = 0) =>
+        restorer.restore(dirty, system, source, systemEnd, true, written, 0, FRESH_ADDRESS);
+      assert.throws(() => restore(blob, small, 1), /sources of/);
+      assert.throws(() => restore(small, blob, 2), /sources of/);
+      assert.throws(() => restore(blob, blob, 1, 1025), /host wrote 1025/);
       const closed = Mapping.reserve(2 * PAGE);
       closed.close();
-      assert.throws(() => restorer.restore(dirty, closed, blob, 1, true), /closed/);
-      assert.equal(restorer.restore(dirty, blob, blob, 1, true), 2);
+      assert.throws(() => restore(closed, blob, 1), /closed/);
+      assert.equal(restore(blob, blob, 1), 2);
     } finally {
       useNativeRestore(before);
     }
   }
+  using one = Mapping.reserve(PAGE), other = Mapping.reserve(PAGE);
+  assert.throws(
+    () =>
+      new PageRestorer(one, other, 2, {
+        hostBuffers: [{ offset: 0, length: PAGE }, { offset: PAGE, length: 1 }],
+        fresh: { offset: 0, length: 8 },
+      }),
+    /host buffer 4096\+1 is outside its region/,
+  );
 });
