@@ -18,10 +18,10 @@ import {
   SREGS,
 } from "../../ffi/linux/kvm.ts";
 import { Mapping, osMemory } from "../memory/mapping.ts";
+import { mapShared } from "../memory/posix/os_memory.ts";
 
 /** The `KVM_SYNC_X86_*` bits as numbers, for the low word of `kvm_dirty_regs`. */
 const SYNC_REGS = Number(KVM_SYNC_X86_REGS), SYNC_SREGS = Number(KVM_SYNC_X86_SREGS);
-import { mapShared } from "../memory/posix/os_memory.ts";
 
 /** `KVM_RUN` returned -1 with EINTR: a signal interrupted it (reported like `KVM_EXIT_INTR`). */
 export const RUN_INTERRUPTED = -1;
@@ -78,7 +78,8 @@ export class VcpuFd {
 
   /**
    * Stages general-purpose registers for the next `KVM_RUN` through `kvm_run.s.regs`, without an ioctl.
-   * Only RIP, RSP, RFLAGS, RDI and R11 are set; every other register is zeroed.
+   * Only RIP, RSP, RFLAGS, RDI and R11 are set; every other register is zeroed. `r` must not change once
+   * passed: the encoding of the last object staged is kept and copied again when it comes back.
    *
    * @example
    * ```ts
