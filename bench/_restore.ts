@@ -27,7 +27,7 @@ const SIZES: readonly (readonly [string, number])[] = [["8m", 8 << 20], ["64m", 
 const PAGES = [[1, 2], [1000, 1.2]] as const;
 
 /** Interleaved rounds of floor and snapvm. */
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 /** The median of a few values. */
 function mid(values: number[]): number {

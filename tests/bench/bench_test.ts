@@ -37,8 +37,8 @@ const ROWS: string[][] = [
       `${heap} toFile`,
     ]),
     ...["8m", "64m", "256m"].flatMap((heap) => [
-      `${heap} restore after 1 dirty page (3 rounds)`,
-      `${heap} restore after 1000 dirty pages (3 rounds)`,
+      `${heap} restore after 1 dirty page (5 rounds)`,
+      `${heap} restore after 1000 dirty pages (5 rounds)`,
     ]),
   ],
   [

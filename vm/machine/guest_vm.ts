@@ -753,7 +753,9 @@ export class GuestVm {
   restoreDirty(blob: Mapping, system: Mapping): boolean {
     const vm = this.#vm;
     if (!vm.tracking) return false;
-    const dirty = vm.takeDirtyPages();
+    // A dirty ring is collected by the page restorer's native call, with the pages, where it can be.
+    const ring = vm.dirtyRing;
+    const dirty = vm.takeDirtyPages(ring !== undefined);
     // Debugger: pages written host-side are not in the log.
     this.#addHostWritten(dirty);
     const persistentPages = this.layout.persistentSize / PAGE;
@@ -761,6 +763,7 @@ export class GuestVm {
     this.#noteHostWrites();
     const copied = this.#pages.restore(
       dirty,
+      ring,
       system,
       blob,
       SYSTEM_AREA_END / PAGE,

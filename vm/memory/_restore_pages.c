@@ -10,6 +10,51 @@
 #define EXPORT __attribute__((visibility("default")))
 #define PAGE 4096u
 
+// struct kvm_dirty_gfn (linux/kvm.h): flags, slot, offset (the page within the slot).
+struct dirty_gfn {
+  uint32_t flags;
+  uint32_t slot;
+  uint64_t offset;
+};
+#define KVM_DIRTY_GFN_F_DIRTY 1u
+#define KVM_DIRTY_GFN_F_RESET 2u
+
+// The ring state (a u64 array); vm/kvm/backend.ts writes these indexes (RING there).
+enum {
+  R_RING,      // host address of the vCPU's dirty ring
+  R_ENTRIES,   // entries in the ring (a power of two)
+  R_FETCH,     // entries consumed so far (in and out)
+  R_SLOT,      // the memslot whose pages are recorded
+  R_PAGES,     // bits in the bitmap (pages beyond are not recorded)
+  R_COLLECTED, // entries collected and not yet reset (in and out)
+};
+
+// Moves the dirty ring's new entries into `bitmap` and marks them collected (KVM_DIRTY_GFN_F_RESET), as
+// KVM's documentation of KVM_CAP_DIRTY_LOG_RING asks: the flags are read with acquire ordering (KVM
+// publishes them last) and written with release ordering. Returns the number of entries collected.
+static uint64_t collect(uint64_t *ring, uint64_t *bitmap) {
+  struct dirty_gfn *entries = (struct dirty_gfn *)ring[R_RING];
+  const uint64_t mask = ring[R_ENTRIES] - 1, slot = ring[R_SLOT], pages = ring[R_PAGES];
+  uint64_t fetch = ring[R_FETCH], collected = 0;
+  for (;;) {
+    struct dirty_gfn *e = &entries[fetch & mask];
+    if ((__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY) == 0) break;
+    uint64_t page = e->offset;
+    if (e->slot == slot && page < pages) bitmap[page / 64] |= 1ull << (page % 64);
+    __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+    fetch++;
+    collected++;
+  }
+  ring[R_FETCH] = fetch;
+  ring[R_COLLECTED] += collected;
+  return collected;
+}
+
+// The collection alone (the backend's own, before KVM_RESET_DIRTY_RINGS or when the ring is full).
+EXPORT uint64_t snapvm_collect_dirty_ring(uint64_t *ring, uint64_t *bitmap) {
+  return collect(ring, bitmap);
+}
+
 // The plan (a u64 array); restore_pages.ts writes these indexes (PLAN there).
 enum {
   P_BITMAP_WORDS,   // u64 words in the bitmap
@@ -92,10 +137,12 @@ static inline __attribute__((always_inline)) void for_each_run(
   if (start != UINT64_MAX) run(p, start, to);
 }
 
-// Copies back every persistent page set in `bitmap` (from the system area's source below P_SYSTEM_END,
-// from the blob above), zeroes every scratch page set there, then the two byte ranges to clear, and makes
-// the one small copy of the plan. Returns the number of pages copied.
-EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, const uint64_t *bitmap) {
+// First collects the dirty ring `ring` into `bitmap` (unless its R_ENTRIES is 0), then copies back every
+// persistent page set in `bitmap` (from the system area's source below P_SYSTEM_END, from the blob above),
+// zeroes every scratch page set there, then the two byte ranges to clear, and makes the one small copy of
+// the plan. Returns the number of pages copied.
+EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, uint64_t *bitmap, uint64_t *ring) {
+  if (ring[R_ENTRIES] != 0) collect(ring, bitmap);
   struct pages p = {
       .persistent = plan[P_PERSISTENT],
       .system = plan[P_SYSTEM],
@@ -114,40 +161,3 @@ EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, const uint64_t *bitma
   return p.copied;
 }
 
-// struct kvm_dirty_gfn (linux/kvm.h): flags, slot, offset (the page within the slot).
-struct dirty_gfn {
-  uint32_t flags;
-  uint32_t slot;
-  uint64_t offset;
-};
-#define KVM_DIRTY_GFN_F_DIRTY 1u
-#define KVM_DIRTY_GFN_F_RESET 2u
-
-// The ring state (a u64 array); vm/kvm/backend.ts writes these indexes (RING there).
-enum {
-  R_RING,      // host address of the vCPU's dirty ring
-  R_ENTRIES,   // entries in the ring (a power of two)
-  R_FETCH,     // entries consumed so far (in and out)
-  R_SLOT,      // the memslot whose pages are recorded
-  R_PAGES,     // bits in the bitmap (pages beyond are not recorded)
-};
-
-// Moves the dirty ring's new entries into `bitmap` and marks them collected (KVM_DIRTY_GFN_F_RESET), as
-// KVM's documentation of KVM_CAP_DIRTY_LOG_RING asks: the flags are read with acquire ordering (KVM
-// publishes them last) and written with release ordering. Returns the number of entries collected.
-EXPORT uint64_t snapvm_collect_dirty_ring(uint64_t *ring, uint64_t *bitmap) {
-  struct dirty_gfn *entries = (struct dirty_gfn *)ring[R_RING];
-  const uint64_t mask = ring[R_ENTRIES] - 1, slot = ring[R_SLOT], pages = ring[R_PAGES];
-  uint64_t fetch = ring[R_FETCH], collected = 0;
-  for (;;) {
-    struct dirty_gfn *e = &entries[fetch & mask];
-    if ((__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY) == 0) break;
-    uint64_t page = e->offset;
-    if (e->slot == slot && page < pages) bitmap[page / 64] |= 1ull << (page % 64);
-    __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-    fetch++;
-    collected++;
-  }
-  ring[R_FETCH] = fetch;
-  return collected;
-}

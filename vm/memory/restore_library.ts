@@ -19,8 +19,8 @@ import { RESTORE_PAGES_LIBRARY } from "./_restore_pages_library.ts";
  * value: pages of one guest, entries of one ring) so that a call returns a number, not a bigint to allocate.
  */
 const SYMBOLS = {
-  /** `snapvm_restore_pages(plan, bitmap)`: pages copied. */
-  restorePages: { name: "snapvm_restore_pages", parameters: ["buffer", "buffer"], result: "u32" },
+  /** `snapvm_restore_pages(plan, bitmap, ring)`: pages copied. */
+  restorePages: { name: "snapvm_restore_pages", parameters: ["buffer", "buffer", "buffer"], result: "u32" },
   /** `snapvm_collect_dirty_ring(ring, bitmap)`: entries collected. */
   collectDirtyRing: { name: "snapvm_collect_dirty_ring", parameters: ["buffer", "buffer"], result: "u32" },
 } as const;
@@ -42,6 +42,21 @@ export function setU64(words: Uint32Array, index: number, value: number): void {
   words[2 * index] = value % 0x1_0000_0000;
   words[2 * index + 1] = Math.floor(value / 0x1_0000_0000);
 }
+
+/**
+ * A KVM dirty ring's state (u64 indexes), as `R_*` in `_restore_pages.c` declares it: the ring's host
+ * address, its entry count (0: no ring to collect), the entries consumed so far (the ring index is this
+ * modulo the count), the memslot recorded, the pages the bitmap has bits for, and the entries collected and
+ * not yet reset. `vm/kvm/backend.ts` owns one per VM; restore's native call collects it.
+ *
+ * @example
+ * ```ts
+ * import { RING } from "./restore_library.ts";
+ * const state = new BigUint64Array(RING.WORDS); // entries 0: nothing to collect
+ * console.log(state[RING.ENTRIES]); // 0n
+ * ```
+ */
+export const RING = { RING: 0, ENTRIES: 1, FETCH: 2, SLOT: 3, PAGES: 4, COLLECTED: 5, WORDS: 6 } as const;
 
 /** The library's functions. */
 export type RestoreLibrary = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

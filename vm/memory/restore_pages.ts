@@ -6,7 +6,7 @@
  * @module
  */
 import type { Mapping } from "./mapping.ts";
-import { restoreLibrary, setU64 } from "./restore_library.ts";
+import { restoreLibrary, RING, setU64 } from "./restore_library.ts";
 
 const PAGE = 4096;
 
@@ -30,6 +30,9 @@ const PLAN = {
   WRITE_LEN: 15,
   WORDS: 16,
 } as const;
+
+/** A dirty ring state with no ring (0 entries): nothing to collect. */
+const NO_RING = new BigUint64Array(RING.WORDS);
 
 /** A byte range within a region. */
 export interface ByteRange {
@@ -70,7 +73,7 @@ export interface RestoreTargets {
  * const dirty = new BigUint64Array([0b1010n]); // page 1 (persistent) and page 3 (scratch)
  * const fresh = new Uint8Array(8).fill(9);
  * const from = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fresh)));
- * console.log(restorer.restore(dirty, source, source, 1, true, 0, 0, from)); // 1 page copied
+ * console.log(restorer.restore(dirty, undefined, source, source, 1, true, 0, 0, from)); // 1 page copied
  * console.log(guest.bytes[4096], guest.bytes[3 * 4096], guest.bytes[0], guest.bytes[8]); // 7 0 9 1
  * ```
  */
@@ -111,7 +114,8 @@ export class PageRestorer {
   }
 
   /**
-   * Copies every persistent page set in `dirty` back from `system` (pages below `systemEnd`) or `blob` (the
+   * First collects the dirty ring `ring` (a backend's `dirtyRing`, given only with the native library) into
+   * `dirty`. Copies every persistent page set in `dirty` back from `system` (pages below `systemEnd`) or `blob` (the
    * rest); with `zeroScratch`, zeroes every scratch page set there; zeroes the first `inputWritten` and
    * `outputWritten` bytes of the two host buffers; last, copies the fresh range's length of bytes from host
    * address `fresh` (a number: memory the caller owns) into the fresh range. Returns the number of pages
@@ -122,6 +126,7 @@ export class PageRestorer {
    */
   restore(
     dirty: BigUint64Array,
+    ring: BigUint64Array | undefined,
     system: Mapping,
     blob: Mapping,
     systemEnd: number,
@@ -164,7 +169,10 @@ export class PageRestorer {
       setU64(words, PLAN.CLEAR_A_LEN, inputWritten);
       setU64(words, PLAN.CLEAR_B_LEN, outputWritten);
       setU64(words, PLAN.WRITE_FROM, fresh);
-      return native.restorePages(plan, dirty);
+      return native.restorePages(plan, dirty, ring ?? NO_RING);
+    }
+    if (ring !== undefined) {
+      throw new Error("Cannot restore pages: a dirty ring to collect without the library");
     }
     let copied = 0;
     forEachRun(dirty, 0, this.#persistent.size / PAGE, systemEnd, (first, end) => {

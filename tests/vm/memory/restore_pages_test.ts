@@ -142,6 +142,7 @@ function runCase(native: boolean, c: Case): { memory: Uint8Array; copied: number
     );
     const copied = restorer.restore(
       c.dirty,
+      undefined,
       system,
       blob,
       c.systemEnd,
@@ -203,7 +204,7 @@ Deno.test("a closed or too small source, or a host write past its buffer, is ref
       });
       const dirty = new BigUint64Array([0b11n]);
       const restore = (system: Mapping, source: Mapping, systemEnd: number, written = 0) =>
-        restorer.restore(dirty, system, source, systemEnd, true, written, 0, FRESH_ADDRESS);
+        restorer.restore(dirty, undefined, system, source, systemEnd, true, written, 0, FRESH_ADDRESS);
       assert.throws(() => restore(blob, small, 1), /sources of/);
       assert.throws(() => restore(small, blob, 2), /sources of/);
       assert.throws(() => restore(blob, blob, 1, 1025), /host wrote 1025/);
