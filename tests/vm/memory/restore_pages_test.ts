@@ -10,18 +10,10 @@ import { restoreLibrary, useNativeRestore } from "../../../vm/memory/restore_lib
 import { RESTORE_PAGES_LIBRARY } from "../../../vm/memory/_restore_pages_library.ts";
 import { buildRestorePages, renderRestorePagesModule } from "../../../vm/memory/build_restore_pages.ts";
 import { openLibraryFromBytes } from "../../../ffi/linux/library_from_bytes.ts";
+import { gccOrSkip, sameToolchain } from "../../_rebuild.ts";
 
 const PAGE = 4096;
 const LINUX_X64 = Deno.build.os === "linux" && Deno.build.arch === "x86_64";
-
-async function haveGcc(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
 
 /** `vm.memfd_noexec`: 2 refuses executable memfds, where the library cannot load (documented fallback). */
 function memfdNoexec(): number {
@@ -33,19 +25,9 @@ function memfdNoexec(): number {
 }
 
 Deno.test("rebuilding the restore library from _restore_pages.c gives the committed module byte for byte", async () => {
-  if (!(await haveGcc())) {
-    if (Deno.env.get("CI") === "true") throw new Error("gcc is missing");
-    console.error("!!! gcc not found: SKIPPING the restore-library rebuild comparison !!!");
-    return;
-  }
+  if (!(await gccOrSkip("the restore-library rebuild comparison"))) return;
   const rebuilt = await buildRestorePages();
-  if (rebuilt.toolchain !== RESTORE_PAGES_LIBRARY.toolchain) {
-    const message =
-      `toolchain is "${rebuilt.toolchain}", the library was built with "${RESTORE_PAGES_LIBRARY.toolchain}"`;
-    if (Deno.env.get("CI") === "true") throw new Error(message);
-    console.error(`!!! ${message}: SKIPPING the byte-for-byte comparison !!!`);
-    return;
-  }
+  if (!sameToolchain(rebuilt.toolchain, RESTORE_PAGES_LIBRARY.toolchain, "the library")) return;
   assert.equal(
     renderRestorePagesModule(rebuilt),
     await Deno.readTextFile(new URL("../../../vm/memory/_restore_pages_library.ts", import.meta.url)),
