@@ -29,7 +29,7 @@ export async function coldTable(o: BenchOptions): Promise<Table> {
   let restore: Row[];
   try {
     for (const [name, heapSize] of COLD_HEAPS) measured.set(name, await measureHeap(o, dir, name, heapSize));
-    restore = await restoreRows(o, dir);
+    restore = await restoreRows(o.count(1000), o.count(200));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
