@@ -236,19 +236,32 @@ export async function buildFlatImage(spec: FlatImageSpec): Promise<FlatImage> {
         `unexpected layout (${blobs[0].length} bytes, code ${codeBytes}, mapped ${mappedBytes})`,
       );
     }
-    const gcc = firstLine(await runTool(compiler, ["--version"]));
-    const ld = firstLine(await runTool(compiler, ["-Wl,--version", "-nostdlib", "-o", "/dev/null"]));
     return {
       label: spec.label,
       image: blobs[0],
       codeBytes,
       mappedBytes,
       symbols,
-      toolchain: `${gcc}; ${ld}`,
+      toolchain: await toolchainOf(compiler),
     };
   } finally {
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
+}
+
+/**
+ * The first lines of `gcc --version` and `ld --version`, as generated modules record them.
+ *
+ * @example
+ * ```ts ignore
+ * import { toolchainOf } from "./flat_image.ts";
+ * console.log(await toolchainOf("gcc"));
+ * ```
+ */
+export async function toolchainOf(compiler: string): Promise<string> {
+  const gcc = firstLine(await runTool(compiler, ["--version"]));
+  const ld = firstLine(await runTool(compiler, ["-Wl,--version", "-nostdlib", "-o", "/dev/null"]));
+  return `${gcc}; ${ld}`;
 }
 
 /**
@@ -306,24 +319,36 @@ export function imageFieldLines<K extends string>(
   entries: Readonly<Record<K, number>>,
   image: Uint8Array,
 ): string[] {
-  let text = "";
-  // In slices: spreading a whole large image as arguments would overflow the call stack.
-  for (let i = 0; i < image.length; i += 0x8000) {
-    text += String.fromCharCode(...image.subarray(i, i + 0x8000));
-  }
-  const base64 = btoa(text);
-  const chunks: string[] = [];
-  for (let i = 0; i < base64.length; i += 100) chunks.push(`    "${base64.slice(i, i + 100)}",`);
   return [
     "  entries: {",
     ...(Object.entries(entries) as [K, number][]).map(([field, offset]) =>
       `    ${field}: 0x${offset.toString(16)},`
     ),
     "  },",
-    "  base64: [",
-    ...chunks,
-    '  ].join(""),',
+    ...base64Lines(image),
   ];
+}
+
+/**
+ * The `base64` field of a generated module: `bytes` in base64, as 100-character string literals joined.
+ *
+ * @example
+ * ```ts
+ * import { base64Lines } from "./flat_image.ts";
+ *
+ * console.log(base64Lines(new Uint8Array([1, 2, 3]))[1]); // '    "AQID",'
+ * ```
+ */
+export function base64Lines(bytes: Uint8Array): string[] {
+  let text = "";
+  // In slices: spreading a whole large image as arguments would overflow the call stack.
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  const base64 = btoa(text);
+  const chunks: string[] = [];
+  for (let i = 0; i < base64.length; i += 100) chunks.push(`    "${base64.slice(i, i + 100)}",`);
+  return ["  base64: [", ...chunks, '  ].join(""),'];
 }
 
 /**

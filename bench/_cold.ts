@@ -1,13 +1,14 @@
 /**
  * Table 2 of `deno task bench`: cold start (nothing to one completed `Echo`) at four heap sizes, from a
- * snapshot file and without one, `toFile`, and restore after 1 and 1000 dirty pages, next to bench/floor.c
- * (a file mapped `MAP_PRIVATE` to the first `out`; `KVM_GET_DIRTY_LOG` + copying the dirty pages back).
+ * snapshot file and without one, and `toFile`, next to bench/floor.c (a file mapped `MAP_PRIVATE` to the
+ * first `out`); then restore after 1 and 1000 dirty pages (`_restore.ts`).
  *
  * @module
  */
-import { MultiUseSandbox, Snapshot } from "../mod.ts";
+import { type MultiUseSandbox, Snapshot } from "../mod.ts";
 import { runFloor } from "./_floor.ts";
-import { coldStart, guestSandbox, hostFunctions } from "./_guest.ts";
+import { restoreRows } from "./_restore.ts";
+import { coldStart, guestSandbox } from "./_guest.ts";
 import { type BenchOptions, log } from "./_options.ts";
 import { type Figure, median, ratio, type Row, type Table } from "./_report.ts";
 import { denseWriter } from "./_steps.ts";
@@ -25,13 +26,15 @@ export const COLD_HEAPS: readonly (readonly [string, number])[] = [
 export async function coldTable(o: BenchOptions): Promise<Table> {
   const dir = await Deno.makeTempDir({ prefix: "snapvm-bench-cold-" });
   const measured = new Map<string, Record<string, Stat>>();
+  let restore: Row[];
   try {
     for (const [name, heapSize] of COLD_HEAPS) measured.set(name, await measureHeap(o, dir, name, heapSize));
+    restore = await restoreRows(o.count(1000), o.count(200));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  log("cold: floor (bench/floor.c cold, restore)");
-  const floor = await runFloor({ runs: o.count(200), only: ["cold", "restore"] });
+  log("cold: floor (bench/floor.c cold)");
+  const floor = await runFloor({ runs: o.count(200), only: ["cold"] });
   const rows: Row[] = [];
   for (const [name] of COLD_HEAPS) {
     const r = measured.get(name)!;
@@ -44,17 +47,8 @@ export async function coldTable(o: BenchOptions): Promise<Table> {
       { what: `${name} (a) evolve, no snapshot`, ours: r.a, baseline: "(c) fromFileUnchecked", base: r.c },
       { what: `${name} toFile`, ours: r.toFile, baseline: "dense writer (every byte)", base: r.dense },
     );
-    if (r.restore1 !== undefined) {
-      for (const n of [1, 1000]) {
-        rows.push({
-          what: `${name} restore after ${n} dirty page${n > 1 ? "s" : ""}`,
-          ours: r[`restore${n}`],
-          baseline: `floor restore ${name}, ${n} page${n > 1 ? "s" : ""} (dirty log + copy)`,
-          base: floor.get(`restore_${name}_n${n}`),
-        });
-      }
-    }
   }
+  rows.push(...restore);
   const notes = [];
   const c128 = measured.get("128k")?.c, c256 = measured.get("256m")?.c;
   notes.push(`(c) at 256 MiB vs 128 KiB: ${ratio(c256, c128)}.`);
@@ -121,28 +115,6 @@ async function measureHeap(
     ]);
   } finally {
     cached.close(); // also drops it from the cache, and its hold on the system area
-  }
-  if (heapSize >= 8 << 20) {
-    using loaded = Snapshot.fromFileUnchecked(file);
-    using sbx = MultiUseSandbox.fromSnapshot(loaded, hostFunctions());
-    // Snapshot after TouchPages has allocated its pages once, as a server snapshots after warm-up calls:
-    // each measured call then writes the N pages it touches (as the floor's guest does), not also the
-    // allocator's and the guest's globals (3 more pages when the allocation happens in every call).
-    sbx.call("TouchPages", 1000);
-    using snap = sbx.snapshot();
-    for (const n of [1, 1000]) {
-      log(`cold ${name}: restore after ${n} dirty pages`);
-      // A server restores after every request: measure with the code as warm as it is there (a cheap
-      // restore needs a thousand rounds before the JIT has settled; the C floor needs none).
-      const warm = n === 1 ? 1000 : 50;
-      r[`restore${n}`] = measure(
-        n === 1 ? Math.max(fastRuns, 1000) : fastRuns,
-        () => sbx.restore(snap),
-        () => void sbx.call("TouchPages", n),
-        undefined,
-        warm,
-      );
-    }
   }
   await Deno.remove(file);
   return r;

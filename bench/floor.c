@@ -3,6 +3,7 @@
 // Built and run by bench/_floor.ts (gcc -O2); usable by hand:
 //
 //   floor [all|create|call|mailbox|cold|restore] [runs] [tmpdir]  (defaults: all 200 $TMPDIR-or-/tmp)
+//   floor restore [runs] [tmpdir] [size_mib] [pages]          (one size and page count of the restore group)
 //   floor evicted [runs] [tmpdir] [size_mib] [pages]          (defaults: 200 $TMPDIR 256 44; not in "all")
 //
 // Output: "# ..." comment lines, and one machine-readable line per metric (times in microseconds,
@@ -376,11 +377,13 @@ static void mode_cold(const char *tmpdir) {
 
 // restore_<size>_n<N>: the guest dirtied N pages of a KVM_MEM_LOG_DIRTY_PAGES slot; time KVM_GET_DIRTY_LOG
 // + copying exactly the dirty pages back from a pristine copy. The guest run itself is not timed.
-static void mode_restore(void) {
+// With only_size / only_pages (0: all), just that size and page count.
+static void mode_restore(size_t only_size, int only_pages) {
   static const size_t sizes[] = {8 * MIB, 64 * MIB, 256 * MIB};
   static const int counts[] = {1, 1000};
   double *c = calloc(runs, sizeof *c);
   for (int s = 0; s < 3; s++) {
+    if (only_size && sizes[s] != only_size) continue;
     size_t size = sizes[s], npages = size / PG, words = (npages + 63) / 64;
     uint8_t *pristine = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t *bitmap = calloc(words, 8);
@@ -390,6 +393,7 @@ static void mode_restore(void) {
     for (uint64_t a = data_gpa(size); a < size; a += PG) put64(pristine, a, PATTERN | a / PG);
     for (int k = 0; k < 2; k++) {
       int n = counts[k];
+      if (only_pages && n != only_pages) continue;
       struct vm v;
       vm_open(&v, size, -1, KVM_MEM_LOG_DIRTY_PAGES);
       memcpy(v.mem, pristine, size);
@@ -466,12 +470,15 @@ int main(int argc, char **argv) {
   if (argc > 2) runs = atoi(argv[2]);
   const char *tmpdir = argc > 3 ? argv[3] : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
   int all = !strcmp(mode, "all");
-  size_t evicted_size = (argc > 4 ? (size_t)atoi(argv[4]) : 256) * MIB;
-  int evicted_pages = argc > 5 ? atoi(argv[5]) : 44;
-  if (runs < 1 || evicted_size < 4 * MIB || evicted_pages < 1 ||
+  int evicted = !strcmp(mode, "evicted");
+  // evicted: defaults 256 MiB, 44 pages; restore: every size and count unless given.
+  size_t size_arg = (argc > 4 ? (size_t)atoi(argv[4]) : evicted ? 256 : 0) * MIB;
+  int pages_arg = argc > 5 ? atoi(argv[5]) : evicted ? 44 : 0;
+  if (runs < 1 || (evicted && (size_arg < 4 * MIB || pages_arg < 1)) ||
       (!all && strcmp(mode, "create") && strcmp(mode, "call") && strcmp(mode, "mailbox") &&
        strcmp(mode, "cold") && strcmp(mode, "restore") && strcmp(mode, "evicted"))) {
     fprintf(stderr, "usage: floor [all|create|call|mailbox|cold|restore] [runs] [tmpdir]\n"
+                    "       floor restore [runs] [tmpdir] [size_mib] [pages]\n"
                     "       floor evicted [runs] [tmpdir] [size_mib] [pages]\n");
     return 2;
   }
@@ -483,7 +490,7 @@ int main(int argc, char **argv) {
   if (all || !strcmp(mode, "call")) mode_call();
   if (all || !strcmp(mode, "mailbox")) mode_mailbox();
   if (all || !strcmp(mode, "cold")) mode_cold(tmpdir);
-  if (all || !strcmp(mode, "restore")) mode_restore();
-  if (!strcmp(mode, "evicted")) mode_evicted(tmpdir, evicted_size, evicted_pages);
+  if (all || !strcmp(mode, "restore")) mode_restore(size_arg, pages_arg);
+  if (!strcmp(mode, "evicted")) mode_evicted(tmpdir, size_arg, pages_arg);
   return 0;
 }

@@ -373,8 +373,8 @@ export class MultiUseSandbox {
       vm.persistentReplaced();
       vm.resetScratch();
       vm.synced();
+      newGeneration(vm.persistent); // restoreDirty writes it with the pages
     }
-    newGeneration(vm.persistent);
     this.#poison = undefined;
     try {
       if (data.entrypoint === "Call") {

@@ -27,7 +27,8 @@ const SYMBOLS = {
   pread_ptr: { name: "pread", parameters: ["i32", "pointer", "usize", "i64"], result: "isize" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
-  memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
+  // Addresses as bigints: a fast call that creates no pointer objects (~15 ns, against ~150 ns with two).
+  memcpy: { parameters: ["usize", "usize", "usize"], result: "void" },
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
@@ -98,9 +99,13 @@ export const F_GETFL = 3, F_SETFL = 4;
  * { u64 nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted } *, 0)`; ENOSYS before 6.5.
  */
 export const SYS_CACHESTAT = 451n;
-/** memfd_create(2) flags and fcntl(2) sealing. */
+/**
+ * memfd_create(2) flags and fcntl(2) sealing. `MFD_EXEC` (Linux 6.3): an executable memfd even where
+ * `vm.memfd_noexec=1` makes them not executable by default; older kernels refuse the flag with EINVAL.
+ */
 export const MFD_CLOEXEC = 1,
   MFD_ALLOW_SEALING = 2,
+  MFD_EXEC = 0x10,
   F_ADD_SEALS = 1033,
   F_SEAL_SEAL = 1,
   F_SEAL_SHRINK = 2,

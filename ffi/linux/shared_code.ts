@@ -28,6 +28,7 @@ import {
   MAP_SHARED,
   MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
+  MFD_EXEC,
   O_CLOEXEC,
   O_RDONLY,
   PAGE_SIZE,
@@ -36,8 +37,6 @@ import {
   PROT_WRITE,
 } from "./libc.ts";
 
-/** `MFD_EXEC` (Linux 6.3): an executable memfd even where `vm.memfd_noexec=1` makes them not by default. */
-const MFD_EXEC = 0x10;
 const EINVAL = 22;
 
 /**

@@ -36,7 +36,7 @@ const KERNEL32 = {
     result: "i32",
   },
   CreateMutexW: { parameters: ["pointer", "i32", "buffer"], result: "pointer" },
-  RtlMoveMemory: { parameters: ["pointer", "pointer", "usize"], result: "void" },
+  RtlMoveMemory: { parameters: ["usize", "usize", "usize"], result: "void" },
 } as const;
 
 const KERNELBASE = {

@@ -23,7 +23,8 @@ export type BackendName = "kvm" | "whp";
 /**
  * Registers set at every entry into the guest (init, and the dispatch loop after a restore or a load): the
  * instruction pointer, a fresh stack, RFLAGS, and the first argument. Every other general-purpose register
- * is zeroed by the backend.
+ * is zeroed by the backend. A caller never changes an object after passing it, so a backend may keep its
+ * encoding by identity (the same entry is staged on every restore).
  *
  * @example
  * ```ts
@@ -298,9 +299,17 @@ export interface VirtualMachine {
   /**
    * The pages written since tracking started, one bit per page from guest-physical 0 (bit `p % 64` of word
    * `p / 64`). Bits stay set until {@linkcode clearDirtyPages} clears them, and a page with its bit set is
-   * not tracked again until then: writing it costs the guest nothing more. The array is reused.
+   * not tracked again until then: writing it costs the guest nothing more. The array is reused. With
+   * `leaveRing`, pages still in {@linkcode dirtyRing} are left for the caller to collect into the array.
    */
-  takeDirtyPages(): BigUint64Array;
+  takeDirtyPages(leaveRing?: boolean): BigUint64Array;
+
+  /**
+   * A KVM dirty ring whose new entries the caller may collect into `takeDirtyPages(true)`'s array itself, in
+   * the same native call that restores the pages (state layout: `RING` of `vm/memory/restore_library.ts`);
+   * undefined when the backend collects everything itself.
+   */
+  readonly dirtyRing: BigUint64Array | undefined;
 
   /**
    * Clears the bits set in `bitmap` among the first `pages` pages and tracks those pages again (their next

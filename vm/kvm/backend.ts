@@ -14,6 +14,7 @@ import {
   RUN,
 } from "../../ffi/linux/kvm.ts";
 import { Mapping, osMemory } from "../memory/mapping.ts";
+import { restoreLibrary, RING, setU64 } from "../memory/restore_library.ts";
 import { mapShared } from "../memory/posix/os_memory.ts";
 import { libc } from "../../ffi/linux/libc.ts";
 import { Hypervisor, type Sregs } from "../../format/mod.ts";
@@ -41,6 +42,9 @@ import type { VmFd } from "./vm_fd.ts";
 
 /** snapvm uses one memslot per VM: persistent region, guard page and scratch region in one host range. */
 const SLOT = 0;
+
+/** The bitmap given when no pages are recorded (with a page count of 0): collecting only marks entries. */
+const NO_PAGES = new BigUint64Array(1);
 
 /**
  * Idle VMs with their vCPU, kept for reuse by this thread (module instances are per Worker, so per thread).
@@ -111,17 +115,44 @@ export class KvmVm implements VirtualMachine {
     this.#run = vcpu.run.view;
     this.#ring = ring;
     this.#ringView = ring?.view;
+    if (ring !== undefined) {
+      this.#ringState[RING.RING] = ring.address;
+      this.#ringState[RING.ENTRIES] = BigInt(ring.size / DIRTY_RING.ENTRY);
+      this.#ringState[RING.SLOT] = BigInt(SLOT);
+    }
   }
 
   /** The vCPU's dirty ring (KVM_CAP_DIRTY_LOG_RING), when the host has one; else the dirty bitmap is used. */
   readonly #ring: Mapping | undefined;
   readonly #ringView: DataView | undefined;
-  /** Entries consumed so far (the ring index is this modulo the entry count). */
-  #ringFetch = 0;
-  /** Entries collected and not yet reset. */
-  #ringCollected = 0;
+  /** The ring's address and entry count, the memslot, the entries consumed so far (see {@linkcode RING}). */
+  readonly #ringState = new BigUint64Array(RING.WORDS);
+  readonly #ringWords = new Uint32Array(this.#ringState.buffer);
   /** The pages recorded since tracking started or the last clear, one bit per page (ring mode). */
   #sticky: BigUint64Array | undefined;
+
+  /** Sets the sticky bitmap and the page count collections record into it (0 without one). */
+  #setSticky(bitmap: BigUint64Array | undefined): void {
+    this.#sticky = bitmap;
+    setU64(this.#ringWords, RING.PAGES, bitmap === undefined ? 0 : bitmap.length * 64);
+  }
+
+  /** Entries collected and not yet reset (counted by both collections, the native one in C). */
+  get #ringCollected(): number {
+    return this.#ringWords[2 * RING.COLLECTED];
+  }
+
+  set #ringCollected(n: number) {
+    setU64(this.#ringWords, RING.COLLECTED, n);
+  }
+
+  /**
+   * The dirty ring's state when restore's native page work can collect it in its own call (ring mode,
+   * tracking, the library loaded); then `takeDirtyPages(true)` leaves the new entries to it.
+   */
+  get dirtyRing(): BigUint64Array | undefined {
+    return this.#sticky !== undefined && restoreLibrary() !== undefined ? this.#ringState : undefined;
+  }
 
   get tracking(): boolean {
     return this.#tracking;
@@ -134,7 +165,8 @@ export class KvmVm implements VirtualMachine {
   mapMemory(memory: GuestMemoryRange): void {
     this.#memory = memory;
     this.#tracking = false;
-    this.#dirty = this.#sticky = undefined;
+    this.#dirty = undefined;
+    this.#setSticky(undefined);
     this.#vm.setUserMemoryRegion(SLOT, 0, 0n, memory.size, memory.address);
   }
 
@@ -151,7 +183,7 @@ export class KvmVm implements VirtualMachine {
     // guest wrote). KVM write-protects the slot now; each page's first write is recorded.
     this.#vm.setUserMemoryRegion(SLOT, KVM_MEM_LOG_DIRTY_PAGES, 0n, m.size, m.address);
     this.#tracking = true;
-    if (this.#ring !== undefined) this.#sticky = new BigUint64Array(Math.ceil(m.size / 4096 / 64));
+    if (this.#ring !== undefined) this.#setSticky(new BigUint64Array(Math.ceil(m.size / 4096 / 64)));
   }
 
   /**
@@ -159,10 +191,10 @@ export class KvmVm implements VirtualMachine {
    * their pages writable until `KVM_CLEAR_DIRTY_LOG`, so a page the guest writes on every call costs one
    * write-protection fault per sandbox instead of one per call (2.5 µs each on PVM), and a restore one ioctl.
    */
-  takeDirtyPages(): BigUint64Array {
+  takeDirtyPages(leaveRing = false): BigUint64Array {
     const m = this.#mapped();
     if (this.#sticky !== undefined) {
-      this.#collectRing();
+      if (!leaveRing || this.dirtyRing === undefined) this.#collectRing();
       return this.#sticky;
     }
     this.#dirty ??= new BigUint64Array(Math.ceil(m.size / 4096 / 64));
@@ -192,19 +224,28 @@ export class KvmVm implements VirtualMachine {
    * whose flags say DIRTY has its slot and offset in place.
    */
   #collectRing(): void {
-    const v = this.#ringView!, sticky = this.#sticky;
-    const entries = v.byteLength / DIRTY_RING.ENTRY;
+    const sticky = this.#sticky ?? NO_PAGES, state = this.#ringState;
+    const native = restoreLibrary();
+    if (native !== undefined) {
+      // The same loop in C (vm/memory/_restore_pages.c): no BigInt per entry, no DataView.
+      native.collectDirtyRing(state, sticky);
+      return;
+    }
+    const v = this.#ringView!, entries = v.byteLength / DIRTY_RING.ENTRY;
+    const pages = this.#sticky === undefined ? 0 : sticky.length * 64;
+    let fetch = Number(state[RING.FETCH]);
     for (;;) {
-      const at = (this.#ringFetch % entries) * DIRTY_RING.ENTRY;
-      if ((v.getUint32(at + DIRTY_RING.FLAGS, true) & DIRTY_RING.F_DIRTY) === 0) return;
-      if (sticky !== undefined && v.getUint32(at + DIRTY_RING.SLOT, true) === SLOT) {
+      const at = (fetch % entries) * DIRTY_RING.ENTRY;
+      if ((v.getUint32(at + DIRTY_RING.FLAGS, true) & DIRTY_RING.F_DIRTY) === 0) break;
+      if (v.getUint32(at + DIRTY_RING.SLOT, true) === SLOT) {
         const page = Number(v.getBigUint64(at + DIRTY_RING.OFFSET, true));
-        if (page < sticky.length * 64) sticky[page >>> 6] |= 1n << BigInt(page & 63);
+        if (page < pages) sticky[page >>> 6] |= 1n << BigInt(page & 63);
       }
       v.setUint32(at + DIRTY_RING.FLAGS, DIRTY_RING.F_RESET, true);
-      this.#ringFetch++;
+      fetch++;
       this.#ringCollected++;
     }
+    state[RING.FETCH] = BigInt(fetch);
   }
 
   /** `KVM_RESET_DIRTY_RINGS` for the collected entries: their pages are tracked again, the slots reused. */
@@ -426,7 +467,7 @@ export class KvmVm implements VirtualMachine {
     if (reusable && pool.length < POOL_SIZE) {
       try {
         if (this.#ring !== undefined) {
-          this.#sticky = undefined;
+          this.#setSticky(undefined);
           this.#collectRing();
           this.#resetRing();
         }

@@ -20,6 +20,9 @@ import {
 import { Mapping, osMemory } from "../memory/mapping.ts";
 import { mapShared } from "../memory/posix/os_memory.ts";
 
+/** The `KVM_SYNC_X86_*` bits as numbers, for the low word of `kvm_dirty_regs`. */
+const SYNC_REGS = Number(KVM_SYNC_X86_REGS), SYNC_SREGS = Number(KVM_SYNC_X86_SREGS);
+
 /** `KVM_RUN` returned -1 with EINTR: a signal interrupted it (reported like `KVM_EXIT_INTR`). */
 export const RUN_INTERRUPTED = -1;
 
@@ -75,7 +78,8 @@ export class VcpuFd {
 
   /**
    * Stages general-purpose registers for the next `KVM_RUN` through `kvm_run.s.regs`, without an ioctl.
-   * Only RIP, RSP, RFLAGS, RDI and R11 are set; every other register is zeroed.
+   * Only RIP, RSP, RFLAGS, RDI and R11 are set; every other register is zeroed. `r` must not change once
+   * passed: the encoding of the last object staged is kept and copied again when it comes back.
    *
    * @example
    * ```ts
@@ -83,15 +87,34 @@ export class VcpuFd {
    * ```
    */
   stageRegs(r: { rip: bigint; rsp: bigint; rflags: bigint; rdi: bigint; r11?: bigint }): void {
-    const v = this.run.view;
-    this.run.bytes.fill(0, RUN.SYNC_REGS, RUN.SYNC_REGS + REGS.SIZE);
-    v.setBigUint64(RUN.SYNC_REGS + REGS.RIP, r.rip, true);
-    v.setBigUint64(RUN.SYNC_REGS + REGS.RSP, r.rsp, true);
-    v.setBigUint64(RUN.SYNC_REGS + REGS.RFLAGS, r.rflags, true);
-    v.setBigUint64(RUN.SYNC_REGS + REGS.RDI, r.rdi, true);
-    v.setBigUint64(RUN.SYNC_REGS + REGS.R11, r.r11 ?? 0n, true);
-    v.setBigUint64(RUN.DIRTY_REGS, v.getBigUint64(RUN.DIRTY_REGS, true) | KVM_SYNC_X86_REGS, true);
+    // Encoded once per object: every restore of a snapshot stages the same entry (see GuestVm.enterAt).
+    if (r !== this.#staged) {
+      const v = new DataView(this.#stagedBytes.buffer);
+      this.#stagedBytes.fill(0);
+      v.setBigUint64(REGS.RIP, r.rip, true);
+      v.setBigUint64(REGS.RSP, r.rsp, true);
+      v.setBigUint64(REGS.RFLAGS, r.rflags, true);
+      v.setBigUint64(REGS.RDI, r.rdi, true);
+      v.setBigUint64(REGS.R11, r.r11 ?? 0n, true);
+      this.#staged = r;
+    }
+    this.run.bytes.set(this.#stagedBytes, RUN.SYNC_REGS);
+    this.#markDirty(SYNC_REGS);
   }
+
+  /** The registers staged last, and their `struct kvm_regs`. */
+  #staged: object | undefined;
+  readonly #stagedBytes = new Uint8Array(REGS.SIZE);
+
+  /** `kvm_run.kvm_dirty_regs`' low word (every `KVM_SYNC_X86_*` bit is in it): no bigint per staging. */
+  #markDirty(bit: number): void {
+    const bytes = this.run.bytes;
+    // A view of the mapping's buffer: detached with it when the mapping closes.
+    const words = this.#dirtyWords ??= new Uint32Array(bytes.buffer, bytes.byteOffset + RUN.DIRTY_REGS, 1);
+    words[0] |= bit;
+  }
+
+  #dirtyWords: Uint32Array | undefined;
 
   /**
    * Stages special registers (a 312-byte `struct kvm_sregs`) for the next `KVM_RUN` through
@@ -104,9 +127,8 @@ export class VcpuFd {
    * ```
    */
   stageSregs(sregs: Uint8Array): void {
-    const v = this.run.view;
-    this.run.bytes.set(sregs.subarray(0, SREGS.SIZE), RUN.SYNC_SREGS);
-    v.setBigUint64(RUN.DIRTY_REGS, v.getBigUint64(RUN.DIRTY_REGS, true) | KVM_SYNC_X86_SREGS, true);
+    this.run.bytes.set(sregs.length === SREGS.SIZE ? sregs : sregs.subarray(0, SREGS.SIZE), RUN.SYNC_SREGS);
+    this.#markDirty(SYNC_SREGS);
   }
 
   /**

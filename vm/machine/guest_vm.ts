@@ -14,6 +14,8 @@ import {
   FRAME,
   FUNC_TABLE_ADDR,
   FUNC_TABLE_SIZE,
+  INFO_ADDR,
+  INFO_SIZE,
   LOG_LEVELS,
   MAILBOX_HOST_CALL,
   PAGE,
@@ -28,12 +30,13 @@ import {
   SYSTEM_AREA_END,
 } from "./abi.ts";
 import { checkArgs, ProtocolError, Reader, thrownMessage, valueProblem, Writer } from "./codec.ts";
-import type { VcpuThread, VirtualMachine, VmExit } from "../backend/backend.ts";
+import type { EntryRegisters, VcpuThread, VirtualMachine, VmExit } from "../backend/backend.ts";
 import { Mailbox, type MailboxKind } from "./mailbox.ts";
 import type { ReturnType, Value } from "../types.ts";
 import { backend } from "../backend/select.ts";
 import { CallState } from "../interrupt_handle.ts";
 import { ABI_SREGS } from "./sregs.ts";
+import { freshInfo } from "./system_area.ts";
 import {
   ExecutionCanceledError,
   GuestAbortedError,
@@ -44,6 +47,7 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
+import { PageRestorer } from "../memory/restore_pages.ts";
 import { exhaustion } from "../resources.ts";
 import type { SandboxDebugger } from "../debug/sandbox_debugger.ts";
 
@@ -193,7 +197,17 @@ export class GuestVm {
     this.persistent = persistent;
     this.scratch = scratch;
     this.#vm = vm;
+    this.#pages = new PageRestorer(persistent, scratch, layout.scratchBase / PAGE, {
+      hostBuffers: [
+        { offset: layout.inputBase - layout.scratchBase, length: layout.inputSize },
+        { offset: layout.outputBase - layout.scratchBase, length: layout.outputSize },
+      ],
+      fresh: { offset: INFO_ADDR, length: INFO_SIZE },
+    });
   }
+
+  /** Restore's page work over this guest's memory. */
+  readonly #pages: PageRestorer;
 
   /**
    * Creates a VM: reserves the guest's memory (persistent region, guard page, scratch region) as one host
@@ -348,18 +362,18 @@ export class GuestVm {
    * `KVM_SET_XSAVE` ioctl (13 µs on PVM hosts).
    */
   enterAt(rip: bigint, rdi = 0n): void {
-    this.#entry = { rip, rdi };
-    this.#vm.setEntryRegisters({
-      rip: BigInt(xrstorAtCpl3 ? ENTRY_XRSTOR : ENTRY_FXRSTOR),
-      rsp: BigInt(this.layout.stackTop),
-      rflags: RFLAGS,
-      rdi,
-      r11: rip,
-    });
+    const code = xrstorAtCpl3 ? ENTRY_XRSTOR_RIP : ENTRY_FXRSTOR_RIP;
+    let e = this.#entry;
+    // The same entry as the last one (every restore of a snapshot) stages the same object, which the backend
+    // has encoded already.
+    if (e === undefined || e.r11 !== rip || e.rdi !== rdi || e.rip !== code) {
+      e = this.#entry = { rip: code, rsp: BigInt(this.layout.stackTop), rflags: RFLAGS, rdi, r11: rip };
+    }
+    this.#vm.setEntryRegisters(e);
   }
 
-  /** The entry staged last, until the guest runs past the entry code. */
-  #entry: { rip: bigint; rdi: bigint } | undefined;
+  /** The entry staged last (`r11`: where the entry code jumps to); never changed once staged. */
+  #entry: Readonly<Required<EntryRegisters>> | undefined;
 
   /**
    * Starts a call: computes its deadline, marks it running for interrupt handles and re-entry checks.
@@ -462,7 +476,7 @@ export class GuestVm {
     if (this.exceptionFrame().rip !== BigInt(ENTRY_XRSTOR_SITE)) return false;
     xrstorAtCpl3 = false;
     this.#vm.setSregs(ABI_SREGS); // back from the exception stub's CPL0
-    this.enterAt(this.#entry.rip, this.#entry.rdi);
+    this.enterAt(this.#entry.r11, this.#entry.rdi);
     return true;
   }
 
@@ -727,41 +741,43 @@ export class GuestVm {
   /**
    * Puts memory back to the snapshot it was last synchronised with, touching only what changed: the
    * persistent pages the guest wrote are copied back (from `system` below `SYSTEM_AREA_END`, from `blob`
-   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed. Returns
-   * false when dirty tracking has not started (the caller maps the snapshot afresh instead).
+   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed, and the
+   * info page gets a new generation (docs/ABI.md), all in one call of the page restorer. Returns false,
+   * having done nothing, when dirty tracking has not started (the caller maps the snapshot afresh instead).
    *
    * Dirty bits are sticky (see `VirtualMachine.takeDirtyPages`): the persistent pages a guest writes on
-   * every call are copied back on every restore without being write-protected again, until more than
-   * {@linkcode STICKY_MAX} of them accumulate; scratch pages stay untracked once written.
+   * every call are copied back on every restore without being write-protected again, for
+   * {@linkcode STICKY_ROUNDS} restores (fewer for larger sets, see {@linkcode stickyRounds}); scratch pages
+   * stay untracked once written.
    */
   restoreDirty(blob: Mapping, system: Mapping): boolean {
     const vm = this.#vm;
     if (!vm.tracking) return false;
-    const dirty = vm.takeDirtyPages();
+    // A dirty ring is collected by the page restorer's native call, with the pages, where it can be.
+    const ring = vm.dirtyRing;
+    const dirty = vm.takeDirtyPages(ring !== undefined);
     // Debugger: pages written host-side are not in the log.
     this.#addHostWritten(dirty);
     const persistentPages = this.layout.persistentSize / PAGE;
-    let copied = 0;
-    forEachRun(dirty, 0, persistentPages, SYSTEM_AREA_END / PAGE, (first, end) => {
-      this.persistent.copyFrom(
-        first < SYSTEM_AREA_END / PAGE ? system : blob,
-        first * PAGE,
-        (end - first) * PAGE,
-      );
-      copied += end - first;
-    });
-    if (!vm.tracksScratch || !this.#scratchTracked) this.resetScratch();
-    else {
-      const base = this.layout.scratchBase / PAGE, bytes = this.scratch.bytes;
-      forEachRun(dirty, base, base + this.layout.scratchSize / PAGE, Infinity, (first, end) => {
-        bytes.fill(0, (first - base) * PAGE, (end - base) * PAGE);
-      });
-      this.#clearHostWrites();
-      this.#mailbox?.clear();
-    }
+    const zeroScratch = vm.tracksScratch && this.#scratchTracked;
+    this.#noteHostWrites();
+    const copied = this.#pages.restore(
+      dirty,
+      ring,
+      system,
+      blob,
+      SYSTEM_AREA_END / PAGE,
+      zeroScratch,
+      this.#inputWritten,
+      this.#outputWritten,
+      freshInfo(),
+    );
+    this.#inputWritten = this.#outputWritten = 0;
+    if (!zeroScratch) this.resetScratch();
+    else this.#mailbox?.clear();
     // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
     // and the scratch pages above were found through those bits.
-    if (copied > STICKY_MAX || ++this.#restoresSinceClear >= STICKY_ROUNDS) {
+    if (++this.#restoresSinceClear >= stickyRounds(copied)) {
       vm.clearDirtyPages(dirty, persistentPages);
       this.#restoresSinceClear = 0;
     }
@@ -838,14 +854,6 @@ export class GuestVm {
   #inputWritten = 0;
   #outputWritten = 0;
 
-  #clearHostWrites(): void {
-    this.#noteHostWrites();
-    const b = this.#buffers();
-    b.input.bytes.fill(0, 0, this.#inputWritten);
-    b.output.bytes.fill(0, 0, this.#outputWritten);
-    this.#inputWritten = this.#outputWritten = 0;
-  }
-
   /** Writes the function table (docs/ABI.md) into persistent memory. */
   writeFunctionTable(list: Uint8Array): void {
     if (list.length > FUNC_TABLE_SIZE - 4) {
@@ -888,65 +896,30 @@ export class GuestVm {
   }
 }
 
+/** The entry code's two entry points (docs/ABI.md, "Entry"), as the vCPU's RIP. */
+const ENTRY_XRSTOR_RIP = BigInt(ENTRY_XRSTOR), ENTRY_FXRSTOR_RIP = BigInt(ENTRY_FXRSTOR);
+
 /** Whether XRSTOR works at CPL3 on this host (see `GuestVm.#entryFallback`); found out on the first entry. */
 let xrstorAtCpl3 = true;
 
 /**
- * Restore copies back up to this many sticky dirty persistent pages before it write-protects them again:
- * copying a page costs ~0.2 µs, protecting again ~1.6 µs plus a ~2.5 µs fault at the page's next write (PVM).
- */
-const STICKY_MAX = 64;
-
-/**
- * ... and after this many restores in any case, so that pages a guest stopped writing leave the set copied
- * back on every restore (one clear and one fault per page still written costs less than copying stale ones).
+ * Restores after which the sticky dirty pages are write-protected again, so that pages a guest stopped
+ * writing leave the set copied back on every restore. Copying a page back costs ~0.2–0.4 µs; protecting it
+ * again costs its share of one `KVM_RESET_DIRTY_RINGS` / `KVM_CLEAR_DIRTY_LOG` plus a ~2.5 µs fault at its
+ * next write (PVM): keeping a page sticky pays as long as the guest writes it about once in 8 restores.
  */
 const STICKY_ROUNDS = 32;
 
-/**
- * Calls `fn(first, end)` for every run of set bits among pages [from, to) of `bitmap`, never letting a run
- * cross `split` (a page number where the source changes).
- */
-function forEachRun(
-  bitmap: BigUint64Array,
-  from: number,
-  to: number,
-  split: number,
-  fn: (first: number, end: number) => void,
-): void {
-  const bits = new Uint32Array(bitmap.buffer, bitmap.byteOffset, bitmap.length * 2);
-  let run = -1;
-  const flush = (end: number) => {
-    if (run >= 0) fn(run, end);
-    run = -1;
-  };
-  for (let word = from >>> 5, last = (to - 1) >>> 5; word <= last; word++) {
-    // Clean memory, four words (128 pages) at a time: a restore after a small call finds a few set bits in a
-    // bitmap of up to 65,536 pages (256 MiB), and a word at a time cost ~2.4 ns per word (6 µs at 256 MiB).
-    if (run < 0) {
-      while (word + 3 <= last && (bits[word] | bits[word + 1] | bits[word + 2] | bits[word + 3]) === 0) {
-        word += 4;
-      }
-    }
-    const w = bits[word];
-    if (w === 0) {
-      flush(Math.max(from, Math.min(to, word << 5)));
-      continue;
-    }
-    for (let bit = 0; bit < 32; bit++) {
-      const page = (word << 5) + bit;
-      if (page >= to) break;
-      if (page < from) continue;
-      if (page === split) flush(page);
-      if (((w >>> bit) & 1) !== 0) {
-        if (run < 0) run = page;
-      } else {
-        flush(page);
-        if (bit < 31 && w >>> (bit + 1) === 0) break; // the rest of the word is clean
-      }
-    }
-  }
-  flush(to);
+/** Sets of more than this many pages are cleared after {@linkcode STICKY_ROUNDS_LARGE} restores. */
+const STICKY_LARGE = 64;
+const STICKY_ROUNDS_LARGE = 8;
+
+/** Sets of more than this many pages (64 MiB, ~5 ms to copy) are cleared on every restore. */
+const STICKY_MAX = 16384;
+
+/** How many restores a sticky set of `pages` pages lives (see {@linkcode STICKY_ROUNDS}). */
+function stickyRounds(pages: number): number {
+  return pages > STICKY_MAX ? 1 : pages > STICKY_LARGE ? STICKY_ROUNDS_LARGE : STICKY_ROUNDS;
 }
 
 /** Scratch regions up to this size are zeroed on restore; bigger ones are dropped and refaulted. */

@@ -274,9 +274,9 @@ export class Blob {
         using view = Mapping.readOnly(overlay.backing);
         for (const s of overlay.segments) {
           osMemory.copy(
-            Deno.UnsafePointer.offset(memory.pointer, s.first * PAGE)!,
-            Deno.UnsafePointer.offset(view.pointer, s.from * PAGE)!,
-            s.count * PAGE,
+            memory.address + BigInt(s.first * PAGE),
+            view.address + BigInt(s.from * PAGE),
+            BigInt(s.count * PAGE),
           );
         }
       }

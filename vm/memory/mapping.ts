@@ -291,7 +291,29 @@ export class Mapping {
   write(offset: number, bytes: Uint8Array): void {
     this.#range(offset, bytes.length);
     if (bytes.length === 0) return;
-    osMemory.copy(this.#at(offset), Deno.UnsafePointer.of(bytes)!, bytes.length);
+    osMemory.copy(
+      this.address + BigInt(offset),
+      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes))),
+      BigInt(bytes.length),
+    );
+  }
+
+  /**
+   * Copies `length` bytes from host address `from` into the mapping at `offset`: for a caller that owns a
+   * long-lived buffer and took its address once (`Deno.UnsafePointer.of` costs ~0.2 µs a call).
+   *
+   * @example
+   * ```ts
+   * import { Mapping } from "./mapping.ts";
+   * using m = Mapping.reserve(4096);
+   * const bytes = new Uint8Array([1, 2]);
+   * m.writeFrom(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes))), bytes.length);
+   * console.log(m.read(8, 2)); // Uint8Array(2) [ 1, 2 ]
+   * ```
+   */
+  writeFrom(offset: number, from: bigint, length: number): void {
+    this.#range(offset, length);
+    if (length > 0) osMemory.copy(this.address + BigInt(offset), from, BigInt(length));
   }
 
   /**
@@ -311,7 +333,8 @@ export class Mapping {
     if (offset < 0 || length < 0 || offset + length > this.size || offset + length > source.size) {
       throw new RangeError(`copy ${offset}+${length} is outside the mappings`);
     }
-    osMemory.copy(this.#at(offset), source.#at(offset), length);
+    const at = BigInt(offset);
+    osMemory.copy(this.address + at, source.address + at, BigInt(length));
   }
 
   /** True once closed. */

@@ -106,8 +106,11 @@ export interface OsMemory {
    * also allows it on a copy-on-write view; Windows does not).
    */
   discard(pointer: Deno.PointerObject, size: number): void;
-  /** Copies `size` bytes (non-overlapping). */
-  copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void;
+  /**
+   * Copies `size` bytes (non-overlapping) between host addresses. Addresses are bigints so that a copy makes
+   * no pointer object: restore copies this way on every call.
+   */
+  copy(to: bigint, from: bigint, size: bigint): void;
   /**
    * Copies `size` bytes at `pointer` into a new sealed, immutable backing. With `runs`, copies only those
    * pages (4096 bytes each, ascending, inside `size`) and leaves the others zero without writing them: holes

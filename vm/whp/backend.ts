@@ -363,6 +363,9 @@ class WhpVm implements VirtualMachine {
 
   readonly tracksScratch = false;
 
+  /** WHP has no dirty ring: `takeDirtyPages` queries WHP's bitmap. */
+  readonly dirtyRing = undefined;
+
   /**
    * WHvQueryGpaRangeDirtyBitmap reads and clears WHP's bits in one call, so the backend keeps the bits set
    * itself until `clearDirtyPages` (the interface's semantics); WHP tracks every page again right away.

@@ -8,15 +8,7 @@ import { buildRunThread, renderRunThreadModule } from "../../../vm/kvm/build_run
 import { RUN_THREAD_NAME } from "../../../vm/kvm/run_thread.ts";
 import { RUN_THREAD_IMAGE } from "../../../vm/kvm/_run_thread_image.ts";
 import { guestPath, vmTest } from "../../_hypervisor.ts";
-
-async function haveGcc(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
+import { gccOrSkip, sameToolchain } from "../../_rebuild.ts";
 
 Deno.test("the committed run-thread image is position independent code with its entry points inside", () => {
   const image = Uint8Array.from(atob(RUN_THREAD_IMAGE.base64), (c) => c.charCodeAt(0));
@@ -25,20 +17,9 @@ Deno.test("the committed run-thread image is position independent code with its 
 });
 
 Deno.test("rebuilding the run thread from _run_thread.c gives the committed module byte for byte", async () => {
-  if (!(await haveGcc())) {
-    if (Deno.env.get("CI") === "true") throw new Error("gcc is missing");
-    console.error("!!! gcc not found: SKIPPING the run-thread rebuild comparison !!!");
-    return;
-  }
+  if (!(await gccOrSkip("the run-thread rebuild comparison"))) return;
   const rebuilt = await buildRunThread();
-  if (rebuilt.toolchain !== RUN_THREAD_IMAGE.toolchain) {
-    // Another compiler gives other (equally valid) bytes; only the same toolchain can be compared.
-    const message =
-      `toolchain is "${rebuilt.toolchain}", the image was built with "${RUN_THREAD_IMAGE.toolchain}"`;
-    if (Deno.env.get("CI") === "true") throw new Error(message);
-    console.error(`!!! ${message}: SKIPPING the byte-for-byte comparison !!!`);
-    return;
-  }
+  if (!sameToolchain(rebuilt.toolchain, RUN_THREAD_IMAGE.toolchain, "the image")) return;
   assert.equal(
     renderRunThreadModule(rebuilt),
     await Deno.readTextFile(new URL("../../../vm/kvm/_run_thread_image.ts", import.meta.url)),

@@ -345,7 +345,7 @@ export const osMemory: OsMemory = {
   },
 
   copy(to, from, size) {
-    libc().memcpy(to, from, BigInt(size));
+    libc().memcpy(to, from, size);
   },
 
   sealedCopy(pointer, size, runs) {

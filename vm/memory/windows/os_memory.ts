@@ -533,13 +533,14 @@ export const osMemory: OsMemory = {
     }
   },
 
-  copy(to: Deno.PointerObject, from: Deno.PointerObject, size: number): void {
-    kernel32().RtlMoveMemory(to, from, BigInt(size));
+  copy(to: bigint, from: bigint, size: bigint): void {
+    kernel32().RtlMoveMemory(to, from, size);
   },
 
   sealedCopy(pointer: Deno.PointerObject, size: number, runs?: readonly PageRun[]): Backing {
     return sealedSection(size, (view) => {
-      if (runs === undefined) return kernel32().RtlMoveMemory(view, pointer, BigInt(size));
+      const to = BigInt(Deno.UnsafePointer.value(view)), from = BigInt(Deno.UnsafePointer.value(pointer));
+      if (runs === undefined) return kernel32().RtlMoveMemory(to, from, BigInt(size));
       // Only these pages: a pagefile-backed section reads as zeros and materialises a page only when it is
       // written (its commit charge is the whole size either way).
       for (const run of runs) {
@@ -547,11 +548,7 @@ export const osMemory: OsMemory = {
         if (offset + length > size) {
           throw new RangeError(`run ${run.first}+${run.count} is outside ${size} bytes`);
         }
-        kernel32().RtlMoveMemory(
-          Deno.UnsafePointer.offset(view, offset)!,
-          Deno.UnsafePointer.offset(pointer, offset)!,
-          BigInt(length),
-        );
+        kernel32().RtlMoveMemory(to + BigInt(offset), from + BigInt(offset), BigInt(length));
       }
     });
   },
