@@ -363,28 +363,33 @@ export class MultiUseSandbox {
   #restore(vm: GuestVm, snapshot: Snapshot): void {
     const { blob, data } = live(snapshot);
     if (data.family !== this.#state.family) throw new SnapshotSandboxMismatchError();
-    vm.park(); // whatever a hot guest did while idle, the restore undoes
-    // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
-    vm.resetCpu();
-    const incremental = snapshot === this.#state.base && data.entrypoint === "Call" &&
-      vm.restoreDirty(blob.ref, data.system.blob.ref);
-    if (!incremental) {
-      loadPersistent(vm.persistent, blob, data);
-      vm.persistentReplaced();
-      vm.resetScratch();
-      vm.synced();
-      newGeneration(vm.persistent); // restoreDirty writes it with the pages
+    let incremental: boolean;
+    try {
+      vm.park(); // whatever a hot guest did while idle, the restore undoes
+      incremental = snapshot === this.#state.base && data.entrypoint === "Call" &&
+        vm.restoreAndEnter(blob.ref, data.system.blob.ref, data.entryAddr);
+      if (!incremental) {
+        // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
+        vm.resetCpu();
+        loadPersistent(vm.persistent, blob, data);
+        vm.persistentReplaced();
+        vm.resetScratch();
+        vm.synced();
+        newGeneration(vm.persistent); // restoreAndEnter writes it with the pages
+      }
+    } catch (e) {
+      // Half restored: neither the old state nor the snapshot's. No call may run on it.
+      this.#poison = e as Error;
+      throw e;
     }
     this.#poison = undefined;
     try {
       if (data.entrypoint === "Call") {
-        vm.enterAt(data.entryAddr);
-        this.#state = {
-          ...this.#state,
-          dispatch: data.entryAddr,
-          functions: data.functions!,
-          base: snapshot,
-        };
+        if (!incremental) vm.enterAt(data.entryAddr);
+        const s = this.#state;
+        if (s.base !== snapshot || s.dispatch !== data.entryAddr || s.functions !== data.functions) {
+          this.#state = { ...s, dispatch: data.entryAddr, functions: data.functions!, base: snapshot };
+        }
       } else {
         const { dispatch, functions } = initialise(
           vm,

@@ -3,6 +3,7 @@
  * tenant leaves for the next, nested time limits, hostile thrown values, foreign interrupt targets, special
  * files as `toFile` targets. Each test failed on the code before the fix it guards.
  */
+import { useNativeRestore } from "../../vm/memory/restore_library.ts";
 import assert from "node:assert/strict";
 import {
   ExecutionCanceledError,
@@ -165,30 +166,50 @@ vmTest("every special register is checked against the ABI, by every loader and b
 
 // ---- state left for the next tenant ------------------------------------------------------------------------
 
+/**
+ * Registers a test twice: with restore's native page work (which also stages the vCPU's registers) and with
+ * its JavaScript version (the backend's setters stage them).
+ */
+function bothRestores(name: string, fn: () => void): void {
+  for (const native of [true, false]) {
+    vmTest(`${name} (${native ? "native" : "JavaScript"} restore)`, () => {
+      const before = useNativeRestore(native);
+      try {
+        fn();
+      } finally {
+        useNativeRestore(before);
+      }
+    });
+  }
+}
+
 const SELECTORS = 0x002b_002b_002b_002bn; // DS, ES, FS, GS = user data
 
-vmTest("data segment selectors a guest loads survive into no other sandbox, restore or snapshot", () => {
-  const u = attack();
-  {
-    using a = u.evolve();
-    a.call("LoadSegs", SELECTORS);
-    assert.equal(a.call("ReadSegs"), SELECTORS, "the guest did load them");
-    using b = u.evolve(); // another sandbox on the same thread, while `a` lives
-    assert.equal(b.call("ReadSegs"), 0n, "visible to a second sandbox on the same thread");
-    a.call("LoadSegs", SELECTORS);
-    using snap = a.snapshot();
-    using c = MultiUseSandbox.fromSnapshot(snap);
-    assert.equal(c.call("ReadSegs"), 0n, "visible to a sandbox made from a snapshot");
-    a.call("LoadSegs", SELECTORS);
-    a.restore(snap);
-    assert.equal(a.call("ReadSegs"), 0n, "visible after restore");
-    a.call("LoadSegs", SELECTORS);
-  }
-  using next = u.evolve(); // typically the pooled VM `a` or `b` left behind
-  assert.equal(next.call("ReadSegs"), 0n, "visible to the next sandbox on a pooled VM");
-});
+bothRestores(
+  "data segment selectors a guest loads survive into no other sandbox, restore or snapshot",
+  () => {
+    const u = attack();
+    {
+      using a = u.evolve();
+      a.call("LoadSegs", SELECTORS);
+      assert.equal(a.call("ReadSegs"), SELECTORS, "the guest did load them");
+      using b = u.evolve(); // another sandbox on the same thread, while `a` lives
+      assert.equal(b.call("ReadSegs"), 0n, "visible to a second sandbox on the same thread");
+      a.call("LoadSegs", SELECTORS);
+      using snap = a.snapshot();
+      using c = MultiUseSandbox.fromSnapshot(snap);
+      assert.equal(c.call("ReadSegs"), 0n, "visible to a sandbox made from a snapshot");
+      a.call("LoadSegs", SELECTORS);
+      a.restore(snap);
+      assert.equal(a.call("ReadSegs"), 0n, "visible after restore");
+      a.call("LoadSegs", SELECTORS);
+    }
+    using next = u.evolve(); // typically the pooled VM `a` or `b` left behind
+    assert.equal(next.call("ReadSegs"), 0n, "visible to the next sandbox on a pooled VM");
+  },
+);
 
-vmTest("x87/SSE state a guest sets survives into no other sandbox or restore", () => {
+bothRestores("x87/SSE state a guest sets survives into no other sandbox or restore", () => {
   const u = attack();
   const fresh = (() => {
     using s = u.evolve();
@@ -245,7 +266,7 @@ vmTest(
   },
 );
 
-vmTest(
+bothRestores(
   "stack and I/O buffer contents of one request are gone after restore, however many restores ran",
   () => {
     const fns = new HostFunctions().register(

@@ -270,6 +270,30 @@ export interface GuestMemoryRange {
  * vm.release(true);
  * ```
  */
+/**
+ * Registers staged as plain memory (host addresses as numbers): copy `length` bytes from `from` to `to`, then
+ * OR `flags` into the 32-bit word at `flagsAt`. See `VirtualMachine.stageEntryInMemory`.
+ *
+ * @example
+ * ```ts
+ * import type { MemoryStaging } from "./backend.ts";
+ * const s: MemoryStaging = { to: 0x1000, from: 0x2000, length: 456, flagsAt: 0x3000, flags: 3 };
+ * console.log(s.length);
+ * ```
+ */
+export interface MemoryStaging {
+  /** Where the register block goes. */
+  readonly to: number;
+  /** The encoded block. */
+  readonly from: number;
+  /** Its length in bytes. */
+  readonly length: number;
+  /** The word that says what was staged. */
+  readonly flagsAt: number;
+  /** The bits to set in it. */
+  readonly flags: number;
+}
+
 export interface VirtualMachine {
   /** The backend this VM belongs to. */
   readonly backend: BackendName;
@@ -316,6 +340,14 @@ export interface VirtualMachine {
    * write is recorded). `pages` is a multiple of 64 or covers the whole tracked range.
    */
   clearDirtyPages(bitmap: BigUint64Array, pages: number): void;
+
+  /**
+   * Stages the next entry's registers as {@linkcode setSregs}`(sregs)` then {@linkcode setEntryRegisters}`(regs)`
+   * do, except that the backend only prepares the memory writes that stage them and returns them for the
+   * caller to make before the next run (restore's native call makes them with its page work). Undefined
+   * where the backend does not stage registers in memory; the caller then uses the two setters.
+   */
+  stageEntryInMemory(regs: EntryRegisters, sregs: Sregs): MemoryStaging | undefined;
 
   /** Sets the registers of the next entry; see {@linkcode EntryRegisters}. */
   setEntryRegisters(r: EntryRegisters): void;

@@ -24,6 +24,7 @@ import {
   type GuestMemoryRange,
   type GuestWait,
   type InterruptTarget,
+  type MemoryStaging,
   REGISTER_NAMES,
   type Registers,
   type VcpuThread,
@@ -74,6 +75,13 @@ const SHUTDOWN: VmExit = Object.freeze({ kind: "shutdown" });
 
 /** Encoded `struct kvm_sregs` per neutral `Sregs` object: the ABI's registers are encoded once. */
 const encodedSregs = new WeakMap<Sregs, Uint8Array>();
+
+/** `s` as a `struct kvm_sregs`, encoded once per object. */
+function encodedSregsOf(s: Sregs): Uint8Array {
+  let bytes = encodedSregs.get(s);
+  if (bytes === undefined) encodedSregs.set(s, bytes = sregsToKvm(s));
+  return bytes;
+}
 
 /**
  * One KVM VM with one vCPU.
@@ -255,6 +263,12 @@ export class KvmVm implements VirtualMachine {
     this.#ringCollected = 0;
   }
 
+  stageEntryInMemory(regs: EntryRegisters, sregs: Sregs): MemoryStaging {
+    if (this.#pending) this.#completePendingExit();
+    this.#entry++; // a new entry: run() resets the thread's selectors before it
+    return this.#vcpu.entryStaging(regs, encodedSregsOf(sregs));
+  }
+
   setEntryRegisters(r: EntryRegisters): void {
     if (this.#pending) this.#completePendingExit();
     this.#vcpu.stageRegs(r);
@@ -400,8 +414,7 @@ export class KvmVm implements VirtualMachine {
   }
 
   setSregs(s: Sregs): void {
-    let bytes = encodedSregs.get(s);
-    if (bytes === undefined) encodedSregs.set(s, bytes = sregsToKvm(s));
+    const bytes = encodedSregsOf(s);
     if (this.#pending) this.#completePendingExit();
     // Through kvm_run.s.sregs: KVM loads them at the next KVM_RUN, saving a vCPU ioctl (~8 µs on PVM).
     this.#vcpu.stageSregs(bytes);

@@ -19,9 +19,27 @@ import {
 } from "../../ffi/linux/kvm.ts";
 import { Mapping, osMemory } from "../memory/mapping.ts";
 import { mapShared } from "../memory/posix/os_memory.ts";
+import type { MemoryStaging } from "../backend/backend.ts";
 
 /** The `KVM_SYNC_X86_*` bits as numbers, for the low word of `kvm_dirty_regs`. */
 const SYNC_REGS = Number(KVM_SYNC_X86_REGS), SYNC_SREGS = Number(KVM_SYNC_X86_SREGS);
+
+// entryStaging() writes both register sets with one copy: `struct kvm_sync_regs` puts sregs right after regs.
+if (RUN.SYNC_SREGS !== RUN.SYNC_REGS + REGS.SIZE) throw new Error("kvm_run.s.sregs does not follow s.regs");
+
+/** The registers an entry sets (see `EntryRegisters` in vm/backend/backend.ts). */
+type EntryRegs = { rip: bigint; rsp: bigint; rflags: bigint; rdi: bigint; r11?: bigint };
+
+/** `struct kvm_regs` with RIP, RSP, RFLAGS, RDI and R11 set, every other register zero, into `out`. */
+function encodeRegs(r: EntryRegs, out: Uint8Array): void {
+  out.fill(0);
+  const v = new DataView(out.buffer, out.byteOffset, REGS.SIZE);
+  v.setBigUint64(REGS.RIP, r.rip, true);
+  v.setBigUint64(REGS.RSP, r.rsp, true);
+  v.setBigUint64(REGS.RFLAGS, r.rflags, true);
+  v.setBigUint64(REGS.RDI, r.rdi, true);
+  v.setBigUint64(REGS.R11, r.r11 ?? 0n, true);
+}
 
 /** `KVM_RUN` returned -1 with EINTR: a signal interrupted it (reported like `KVM_EXIT_INTR`). */
 export const RUN_INTERRUPTED = -1;
@@ -86,16 +104,10 @@ export class VcpuFd {
    * // vcpu.stageRegs({ rip: 0x200000n, rsp: 0x400000n, rflags: 2n, rdi: 0n });
    * ```
    */
-  stageRegs(r: { rip: bigint; rsp: bigint; rflags: bigint; rdi: bigint; r11?: bigint }): void {
+  stageRegs(r: EntryRegs): void {
     // Encoded once per object: every restore of a snapshot stages the same entry (see GuestVm.enterAt).
     if (r !== this.#staged) {
-      const v = new DataView(this.#stagedBytes.buffer);
-      this.#stagedBytes.fill(0);
-      v.setBigUint64(REGS.RIP, r.rip, true);
-      v.setBigUint64(REGS.RSP, r.rsp, true);
-      v.setBigUint64(REGS.RFLAGS, r.rflags, true);
-      v.setBigUint64(REGS.RDI, r.rdi, true);
-      v.setBigUint64(REGS.R11, r.r11 ?? 0n, true);
+      encodeRegs(r, this.#stagedBytes);
       this.#staged = r;
     }
     this.run.bytes.set(this.#stagedBytes, RUN.SYNC_REGS);
@@ -105,6 +117,43 @@ export class VcpuFd {
   /** The registers staged last, and their `struct kvm_regs`. */
   #staged: object | undefined;
   readonly #stagedBytes = new Uint8Array(REGS.SIZE);
+
+  /**
+   * General-purpose and special registers for the next `KVM_RUN` as memory writes for the caller to make
+   * (see `VirtualMachine.stageEntryInMemory`): copying the returned block over `kvm_run.s.regs` and
+   * `kvm_run.s.sregs` (adjacent: `struct kvm_sync_regs`) and setting both bits of `kvm_dirty_regs` is what
+   * {@linkcode stageRegs} and {@linkcode stageSregs} do. `r` and `sregs` must not change once passed: the
+   * block of the last pair is kept (in memory that never moves) and returned again for the same pair.
+   *
+   * @example
+   * ```ts
+   * // const s = vcpu.entryStaging({ rip: 0x200000n, rsp: 0x400000n, rflags: 2n, rdi: 0n }, sregsBytes);
+   * ```
+   */
+  entryStaging(r: EntryRegs, sregs: Uint8Array): MemoryStaging {
+    if (r !== this.#entryRegs || sregs !== this.#entrySregs || this.#entryStaging === undefined) {
+      const block = this.#entryBlock;
+      encodeRegs(r, block.subarray(0, REGS.SIZE));
+      block.set(sregs.subarray(0, SREGS.SIZE), REGS.SIZE);
+      this.#entryRegs = r;
+      this.#entrySregs = sregs;
+      const run = Number(this.run.address);
+      this.#entryStaging = {
+        to: run + RUN.SYNC_REGS,
+        from: Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(block))),
+        length: block.length,
+        flagsAt: run + RUN.DIRTY_REGS,
+        flags: SYNC_REGS | SYNC_SREGS,
+      };
+    }
+    return this.#entryStaging;
+  }
+
+  #entryRegs: object | undefined;
+  #entrySregs: Uint8Array | undefined;
+  #entryStaging: MemoryStaging | undefined;
+  /** `struct kvm_regs` then `struct kvm_sregs`, as in `kvm_run.s`; an ArrayBuffer's memory never moves. */
+  readonly #entryBlock = new Uint8Array(new ArrayBuffer(REGS.SIZE + SREGS.SIZE));
 
   /** `kvm_run.kvm_dirty_regs`' low word (every `KVM_SYNC_X86_*` bit is in it): no bigint per staging. */
   #markDirty(bit: number): void {

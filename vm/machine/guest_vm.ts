@@ -47,7 +47,8 @@ import type { HostFunctions } from "../host_functions.ts";
 import type { Layout } from "./layout.ts";
 import { log } from "../logger.ts";
 import { Mapping } from "../memory/mapping.ts";
-import { PageRestorer } from "../memory/restore_pages.ts";
+import { PageRestorer, type RestoreRequest } from "../memory/restore_pages.ts";
+import { restoreLibrary } from "../memory/restore_library.ts";
 import { exhaustion } from "../resources.ts";
 import type { SandboxDebugger } from "../debug/sandbox_debugger.ts";
 
@@ -362,14 +363,19 @@ export class GuestVm {
    * `KVM_SET_XSAVE` ioctl (13 µs on PVM hosts).
    */
   enterAt(rip: bigint, rdi = 0n): void {
+    this.#vm.setEntryRegisters(this.#entryAt(rip, rdi));
+  }
+
+  /** The registers of an entry at `rip`, now the one staged last ({@linkcode enterAt}). */
+  #entryAt(rip: bigint, rdi: bigint): Readonly<Required<EntryRegisters>> {
     const code = xrstorAtCpl3 ? ENTRY_XRSTOR_RIP : ENTRY_FXRSTOR_RIP;
     let e = this.#entry;
-    // The same entry as the last one (every restore of a snapshot) stages the same object, which the backend
+    // The same entry as the last one (every restore of a snapshot) is the same object, which the backend
     // has encoded already.
     if (e === undefined || e.r11 !== rip || e.rdi !== rdi || e.rip !== code) {
       e = this.#entry = { rip: code, rsp: BigInt(this.layout.stackTop), rflags: RFLAGS, rdi, r11: rip };
     }
-    this.#vm.setEntryRegisters(e);
+    return e;
   }
 
   /** The entry staged last (`r11`: where the entry code jumps to); never changed once staged. */
@@ -739,50 +745,75 @@ export class GuestVm {
   }
 
   /**
-   * Puts memory back to the snapshot it was last synchronised with, touching only what changed: the
-   * persistent pages the guest wrote are copied back (from `system` below `SYSTEM_AREA_END`, from `blob`
-   * above), the scratch pages it wrote and the parts of the I/O buffers the host wrote are zeroed, and the
-   * info page gets a new generation (docs/ABI.md), all in one call of the page restorer. Returns false,
-   * having done nothing, when dirty tracking has not started (the caller maps the snapshot afresh instead).
+   * An incremental restore and the entry after it, as {@linkcode resetCpu}, then putting memory back, then
+   * {@linkcode enterAt}`(entryAddr)`. Memory goes back to the snapshot it was last synchronised with,
+   * touching only what changed: the persistent pages the guest wrote are copied back (from `system` below
+   * `SYSTEM_AREA_END`, from `blob` above), the scratch pages it wrote and the parts of the I/O buffers the host
+   * wrote are zeroed, and the info page gets a new generation (docs/ABI.md). All of it, and the staging of
+   * the vCPU's registers where the backend stages them in memory, is one call of the page restorer. Returns
+   * false, having done nothing, when dirty tracking has not started (the caller maps the snapshot afresh).
    *
    * Dirty bits are sticky (see `VirtualMachine.takeDirtyPages`): the persistent pages a guest writes on
    * every call are copied back on every restore without being write-protected again, for
    * {@linkcode STICKY_ROUNDS} restores (fewer for larger sets, see {@linkcode stickyRounds}); scratch pages
    * stay untracked once written.
    */
-  restoreDirty(blob: Mapping, system: Mapping): boolean {
+  restoreAndEnter(blob: Mapping, system: Mapping, entryAddr: bigint): boolean {
     const vm = this.#vm;
     if (!vm.tracking) return false;
+    // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
+    vm.resetVcpu(!this.#clean);
+    this.#clean = true;
+    const entry = this.#entryAt(entryAddr, 0n);
+    // Where the page restorer is native, it also writes the staged registers; else the setters do.
+    const staging = restoreLibrary() === undefined ? undefined : vm.stageEntryInMemory(entry, ABI_SREGS);
+    if (staging === undefined) {
+      vm.setSregs(ABI_SREGS);
+      vm.setEntryRegisters(entry);
+    }
     // A dirty ring is collected by the page restorer's native call, with the pages, where it can be.
     const ring = vm.dirtyRing;
     const dirty = vm.takeDirtyPages(ring !== undefined);
     // Debugger: pages written host-side are not in the log.
     this.#addHostWritten(dirty);
-    const persistentPages = this.layout.persistentSize / PAGE;
     const zeroScratch = vm.tracksScratch && this.#scratchTracked;
     this.#noteHostWrites();
-    const copied = this.#pages.restore(
+    const r = this.#request ??= {
       dirty,
       ring,
       system,
       blob,
-      SYSTEM_AREA_END / PAGE,
+      systemEnd: SYSTEM_AREA_END / PAGE,
       zeroScratch,
-      this.#inputWritten,
-      this.#outputWritten,
-      freshInfo(),
-    );
+      inputWritten: 0,
+      outputWritten: 0,
+      fresh: 0,
+      staging,
+    };
+    r.dirty = dirty;
+    r.ring = ring;
+    r.system = system;
+    r.blob = blob;
+    r.zeroScratch = zeroScratch;
+    r.inputWritten = this.#inputWritten;
+    r.outputWritten = this.#outputWritten;
+    r.fresh = freshInfo();
+    r.staging = staging;
+    const copied = this.#pages.restore(r);
     this.#inputWritten = this.#outputWritten = 0;
     if (!zeroScratch) this.resetScratch();
     else this.#mailbox?.clear();
     // Last: a backend may clear more than the persistent bits (a dirty ring resets every collected page),
     // and the scratch pages above were found through those bits.
     if (++this.#restoresSinceClear >= stickyRounds(copied)) {
-      vm.clearDirtyPages(dirty, persistentPages);
+      vm.clearDirtyPages(dirty, this.layout.persistentSize / PAGE);
       this.#restoresSinceClear = 0;
     }
     return true;
   }
+
+  /** The page restorer's request, reused by every restore. */
+  #request: RestoreRequest | undefined;
 
   /**
    * Memory now equals a snapshot: track writes from here. Tracking starts only now, not at creation,

@@ -73,6 +73,11 @@ enum {
   P_WRITE_TO,       // and last copy P_WRITE_LEN bytes from P_WRITE_FROM to P_WRITE_TO (a new generation
   P_WRITE_FROM,     // into the info page); lengths may be 0
   P_WRITE_LEN,
+  P_STAGE_TO,       // then copy P_STAGE_LEN bytes from P_STAGE_FROM to P_STAGE_TO (the vCPU's entry registers
+  P_STAGE_FROM,     // into kvm_run) and OR P_FLAGS into the u32 at P_FLAGS_AT (kvm_dirty_regs), unless
+  P_STAGE_LEN,      // P_FLAGS_AT is 0
+  P_FLAGS_AT,
+  P_FLAGS,
   P_WORDS,
 };
 
@@ -139,8 +144,8 @@ static inline __attribute__((always_inline)) void for_each_run(
 
 // First collects the dirty ring `ring` into `bitmap` (unless its R_ENTRIES is 0), then copies back every
 // persistent page set in `bitmap` (from the system area's source below P_SYSTEM_END, from the blob above),
-// zeroes every scratch page set there, then the two byte ranges to clear, and makes the one small copy of
-// the plan. Returns the number of pages copied.
+// zeroes every scratch page set there, then the two byte ranges to clear, makes the one small copy of the
+// plan, and stages the vCPU's entry registers. Returns the number of pages copied.
 EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, uint64_t *bitmap, uint64_t *ring) {
   if (ring[R_ENTRIES] != 0) collect(ring, bitmap);
   struct pages p = {
@@ -158,6 +163,11 @@ EXPORT uint64_t snapvm_restore_pages(const uint64_t *plan, uint64_t *bitmap, uin
   zero_bytes(plan[P_CLEAR_A], plan[P_CLEAR_A_LEN]);
   zero_bytes(plan[P_CLEAR_B], plan[P_CLEAR_B_LEN]);
   copy_bytes(plan[P_WRITE_TO], plan[P_WRITE_FROM], plan[P_WRITE_LEN]);
+  if (plan[P_FLAGS_AT] != 0) {
+    copy_bytes(plan[P_STAGE_TO], plan[P_STAGE_FROM], plan[P_STAGE_LEN]);
+    // After the registers: KVM reads them at the next KVM_RUN on this thread, after this call returns.
+    *(volatile uint32_t *)plan[P_FLAGS_AT] |= (uint32_t)plan[P_FLAGS];
+  }
   return p.copied;
 }
 

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { MemoryStaging } from "../backend/backend.ts";
 import type { Mapping } from "./mapping.ts";
 import { restoreLibrary, RING, setU64 } from "./restore_library.ts";
 
@@ -28,7 +29,12 @@ const PLAN = {
   WRITE_TO: 13,
   WRITE_FROM: 14,
   WRITE_LEN: 15,
-  WORDS: 16,
+  STAGE_TO: 16,
+  STAGE_FROM: 17,
+  STAGE_LEN: 18,
+  FLAGS_AT: 19,
+  FLAGS: 20,
+  WORDS: 21,
 } as const;
 
 /** A dirty ring state with no ring (0 entries): nothing to collect. */
@@ -40,6 +46,33 @@ export interface ByteRange {
   offset: number;
   /** Length in bytes. */
   length: number;
+}
+
+/**
+ * What one {@linkcode PageRestorer.restore} does. A caller keeps one and updates its fields, so that a
+ * restore allocates nothing.
+ */
+export interface RestoreRequest {
+  /** The dirty pages, one bit per guest-physical page. */
+  dirty: BigUint64Array;
+  /** A backend's dirty ring (its `dirtyRing`) to collect into `dirty` first, or undefined. */
+  ring: BigUint64Array | undefined;
+  /** The system area's source: pages below `systemEnd`. */
+  system: Mapping;
+  /** The snapshot's blob: the other persistent pages. */
+  blob: Mapping;
+  /** The first page that comes from `blob`. */
+  systemEnd: number;
+  /** Zero the scratch pages set in `dirty` (else the caller empties the scratch region itself). */
+  zeroScratch: boolean;
+  /** Bytes the host wrote at the start of the input buffer. */
+  inputWritten: number;
+  /** Bytes the host wrote at the start of the output buffer. */
+  outputWritten: number;
+  /** Host address (a number) of the bytes for the fresh range, memory the caller owns. */
+  fresh: number;
+  /** A backend's register staging (`stageEntryInMemory`) to make last, or undefined. */
+  staging: MemoryStaging | undefined;
 }
 
 /** Where a {@linkcode PageRestorer} works besides the dirty pages. */
@@ -73,7 +106,11 @@ export interface RestoreTargets {
  * const dirty = new BigUint64Array([0b1010n]); // page 1 (persistent) and page 3 (scratch)
  * const fresh = new Uint8Array(8).fill(9);
  * const from = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fresh)));
- * console.log(restorer.restore(dirty, undefined, source, source, 1, true, 0, 0, from)); // 1 page copied
+ * const request = {
+ *   dirty, ring: undefined, system: source, blob: source, systemEnd: 1, zeroScratch: true,
+ *   inputWritten: 0, outputWritten: 0, fresh: from, staging: undefined,
+ * };
+ * console.log(restorer.restore(request)); // 1 page copied
  * console.log(guest.bytes[4096], guest.bytes[3 * 4096], guest.bytes[0], guest.bytes[8]); // 7 0 9 1
  * ```
  */
@@ -114,31 +151,23 @@ export class PageRestorer {
   }
 
   /**
-   * First collects the dirty ring `ring` (a backend's `dirtyRing`, given only with the native library) into
-   * `dirty`. Copies every persistent page set in `dirty` back from `system` (pages below `systemEnd`) or `blob` (the
-   * rest); with `zeroScratch`, zeroes every scratch page set there; zeroes the first `inputWritten` and
-   * `outputWritten` bytes of the two host buffers; last, copies the fresh range's length of bytes from host
-   * address `fresh` (a number: memory the caller owns) into the fresh range. Returns the number of pages
-   * copied. Allocates nothing on the native path.
+   * Does what `r` asks, in this order: collects the dirty ring `r.ring` into `r.dirty`; copies every persistent
+   * page set in `r.dirty` back from `r.system` (pages below `r.systemEnd`) or `r.blob` (the rest); with
+   * `r.zeroScratch`, zeroes every scratch page set there; zeroes the first `r.inputWritten` and
+   * `r.outputWritten` bytes of the two host buffers; copies the fresh range's length of bytes from host
+   * address `r.fresh` into the fresh range; makes the register staging `r.staging`. A ring and a staging are
+   * only given where the native library is loaded. Returns the number of pages copied. Allocates nothing on
+   * the native path.
    *
    * @throws {RangeError} If a mapping is closed, a source is smaller than what it restores, or a written
    * length exceeds its buffer.
    */
-  restore(
-    dirty: BigUint64Array,
-    ring: BigUint64Array | undefined,
-    system: Mapping,
-    blob: Mapping,
-    systemEnd: number,
-    zeroScratch: boolean,
-    inputWritten: number,
-    outputWritten: number,
-    fresh: number,
-  ): number {
+  restore(r: RestoreRequest): number {
+    const { dirty, system, blob, systemEnd, inputWritten, outputWritten } = r;
     if (this.#persistent.closed || this.#scratch.closed || system.closed || blob.closed) {
       throw new RangeError("Cannot restore pages: a mapping is closed");
     }
-    const [input, output] = this.#targets.hostBuffers;
+    const input = this.#targets.hostBuffers[0], output = this.#targets.hostBuffers[1];
     if (
       !(inputWritten >= 0 && inputWritten <= input.length && outputWritten >= 0 &&
         outputWritten <= output.length)
@@ -160,19 +189,27 @@ export class PageRestorer {
       plan[PLAN.SYSTEM_END] = BigInt(systemEnd);
       plan[PLAN.BLOB] = blob.address;
     }
-    const scratchEnd = zeroScratch ? this.#scratchFirst + this.#scratch.size / PAGE : this.#scratchFirst;
+    const scratchEnd = r.zeroScratch ? this.#scratchFirst + this.#scratch.size / PAGE : this.#scratchFirst;
     const native = restoreLibrary();
     if (native !== undefined) {
-      const words = this.#planWords;
+      const words = this.#planWords, staging = r.staging;
       setU64(words, PLAN.BITMAP_WORDS, dirty.length);
       setU64(words, PLAN.SCRATCH_END, scratchEnd);
       setU64(words, PLAN.CLEAR_A_LEN, inputWritten);
       setU64(words, PLAN.CLEAR_B_LEN, outputWritten);
-      setU64(words, PLAN.WRITE_FROM, fresh);
-      return native.restorePages(plan, dirty, ring ?? NO_RING);
+      setU64(words, PLAN.WRITE_FROM, r.fresh);
+      if (staging !== this.#staging) {
+        this.#staging = staging;
+        setU64(words, PLAN.STAGE_TO, staging?.to ?? 0);
+        setU64(words, PLAN.STAGE_FROM, staging?.from ?? 0);
+        setU64(words, PLAN.STAGE_LEN, staging?.length ?? 0);
+        setU64(words, PLAN.FLAGS_AT, staging?.flagsAt ?? 0);
+        setU64(words, PLAN.FLAGS, staging?.flags ?? 0);
+      }
+      return native.restorePages(plan, dirty, r.ring ?? NO_RING);
     }
-    if (ring !== undefined) {
-      throw new Error("Cannot restore pages: a dirty ring to collect without the library");
+    if (r.ring !== undefined || r.staging !== undefined) {
+      throw new Error("Cannot restore pages: a dirty ring or a staging without the native library");
     }
     let copied = 0;
     forEachRun(dirty, 0, this.#persistent.size / PAGE, systemEnd, (first, end) => {
@@ -185,9 +222,12 @@ export class PageRestorer {
     });
     bytes.fill(0, input.offset, input.offset + inputWritten);
     bytes.fill(0, output.offset, output.offset + outputWritten);
-    this.#persistent.writeFrom(this.#targets.fresh.offset, BigInt(fresh), this.#targets.fresh.length);
+    this.#persistent.writeFrom(this.#targets.fresh.offset, BigInt(r.fresh), this.#targets.fresh.length);
     return copied;
   }
+
+  /** The staging the plan holds. */
+  #staging: MemoryStaging | undefined;
 }
 
 function inside(r: ByteRange, region: Mapping, what: string): void {

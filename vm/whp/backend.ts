@@ -394,6 +394,11 @@ class WhpVm implements VirtualMachine {
     for (let i = 0; i < words; i++) sticky[i] &= ~bitmap[i];
   }
 
+  /** WHP sets registers with `WHvSetVirtualProcessorRegisters`: nothing to stage in memory. */
+  stageEntryInMemory(): undefined {
+    return undefined;
+  }
+
   setEntryRegisters(r: EntryRegisters): void {
     const c = this.#c();
     const v = new DataView(c.gp.values.buffer, c.gp.values.byteOffset, c.gp.values.byteLength);

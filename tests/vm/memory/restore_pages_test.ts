@@ -122,17 +122,18 @@ function runCase(native: boolean, c: Case): { memory: Uint8Array; copied: number
       c.scratchFirst,
       { hostBuffers: buffers(c), fresh: { offset: 100, length: FRESH.length } },
     );
-    const copied = restorer.restore(
-      c.dirty,
-      undefined,
+    const copied = restorer.restore({
+      dirty: c.dirty,
+      ring: undefined,
       system,
       blob,
-      c.systemEnd,
-      c.zeroScratch,
-      c.inputWritten,
-      c.outputWritten,
-      FRESH_ADDRESS,
-    );
+      systemEnd: c.systemEnd,
+      zeroScratch: c.zeroScratch,
+      inputWritten: c.inputWritten,
+      outputWritten: c.outputWritten,
+      fresh: FRESH_ADDRESS,
+      staging: undefined,
+    });
     return { memory: guest.bytes.slice(), copied };
   } finally {
     useNativeRestore(before);
@@ -186,7 +187,18 @@ Deno.test("a closed or too small source, or a host write past its buffer, is ref
       });
       const dirty = new BigUint64Array([0b11n]);
       const restore = (system: Mapping, source: Mapping, systemEnd: number, written = 0) =>
-        restorer.restore(dirty, undefined, system, source, systemEnd, true, written, 0, FRESH_ADDRESS);
+        restorer.restore({
+          dirty,
+          ring: undefined,
+          system,
+          blob: source,
+          systemEnd,
+          zeroScratch: true,
+          inputWritten: written,
+          outputWritten: 0,
+          fresh: FRESH_ADDRESS,
+          staging: undefined,
+        });
       assert.throws(() => restore(blob, small, 1), /sources of/);
       assert.throws(() => restore(small, blob, 2), /sources of/);
       assert.throws(() => restore(blob, blob, 1, 1025), /host wrote 1025/);
@@ -207,4 +219,54 @@ Deno.test("a closed or too small source, or a host write past its buffer, is ref
       }),
     /host buffer 4096\+1 is outside its region/,
   );
+});
+
+Deno.test({
+  name: "the native call makes a register staging last: the block copied, the flag bits set, nothing else",
+  ignore: !LINUX_X64 || memfdNoexec() >= 2,
+  fn() {
+    using guest = Mapping.reserve(2 * PAGE), blob = Mapping.reserve(PAGE), target = Mapping.reserve(PAGE);
+    const restorer = new PageRestorer(guest.part(0, PAGE), guest.part(PAGE, PAGE), 1, {
+      hostBuffers: [{ offset: 0, length: 8 }, { offset: 8, length: 8 }],
+      fresh: { offset: 0, length: FRESH.length },
+    });
+    const block = new Uint8Array(new ArrayBuffer(456)).map((_, i) => i & 0xff);
+    target.bytes.fill(0xee);
+    target.view.setUint32(1024, 0x100, true);
+    const staging = {
+      to: Number(target.address) + 8,
+      from: Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(block))),
+      length: block.length,
+      flagsAt: Number(target.address) + 1024,
+      flags: 3,
+    };
+    const request = {
+      dirty: new BigUint64Array(1),
+      ring: undefined,
+      system: blob,
+      blob,
+      systemEnd: 0,
+      zeroScratch: true,
+      inputWritten: 0,
+      outputWritten: 0,
+      fresh: FRESH_ADDRESS,
+      staging,
+    };
+    assert.equal(restorer.restore(request), 0);
+    assert.deepEqual(target.bytes.subarray(8, 8 + block.length), block);
+    assert.equal(target.bytes[7], 0xee);
+    assert.equal(target.bytes[8 + block.length], 0xee);
+    assert.equal(target.view.getUint32(1024, true), 0x103);
+    // Without a staging, the next call leaves the target alone.
+    target.bytes.fill(0);
+    assert.equal(restorer.restore({ ...request, staging: undefined }), 0);
+    assert.ok(target.bytes.every((b) => b === 0));
+    // The JavaScript version has no staging to make: it refuses one.
+    const before = useNativeRestore(false);
+    try {
+      assert.throws(() => restorer.restore(request), /without the native library/);
+    } finally {
+      useNativeRestore(before);
+    }
+  },
 });
