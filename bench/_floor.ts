@@ -147,30 +147,7 @@ export async function runFloor(opts: FloorOptions = {}): Promise<Map<string, Flo
  * the same with the file in the page cache (`cached_<size>m_p<pages>`). Empty without gcc, as
  * {@linkcode runFloor}.
  */
-export function runFloorEvicted(
-  runs: number,
-  sizeMib: number,
-  pages: number,
-): Promise<Map<string, FloorStat>> {
-  return runFloorSized("evicted", runs, sizeMib, pages);
-}
-
-/**
- * Measures one metric of floor.c's `restore` group, `restore_<size>_n<pages>` (`sizeMib` 8, 64 or 256;
- * `pages` 1 or 1000), in a process of its own: short enough to alternate with snapvm's measurement of the
- * same thing. Empty without gcc, as {@linkcode runFloor}.
- */
-export function runFloorRestore(
-  runs: number,
-  sizeMib: number,
-  pages: number,
-): Promise<Map<string, FloorStat>> {
-  return runFloorSized("restore", runs, sizeMib, pages);
-}
-
-/** Runs floor.c's `mode` for one size and page count. */
-async function runFloorSized(
-  mode: "evicted" | "restore",
+export async function runFloorEvicted(
   runs: number,
   sizeMib: number,
   pages: number,
@@ -182,10 +159,10 @@ async function runFloorSized(
   const tmpdir = await Deno.makeTempDir({ prefix: "snapvm-floor-" });
   try {
     const out = await new Deno.Command(BINARY, {
-      args: [mode, String(runs), tmpdir, String(sizeMib), String(pages)],
+      args: ["evicted", String(runs), tmpdir, String(sizeMib), String(pages)],
     }).output();
     if (!out.success) {
-      throw new Error(`floor ${mode} failed (exit ${out.code}):\n${new TextDecoder().decode(out.stderr)}`);
+      throw new Error(`floor evicted failed (exit ${out.code}):\n${new TextDecoder().decode(out.stderr)}`);
     }
     return parseFloorOutput(new TextDecoder().decode(out.stdout));
   } finally {
