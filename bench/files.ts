@@ -114,7 +114,9 @@ async function deltas(o: BenchOptions, dir: string): Promise<Table> {
   log("files: delta cold starts");
   Snapshot.fromFile(delta).close(); // brings all three files into the page cache
   Snapshot.fromFile(full).close();
-  const [uFull, uDelta] = await interleaved(o.count(80), 10, [
+  // 300 pairs: the delta's extra cost (~60 µs: a second file's header, its mappings) is a tenth of a cold
+  // start, and 80 pairs moved the ratio between 1.04x and 1.24x from run to run.
+  const [uFull, uDelta] = await interleaved(o.count(300), 20, [
     () => coldStart(() => Snapshot.fromFileUnchecked(full)),
     () => coldStart(() => Snapshot.fromFileUnchecked(delta)),
   ]);
