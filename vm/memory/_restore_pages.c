@@ -27,6 +27,7 @@ enum {
   R_SLOT,      // the memslot whose pages are recorded
   R_PAGES,     // bits in the bitmap (pages beyond are not recorded)
   R_COLLECTED, // entries collected and not yet reset (in and out)
+  R_WORDS,
 };
 
 // Moves the dirty ring's new entries into `bitmap` and marks them collected (KVM_DIRTY_GFN_F_RESET), as

@@ -1,7 +1,10 @@
 /**
- * Restore's page work: copies back the persistent pages a dirty bitmap marks and zeroes the scratch pages
- * it marks, in one native call where the restore library loads (`restore_library.ts`), page runs in
- * JavaScript where it does not. Both versions do exactly the same; tests compare them on random bitmaps.
+ * Restore's page work: collects a KVM dirty ring, copies back the persistent pages the dirty bitmap marks,
+ * zeroes the scratch pages it marks and the bytes the host wrote into the I/O buffers, writes fresh bytes
+ * (the info page's new generation) and stages the vCPU's entry registers, in one native call where the
+ * restore library loads (`restore_library.ts`); page runs in JavaScript where it does not (there the backend
+ * collects its ring and stages registers itself). Both versions do the same page work; tests compare them
+ * on random bitmaps.
  *
  * @module
  */
@@ -11,8 +14,17 @@ import { restoreLibrary, RING, setU64 } from "./restore_library.ts";
 
 const PAGE = 4096;
 
-/** The plan's fields (u64 indexes), as `_restore_pages.c` declares them (`P_*` there). */
-const PLAN = {
+/**
+ * The plan's fields (u64 indexes), as `_restore_pages.c` declares them (`P_*` there; a test compares the
+ * two).
+ *
+ * @example
+ * ```ts
+ * import { PLAN } from "./restore_pages.ts";
+ * console.log(PLAN.WORDS); // 21
+ * ```
+ */
+export const PLAN = {
   BITMAP_WORDS: 0,
   PERSISTENT: 1,
   PERSISTENT_END: 2,

@@ -5,11 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { Mapping } from "../../../vm/memory/mapping.ts";
-import { forEachRun, PageRestorer, type RestoreTargets } from "../../../vm/memory/restore_pages.ts";
-import { restoreLibrary, useNativeRestore } from "../../../vm/memory/restore_library.ts";
+import { forEachRun, PageRestorer, PLAN, type RestoreTargets } from "../../../vm/memory/restore_pages.ts";
+import { restoreLibrary, RING, useNativeRestore } from "../../../vm/memory/restore_library.ts";
 import { RESTORE_PAGES_LIBRARY } from "../../../vm/memory/_restore_pages_library.ts";
 import { buildRestorePages, renderRestorePagesModule } from "../../../vm/memory/build_restore_pages.ts";
 import { openLibraryFromBytes } from "../../../ffi/linux/library_from_bytes.ts";
+import { DIRTY_RING } from "../../../ffi/linux/kvm.ts";
 import { gccOrSkip, sameToolchain } from "../../_rebuild.ts";
 
 const PAGE = 4096;
@@ -269,4 +270,22 @@ Deno.test({
       useNativeRestore(before);
     }
   },
+});
+
+Deno.test("the plan and ring layouts match the C file's enums index for index", () => {
+  const source = Deno.readTextFileSync(new URL("../../../vm/memory/_restore_pages.c", import.meta.url))
+    .replace(/\/\/[^\n]*/g, ""); // comments name fields too
+  const enumOf = (prefix: string) => {
+    const body = [...source.matchAll(/enum \{([^}]*)\}/g)].map((m) => m[1]).find((b) => b.includes(prefix))!;
+    const names = [...body.matchAll(new RegExp(`\\b${prefix}(\\w+)`, "g"))].map((m) => m[1]);
+    return Object.fromEntries(names.map((name, i) => [name, i]));
+  };
+  assert.deepEqual(enumOf("P_"), PLAN);
+  assert.deepEqual(enumOf("R_"), RING);
+  // struct kvm_dirty_gfn and its flags, as ffi/linux/kvm.ts has them from linux/kvm.h.
+  const define = (name: string) => Number(new RegExp(`#define ${name} (\\d+)u`).exec(source)![1]);
+  assert.equal(define("KVM_DIRTY_GFN_F_DIRTY"), DIRTY_RING.F_DIRTY);
+  assert.equal(define("KVM_DIRTY_GFN_F_RESET"), DIRTY_RING.F_RESET);
+  assert.match(source, /struct dirty_gfn \{\s*uint32_t flags;\s*uint32_t slot;\s*uint64_t offset;\s*\}/);
+  assert.deepEqual([DIRTY_RING.FLAGS, DIRTY_RING.SLOT, DIRTY_RING.OFFSET, DIRTY_RING.ENTRY], [0, 4, 8, 16]);
 });
