@@ -1,6 +1,6 @@
 /**
- * A Worker for tests/vm/worker_test.ts: `{ run: "cycle" }` makes, calls and closes a sandbox, then ends the
- * Worker; `{ run: "spin" }` posts the sandbox's interrupt handle and starts a call that never returns (no
+ * A Worker for tests/vm/worker_test.ts: `{ run: "cycle" }` makes, calls, restores and closes a sandbox,
+ * then ends the Worker; `{ run: "spin" }` posts the sandbox's interrupt handle and starts a call that never returns (no
  * time limit), reporting how it ended; `{ run: "spinAsync" }` and `{ run: "hot" }` start an asynchronous
  * call that never returns (the first in an ordinary sandbox, the second in a hot one) and post the kernel
  * id of the thread that runs its vCPU, then leave the event loop free for `terminate()`.
@@ -13,6 +13,9 @@ self.onmessage = (e: MessageEvent<{ run: "cycle" | "spin" | "spinAsync" | "hot" 
   if (e.data.run === "cycle") {
     {
       using sbx = new UninitializedSandbox(guest).evolve();
+      using snap = sbx.snapshot();
+      sbx.call("Counter");
+      sbx.restore(snap); // loads the native restore library in this Worker
       sbx.call("Counter");
     }
     self.postMessage("done");
