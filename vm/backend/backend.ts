@@ -331,7 +331,7 @@ export interface VirtualMachine {
   /**
    * A KVM dirty ring whose new entries the caller may collect into `takeDirtyPages(true)`'s array itself, in
    * the same native call that restores the pages (state layout: `RING` of `vm/memory/restore_library.ts`);
-   * undefined when the backend collects everything itself.
+   * undefined when the backend has none (it collects whatever it has in `takeDirtyPages()`).
    */
   readonly dirtyRing: BigUint64Array | undefined;
 

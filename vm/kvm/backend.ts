@@ -154,12 +154,9 @@ export class KvmVm implements VirtualMachine {
     setU64(this.#ringWords, RING.COLLECTED, n);
   }
 
-  /**
-   * The dirty ring's state when restore's native page work can collect it in its own call (ring mode,
-   * tracking, the library loaded); then `takeDirtyPages(true)` leaves the new entries to it.
-   */
+  /** The dirty ring's state while tracking in ring mode: `takeDirtyPages(true)` leaves its new entries. */
   get dirtyRing(): BigUint64Array | undefined {
-    return this.#sticky !== undefined && restoreLibrary() !== undefined ? this.#ringState : undefined;
+    return this.#sticky !== undefined ? this.#ringState : undefined;
   }
 
   get tracking(): boolean {
@@ -202,7 +199,7 @@ export class KvmVm implements VirtualMachine {
   takeDirtyPages(leaveRing = false): BigUint64Array {
     const m = this.#mapped();
     if (this.#sticky !== undefined) {
-      if (!leaveRing || this.dirtyRing === undefined) this.#collectRing();
+      if (!leaveRing) this.#collectRing();
       return this.#sticky;
     }
     this.#dirty ??= new BigUint64Array(Math.ceil(m.size / 4096 / 64));

@@ -739,8 +739,13 @@ export class GuestVm {
    * guest could only have changed at CPL0 (debug registers, MSRs, XCR0, pending events).
    */
   resetCpu(): void {
-    this.#vm.resetVcpu(!this.#clean);
+    this.#finishAndReset();
     this.#vm.setSregs(ABI_SREGS);
+  }
+
+  /** Finishes what the last run left pending; after a failed run, resets what only CPL0 could change. */
+  #finishAndReset(): void {
+    this.#vm.resetVcpu(!this.#clean);
     this.#clean = true;
   }
 
@@ -762,17 +767,17 @@ export class GuestVm {
     const vm = this.#vm;
     if (!vm.tracking) return false;
     // First, so that whatever KVM still had to finish (it may write guest memory) is undone below.
-    vm.resetVcpu(!this.#clean);
-    this.#clean = true;
+    this.#finishAndReset();
     const entry = this.#entryAt(entryAddr, 0n);
-    // Where the page restorer is native, it also writes the staged registers; else the setters do.
-    const staging = restoreLibrary() === undefined ? undefined : vm.stageEntryInMemory(entry, ABI_SREGS);
+    // Where the page restorer is native, it also writes the staged registers and collects a dirty ring;
+    // else the backend's setters and `takeDirtyPages()` do.
+    const native = restoreLibrary() !== undefined;
+    const staging = native ? vm.stageEntryInMemory(entry, ABI_SREGS) : undefined;
     if (staging === undefined) {
       vm.setSregs(ABI_SREGS);
       vm.setEntryRegisters(entry);
     }
-    // A dirty ring is collected by the page restorer's native call, with the pages, where it can be.
-    const ring = vm.dirtyRing;
+    const ring = native ? vm.dirtyRing : undefined;
     const dirty = vm.takeDirtyPages(ring !== undefined);
     // Debugger: pages written host-side are not in the log.
     this.#addHostWritten(dirty);
